@@ -1,0 +1,152 @@
+"""Shipped codecs: a folder each, found by a stable name, verified by a hash.
+
+    codecs/<name>/config.json        architecture, modality, patch, bits, encode steps, rate
+    codecs/<name>/weights.safetensors  base network (never pickle)
+    codecs/<name>/tables.safetensors   quantizer ranges and integer entropy tables
+    codecs/<name>/MODEL_CARD.md
+
+The hash covers the weights, the tables and the config fields that change decoding, so a
+file never decodes silently with the wrong network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file as load_np
+from safetensors.numpy import save_file as save_np
+from safetensors.torch import load_file as load_torch
+from safetensors.torch import save_file as save_torch
+
+from .container import HASH_BYTES
+from .errors import CodecError
+from .model import LatentModulatedSiren, SirenConfig
+from .quantize import Quantizer
+
+DEFAULT_CODECS = {"image": "image-6x128-l64-b4"}
+
+# Fields of config.json that change how a file decodes; they are part of the hash.
+_DECODE_FIELDS = ("name", "modality", "model", "patch", "bits")
+
+
+def search_path() -> list[Path]:
+    """Where codecs are looked for: $COIN_CODECS_PATH (os.pathsep-separated), the copy
+    installed inside the package, then the source tree's codecs/ folder."""
+    paths = [Path(p) for p in os.environ.get("COIN_CODECS_PATH", "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    paths += [here / "codecs", here.parent / "codecs"]
+    return [p for p in paths if p.is_dir()]
+
+
+def codec_hash(folder: Path, config: dict) -> bytes:
+    h = hashlib.sha256()
+    h.update(json.dumps({k: config.get(k) for k in _DECODE_FIELDS}, sort_keys=True).encode())
+    for name in ("weights.safetensors", "tables.safetensors"):
+        h.update((folder / name).read_bytes())
+    return h.digest()[:HASH_BYTES]
+
+
+@dataclass
+class Codec:
+    name: str
+    folder: Path
+    config: dict
+    net: LatentModulatedSiren
+    quantizer: Quantizer
+    table: np.ndarray  # (D, levels) int32
+    hash: bytes
+
+    @property
+    def modality(self) -> str:
+        return self.config["modality"]
+
+    @property
+    def patch(self) -> tuple[int, ...]:
+        return tuple(self.config["patch"])
+
+    @property
+    def steps(self) -> int:
+        return int(self.config["encode_steps"])
+
+    @property
+    def bits(self) -> int:
+        return self.quantizer.bits
+
+
+def load_folder(folder: Path) -> Codec:
+    """Load and verify one codec folder."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        name = config["name"]
+        expected = bytes.fromhex(config["hash"])
+        actual = codec_hash(folder, config)
+        if actual != expected:
+            raise CodecError(f"codec {name!r} in {folder} fails its hash check (modified or damaged); "
+                             "reinstall it")
+        net = LatentModulatedSiren(SirenConfig.from_dict(config["model"]))
+        net.load_state_dict(load_torch(str(folder / "weights.safetensors")))
+        net.eval().requires_grad_(False)
+        t = load_np(str(folder / "tables.safetensors"))
+        quantizer = Quantizer(t["low"], t["step"], int(config["bits"]))
+        table = t["table"].astype(np.int32)
+    except CodecError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, SafetensorError) as e:
+        raise CodecError(f"codec folder {folder} is incomplete or unreadable ({e.__class__.__name__}: {e})") from None
+    return Codec(name, folder, config, net, quantizer, table, actual)
+
+
+def available() -> dict[str, Path]:
+    """name -> folder of every codec on the search path (first one found wins)."""
+    found: dict[str, Path] = {}
+    for root in search_path():
+        for cfg in sorted(root.glob("*/config.json")):
+            found.setdefault(cfg.parent.name, cfg.parent)
+    return found
+
+
+@lru_cache(maxsize=16)
+def _load_cached(folder: str) -> Codec:
+    return load_folder(Path(folder))
+
+
+def load(name: str) -> Codec:
+    """A codec by its stable name, or by a path to a codec folder."""
+    if os.sep in name or name.startswith("."):
+        return _load_cached(str(Path(name).resolve()))
+    codecs = available()
+    if name not in codecs:
+        known = ", ".join(sorted(codecs)) or "none installed"
+        raise CodecError(f"unknown codec {name!r} (available: {known})")
+    return _load_cached(str(codecs[name].resolve()))
+
+
+def default_for(modality: str) -> str:
+    if modality not in DEFAULT_CODECS:
+        raise CodecError(f"no default codec for {modality}; pass --codec")
+    return DEFAULT_CODECS[modality]
+
+
+def write_folder(folder: Path, config: dict, net: LatentModulatedSiren, quantizer: Quantizer,
+                 table: np.ndarray, model_card: str) -> Codec:
+    """Write a codec folder (config gets its hash) and load it back to verify."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_torch(state, str(folder / "weights.safetensors"))
+    save_np({"low": quantizer.low.astype(np.float32), "step": quantizer.step.astype(np.float32),
+             "table": table.astype(np.int32)}, str(folder / "tables.safetensors"))
+    config = dict(config, bits=quantizer.bits)
+    config["hash"] = codec_hash(folder, config).hex()
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "MODEL_CARD.md").write_text(model_card)
+    _load_cached.cache_clear()
+    return load_folder(folder)

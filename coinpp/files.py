@@ -1,0 +1,43 @@
+"""Atomic output: write to a temporary file in the target folder, then rename.
+
+A crash, Ctrl-C or full disk never leaves a partial output, and nothing is overwritten
+without force.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def check_writable(path: Path, force: bool) -> None:
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputError(f"{path} exists (use --force to overwrite)")
+    if not path.parent.exists():
+        raise OutputError(f"{path.parent}: no such folder")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], force: bool = False) -> None:
+    """Call write(tmp_path) and rename the result onto `path`."""
+    path = Path(path)
+    check_writable(path, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, force: bool = False) -> None:
+    atomic_write(path, lambda p: p.write_bytes(data), force)

@@ -1,0 +1,71 @@
+"""Fit stage (encoding's hot loop) and its inverse, evaluation at any coordinates.
+
+Encoding: K SGD steps on every patch's latent from zero with the base network frozen, using
+the meta-learned per-dimension rates; all patches of a file (or of many files) in one batch,
+cut into chunks to bound memory.
+
+Decoding: the network is evaluated at whatever sample positions are asked for; each position
+finds its patch and its coordinate inside that patch's cell (pixel centres, see patching.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .device import pick_device
+from .model import LatentModulatedSiren
+
+FIT_CHUNK = 64  # patches per chunk: past ~16-64 the CPU gains nothing and memory grows
+EVAL_CHUNK = 1 << 15  # points per chunk when evaluating
+
+
+@torch.no_grad()
+def fit_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.ndarray | torch.Tensor,
+                steps: int, device: str = "auto", chunk: int = FIT_CHUNK) -> torch.Tensor:
+    """targets (P, N, C) in [0, 1], coords (N, I) -> latents (P, D) on the CPU."""
+    dev = pick_device(device)
+    net = net.to(dev)
+    coords = coords.to(dev)
+    t = torch.as_tensor(targets, dtype=torch.float32)
+    out = []
+    for part in t.split(chunk):
+        out.append(net.inner_loop(coords, part.to(dev), steps).cpu())
+    return torch.cat(out) if out else torch.zeros(0, net.cfg.latent_dim)
+
+
+def _axis_samples(size: int, out_size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """For `out_size` samples spanning an axis of `size` input samples: the patch index and
+    the coordinate inside that patch's cell [-1, 1] of each output sample centre."""
+    centre = (np.arange(out_size, dtype=np.float64) + 0.5) * (size / out_size)  # input pixel units
+    k = np.minimum(np.floor(centre / patch).astype(np.int64), math.ceil(size / patch) - 1)
+    local = 2.0 * (centre - k * patch) / patch - 1.0
+    return k, local
+
+
+@torch.no_grad()
+def evaluate_grid(net: LatentModulatedSiren, latents: torch.Tensor, shape: tuple[int, ...],
+                  patch: tuple[int, ...], out_shape: tuple[int, ...], device: str = "auto",
+                  chunk: int = EVAL_CHUNK) -> np.ndarray:
+    """Decode the signal of spatial `shape` onto a regular grid of `out_shape` samples.
+
+    Returns (*out_shape, C) float32 (not clipped).
+    """
+    dev = pick_device(device)
+    net = net.to(dev)
+    counts = [math.ceil(s / p) for s, p in zip(shape, patch, strict=True)]
+    axes = [_axis_samples(s, o, p) for s, o, p in zip(shape, out_shape, patch, strict=True)]
+    ks = np.meshgrid(*[a[0] for a in axes], indexing="ij")
+    pid = np.ravel_multi_index([k.reshape(-1) for k in ks], counts)
+    locs = np.meshgrid(*[a[1] for a in axes], indexing="ij")
+    coords = np.stack([c.reshape(-1) for c in locs], axis=-1).astype(np.float32)
+    shifts = net.latent_map(latents.to(dev))  # (P, L*W)
+    out = np.empty((coords.shape[0], net.cfg.out_dim), dtype=np.float32)
+    for start in range(0, coords.shape[0], chunk):
+        sl = slice(start, start + chunk)
+        c = torch.from_numpy(coords[sl]).to(dev)
+        s = shifts[torch.from_numpy(pid[sl]).to(dev)]
+        out[sl] = net.forward_points(c, s).cpu().numpy()
+    return out.reshape(*out_shape, net.cfg.out_dim)

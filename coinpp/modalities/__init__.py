@@ -1,0 +1,30 @@
+"""Registry of modalities by stable name and by the code stored in the bitstream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from .base import Modality, Signal
+from .image import ImageModality
+
+_ALL: list[Modality] = [ImageModality()]
+BY_NAME = {m.name: m for m in _ALL}
+BY_CODE = {m.code: m for m in _ALL}
+
+
+def get(name: str) -> Modality:
+    if name not in BY_NAME:
+        raise InputError(f"unknown modality {name!r}; known: {', '.join(BY_NAME)}")
+    return BY_NAME[name]
+
+
+def for_path(path: Path) -> Modality:
+    ext = Path(path).suffix.lower()
+    for m in _ALL:
+        if ext in m.extensions:
+            return m
+    raise InputError(f"{path}: unknown file type {ext or '(no extension)'!r}")
+
+
+__all__ = ["Modality", "Signal", "get", "for_path", "BY_NAME", "BY_CODE"]

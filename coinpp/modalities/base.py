@@ -1,0 +1,73 @@
+"""The small interface every modality implements: read, write, metrics, and its metadata.
+
+A modality turns a file into a `Signal` (channels-last float array in [0, 1] plus what is
+needed to write the file back) and back. Everything else in the pipeline is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+
+@dataclass
+class Signal:
+    """values: (*spatial, C) float32 in [0, 1]; meta: modality-specific fields kept in the file."""
+
+    values: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return tuple(self.values.shape[:-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.values.shape[-1])
+
+
+class Modality:
+    """One kind of data. Subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]
+    code: ClassVar[int]  # stable number stored in the bitstream
+    extensions: ClassVar[tuple[str, ...]]
+    spatial_dims: ClassVar[int]
+
+    def read(self, path: Path) -> Signal:
+        raise NotImplementedError
+
+    def write(self, signal: Signal, path: Path) -> None:
+        """Write to `path` (the caller handles atomic rename and --force)."""
+        raise NotImplementedError
+
+    def to_network(self, signal: Signal, out_dim: int) -> np.ndarray:
+        """Values as the codec's network sees them: (*spatial, out_dim)."""
+        if signal.channels == out_dim:
+            return signal.values
+        raise NotImplementedError
+
+    def from_network(self, values: np.ndarray, meta: dict) -> np.ndarray:
+        """Inverse of to_network on decoded values (*spatial, out_dim) -> (*spatial, C)."""
+        return values
+
+    def quality(self, original: Signal, decoded: Signal) -> dict[str, float]:
+        raise NotImplementedError
+
+    def rate(self, nbytes: int, signal_shape: tuple[int, ...]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def encode_meta(self, meta: dict) -> bytes:
+        """Modality fields for the container (little-endian, versioned by the format)."""
+        raise NotImplementedError
+
+    def decode_meta(self, data: bytes, channels: int) -> dict:
+        raise NotImplementedError
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)

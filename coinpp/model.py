@@ -1,0 +1,146 @@
+"""The base network: a SIREN whose hidden layers are shifted by a per-patch latent.
+
+Shapes: B patches, N coordinates per patch, I coordinate dims, C output features,
+W hidden width, L sine layers, D latent dims.
+
+Besides the forward pass, this module writes out the gradient of the per-patch MSE with
+respect to the latents by hand, with ordinary differentiable tensor ops. That is the inner
+loop of meta-learning and the hot loop of encoding: on the CPU it is several times faster
+than autograd's double backward, and the outer step can still differentiate through it
+(second-order meta-learning), because every op in it is itself differentiable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SirenConfig:
+    """Architecture of a LatentModulatedSiren. `depth` counts the sine layers."""
+
+    in_dim: int = 2
+    out_dim: int = 3
+    width: int = 128
+    depth: int = 5
+    latent_dim: int = 64
+    w0: float = 30.0
+    meta_sgd: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SirenConfig:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    @property
+    def tag(self) -> str:
+        """Short name of the architecture, e.g. '6x128-l64' (depth counts the linear layer)."""
+        return f"{self.depth + 1}x{self.width}-l{self.latent_dim}"
+
+
+class LatentModulatedSiren(nn.Module):
+    """`sin(w0 (W_i h + b_i + s_i))` for every sine layer; shifts `s = A z + c` from latent z."""
+
+    def __init__(self, cfg: SirenConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        w, L = cfg.width, cfg.depth
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        dims = [cfg.in_dim] + [w] * L
+        for i in range(L):
+            n_in = dims[i]
+            # SIREN init: first layer U(-1/n, 1/n), later U(-sqrt(6/n)/w0, sqrt(6/n)/w0).
+            bound = 1.0 / n_in if i == 0 else math.sqrt(6.0 / n_in) / cfg.w0
+            self.weights.append(nn.Parameter(torch.empty(w, n_in).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(w).uniform_(-bound, bound)))
+        bound = math.sqrt(6.0 / w) / cfg.w0
+        self.out_weight = nn.Parameter(torch.empty(cfg.out_dim, w).uniform_(-bound, bound))
+        self.out_bias = nn.Parameter(torch.zeros(cfg.out_dim))
+        # Latent map: one linear layer from z to the shifts of all sine layers. Zero bias, so
+        # z = 0 gives the unmodulated base network that encoding starts from.
+        self.latent_map = nn.Linear(cfg.latent_dim, w * L)
+        nn.init.zeros_(self.latent_map.bias)
+        if cfg.meta_sgd:
+            self.inner_lr = nn.Parameter(torch.empty(cfg.latent_dim).uniform_(0.005, 0.1))
+        else:
+            self.register_buffer("inner_lr", torch.full((cfg.latent_dim,), 1e-2))
+
+    def learning_rates(self) -> torch.Tensor:
+        """Per-dimension inner learning rates (meta-SGD), clipped to [0, 1] as in functa."""
+        return self.inner_lr.clamp(0.0, 1.0)
+
+    def shifts(self, latents: torch.Tensor) -> list[torch.Tensor]:
+        """latents (B, D) -> L tensors of shape (B, 1, W)."""
+        s = self.latent_map(latents)  # (B, L*W)
+        return [t.unsqueeze(1) for t in s.split(self.cfg.width, dim=1)]
+
+    def forward(self, coords: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """coords (B, N, I) or (N, I) shared, latents (B, D) -> features (B, N, C)."""
+        h = coords
+        for W, b, s in zip(self.weights, self.biases, self.shifts(latents), strict=True):
+            h = torch.sin(self.cfg.w0 * (h @ W.T + b + s))
+        return h @ self.out_weight.T + self.out_bias + 0.5
+
+    def forward_points(self, coords: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+        """Evaluate at M points, each with its own shifts: coords (M, I), shifts (M, L*W) -> (M, C).
+
+        Used by decoding at arbitrary coordinates, where points of different patches mix.
+        """
+        h = coords
+        for W, b, s in zip(self.weights, self.biases, shifts.split(self.cfg.width, dim=1), strict=True):
+            h = torch.sin(self.cfg.w0 * (h @ W.T + b + s))
+        return h @ self.out_weight.T + self.out_bias + 0.5
+
+    def loss_and_latent_grad(
+        self, coords: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-patch MSE (B,) and its gradient with respect to the latents (B, D).
+
+        The backward pass of the SIREN written out by hand (see the module docstring).
+        """
+        w0 = self.cfg.w0
+        pre = []  # pre-activations w0*(W h + b + s), kept for the cosines of the backward pass
+        h = coords
+        for W, b, s in zip(self.weights, self.biases, self.shifts(latents), strict=True):
+            u = w0 * (h @ W.T + b + s)  # (B, N, W)
+            pre.append(u)
+            h = torch.sin(u)
+        out = h @ self.out_weight.T + self.out_bias + 0.5  # (B, N, C)
+        err = out - targets
+        n = err.shape[1] * err.shape[2]
+        loss = err.pow(2).mean(dim=(1, 2))  # (B,)
+        g_h = (err * (2.0 / n)) @ self.out_weight  # (B, N, W)
+        g_shifts = []
+        for i in range(len(pre) - 1, -1, -1):
+            g_u = g_h * (w0 * torch.cos(pre[i]))  # d/ds_i, (B, N, W)
+            g_shifts.append(g_u.sum(dim=1))  # (B, W)
+            if i > 0:
+                g_h = g_u @ self.weights[i]
+        g_s = torch.cat(g_shifts[::-1], dim=1)  # (B, L*W)
+        return loss, g_s @ self.latent_map.weight  # (B, D)
+
+    def inner_loop(
+        self,
+        coords: torch.Tensor,
+        targets: torch.Tensor,
+        steps: int,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`steps` SGD steps on the latents from zero (or `latents`), meta-SGD rates.
+
+        Differentiable with respect to the network when called with grad enabled.
+        """
+        if latents is None:
+            latents = torch.zeros(targets.shape[0], self.cfg.latent_dim, device=targets.device, dtype=targets.dtype)
+        lr = self.learning_rates()
+        for _ in range(steps):
+            _, g = self.loss_and_latent_grad(coords, latents, targets)
+            latents = latents - lr * g
+        return latents

@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny codec (random, untrained network) so the suite stays fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coinpp import codec as codecs
+from coinpp.entropy import frequency_table
+from coinpp.model import LatentModulatedSiren, SirenConfig
+from coinpp.quantize import Quantizer
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int = 0) -> codecs.Codec:
+    torch.manual_seed(seed)
+    cfg = SirenConfig(width=16, depth=2, latent_dim=8, w0=30.0)
+    net = LatentModulatedSiren(cfg)
+    rng = np.random.default_rng(seed)
+    latents = rng.normal(0, 0.05, size=(2000, cfg.latent_dim)).astype(np.float32)
+    q = Quantizer.fit(latents, bits)
+    table = frequency_table(q.quantize(latents), q.levels)
+    config = {"name": name, "modality": "image", "model": cfg.to_dict(), "patch": [8, 8], "encode_steps": 2}
+    return codecs.write_folder(root / name, config, net, q, table, f"# {name}\n\ntest codec\n")
+
+
+@pytest.fixture()
+def tiny_codec(tmp_path_factory, monkeypatch) -> codecs.Codec:
+    root = tmp_path_factory.mktemp("codecs")
+    c = make_tiny_codec(root)
+    monkeypatch.setenv("COIN_CODECS_PATH", str(root))
+    monkeypatch.setitem(codecs.DEFAULT_CODECS, "image", c.name)
+    codecs._load_cached.cache_clear()
+    yield c
+    codecs._load_cached.cache_clear()
+
+
+def smooth_image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
+    """A smooth uint8 test image (gradients plus a blob) of any size."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    chans = []
+    for c in range(channels):
+        a, b = rng.uniform(0.5, 2.0, 2)
+        chans.append(0.5 + 0.4 * np.sin(a * x / w * 3 + c) * np.cos(b * y / h * 3))
+    return np.clip(np.stack(chans, -1) * 255, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def rgb_png(tmp_path) -> Path:
+    p = tmp_path / "rgb.png"
+    Image.fromarray(smooth_image(37, 29)).save(p)
+    return p
