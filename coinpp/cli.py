@@ -207,8 +207,8 @@ def list_codecs(as_json: bool) -> None:
 @DEVICE
 def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim: int, w0: float, patch: int,
           batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int, minutes: float,
-          val_every: int, seed: int, val_files: int, no_meta_sgd: bool, export_name: str | None, bits: str, codecs_dir: str,
-          fresh: bool, device: str) -> None:
+          val_every: int, seed: int, val_files: int, no_meta_sgd: bool, export_name: str | None, bits: str,
+          codecs_dir: str, fresh: bool, device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
     Runs under `torchrun --nproc-per-node N coin train ...` too (DistributedDataParallel).
@@ -286,6 +286,46 @@ def demo(out: str, device: str) -> None:
     console.print(f"sample {sample.name} ({w}x{h}) with codec {codec.name}: {len(enc.data):,} bytes = "
                   f"{rate:.3f} bpp, PSNR {psnr:.2f} dB; encode {t_enc:.1f} s, decode {t_dec:.1f} s")
     console.print(f"wrote {outdir}/chelsea.coin, chelsea.decoded.png and chelsea.decoded-2x.png")
+
+
+@cli.command()
+@click.argument("suite")
+@click.option("--codecs", "codec_list", default="default,jpeg", show_default=True,
+              help="Comma-separated: coin codec names, 'default' (the default image codec), 'jpeg'.")
+@click.option("--jpeg-qualities", default="1,2,3,4,5,6,8,10,15,20,30,50,75", show_default=True)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results folder.")
+@click.option("--data-root", default="../shared/data", show_default=True, type=click.Path(file_okay=False),
+              help="Where named suites (kodak) live.")
+@click.option("--limit", type=int, help="Only the first N files.")
+@DEVICE
+def bench(suite: str, codec_list: str, jpeg_qualities: str, out: str, data_root: str, limit: int | None,
+          device: str) -> None:
+    """Measure rate (real file sizes) and PSNR of codecs on SUITE (a named suite or a folder)."""
+    from rich.progress import Progress
+
+    from .bench import coin_rows, jpeg_rows, suite_files, write_results
+
+    files = suite_files(suite, Path(data_root))[:limit]
+    names = [n.strip() for n in codec_list.split(",") if n.strip()]
+    coin_names = [codecs.default_for("image") if n == "default" else n for n in names if n != "jpeg"]
+    rows, desc = [], {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("coin", total=len(files) * len(coin_names))
+        rows += coin_rows(files, coin_names, device, lambda s: progress.update(task, advance=1, description=s))
+    for n in coin_names:
+        desc[n] = f"coin codec {n} (real file sizes, headers included)"
+    if "jpeg" in names:
+        qualities = [int(q) for q in jpeg_qualities.split(",")]
+        rows += jpeg_rows(files, qualities)
+        desc["jpeg"] = f"JPEG, Pillow {__import__('PIL').__version__}, 4:2:0, qualities {jpeg_qualities}"
+    summary = write_results(Path(out), rows, desc)
+    t = Table("codec", "setting", "bpp", "PSNR dB", "encode s", "decode s")
+    for codec, pts in summary.items():
+        for p in pts:
+            t.add_row(codec, p["setting"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}", f"{p['encode_s']:.2f}",
+                      f"{p['decode_s']:.2f}")
+    console.print(t)
+    console.print(f"{len(files)} files; results in {out}")
 
 
 def main() -> None:

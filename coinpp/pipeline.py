@@ -27,9 +27,9 @@ class Encoded:
     codec: codecs.Codec
 
 
-def encode_signal(signal: Signal, modality: Modality, codec: codecs.Codec, steps: int | None = None,
-                  device: str = "auto") -> Encoded:
-    """Fit, quantize and entropy code one signal; returns the .coin bytes."""
+def fit_signal(signal: Signal, modality: Modality, codec: codecs.Codec, steps: int | None = None,
+               device: str = "auto") -> torch.Tensor:
+    """Patch the signal and fit one latent per patch: (P, D) float latents."""
     if codec.modality != modality.name:
         raise CodecError(f"codec {codec.name!r} is for {codec.modality}, not {modality.name}")
     if len(signal.spatial) != len(codec.patch):
@@ -38,16 +38,25 @@ def encode_signal(signal: Signal, modality: Modality, codec: codecs.Codec, steps
     if steps < 0 or steps > 10_000:
         raise InputError("--steps must be between 0 and 10000")
     values = modality.to_network(signal, codec.net.cfg.out_dim)
-    patches, grid = split(values, codec.patch)  # (P, N, C)
-    latents = fit_latents(codec.net, patch_coordinates(codec.patch), patches, steps, device)
+    patches, _ = split(values, codec.patch)  # (P, N, C)
+    return fit_latents(codec.net, patch_coordinates(codec.patch), patches, steps, device)
+
+
+def pack(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codecs.Codec) -> Encoded:
+    """Quantize and entropy code fitted latents into .coin bytes."""
     symbols = codec.quantizer.quantize(latents)
-    payload = entropy.encode(symbols, codec.table)
     f = container.CoinFile(
-        codec_name=codec.name, codec_hash=codec.hash, modality=modality.code, shape=grid.shape,
+        codec_name=codec.name, codec_hash=codec.hash, modality=modality.code, shape=signal.spatial,
         channels=signal.channels, patch=codec.patch, bits=codec.bits,
-        latent_dim=codec.net.cfg.latent_dim, payload=payload,
+        latent_dim=codec.net.cfg.latent_dim, payload=entropy.encode(symbols, codec.table),
         modality_meta=modality.encode_meta(signal.meta))
     return Encoded(container.write_bytes(f), symbols, codec)
+
+
+def encode_signal(signal: Signal, modality: Modality, codec: codecs.Codec, steps: int | None = None,
+                  device: str = "auto") -> Encoded:
+    """Fit, quantize and entropy code one signal; returns the .coin bytes."""
+    return pack(fit_signal(signal, modality, codec, steps, device), signal, modality, codec)
 
 
 @dataclass

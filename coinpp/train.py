@@ -188,8 +188,12 @@ def train(cfg: TrainConfig, signals: list[np.ndarray], val_signals: list[np.ndar
     state = {"step": 0, "elapsed_s": 0.0, "best_val_psnr": -1.0, "best_step": 0, "config": cfg.to_dict()}
     if resume and last.with_suffix(".json").exists():
         net_r, state, tensors = load_checkpoint(last, device)
+        if net_r.cfg != cfg.model or tuple(state["config"]["patch"]) != tuple(cfg.patch):
+            raise InputError(f"{out} holds a run of another architecture ({net_r.cfg.tag}); "
+                             "use --fresh or another --out")
         net.load_state_dict(net_r.state_dict())
         _load_optimizer(opt, list(net.parameters()), tensors)
+        state["config"] = cfg.to_dict()  # a resumed run may extend the budget
     if distributed:  # every rank starts from rank 0's weights
         for p in net.parameters():
             dist.broadcast(p.data, 0)
