@@ -297,12 +297,14 @@ def demo(out: str, device: str) -> None:
 @click.option("--data-root", default="../shared/data", show_default=True, type=click.Path(file_okay=False),
               help="Where named suites (kodak) live.")
 @click.option("--limit", type=int, help="Only the first N files.")
+@click.option("--record-in-codecs", is_flag=True, help="Write the measured points into the codecs' cards.")
 @DEVICE
 def bench(suite: str, codec_list: str, jpeg_qualities: str, out: str, data_root: str, limit: int | None,
-          device: str) -> None:
+          record_in_codecs: bool, device: str) -> None:
     """Measure rate (real file sizes) and PSNR of codecs on SUITE (a named suite or a folder)."""
     from rich.progress import Progress
 
+    from . import bench as benchmod
     from .bench import coin_rows, jpeg_rows, suite_files, write_results
 
     files = suite_files(suite, Path(data_root))[:limit]
@@ -326,9 +328,16 @@ def bench(suite: str, codec_list: str, jpeg_qualities: str, out: str, data_root:
                       f"{p['decode_s']:.2f}")
     console.print(t)
     console.print(f"{len(files)} files; results in {out}")
+    if record_in_codecs:
+        command = "coin bench " + " ".join(sys.argv[2:]).replace(" --record-in-codecs", "")
+        for name in benchmod.record_in_codecs(summary, Path(suite).name, command):
+            console.print(f"recorded in codec {name}")
 
 
 def main() -> None:
+    from .malloc import tune
+
+    tune()
     cli(prog_name="coin")
 
 
