@@ -144,7 +144,7 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str) -
 
     Neither is part of the codec hash, so files written before stay decodable.
     """
-    import platform
+    from .device import hardware_description
 
     done = []
     for name, pts in summary.items():
@@ -164,8 +164,7 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str) -
                  f"- rate {p['bpp']:.4f} bpp (real file sizes, headers included)\n"
                  f"- PSNR {p['psnr']:.2f} dB (8-bit RGB output, mean over files)\n"
                  f"- encode {p['encode_s']:.1f} s, decode {p['decode_s']:.2f} s per file on "
-                 f"{platform.machine()} CPU ({__import__('os').cpu_count()} cores), torch "
-                 f"{__import__('torch').__version__}\n- reproduce: `{command}`\n")
+                 f"{hardware_description()}\n- reproduce: `{command}`\n")
         card_path.write_text(card)
         done.append(name)
     codecs._load_cached.cache_clear()

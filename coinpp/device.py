@@ -16,3 +16,19 @@ def pick_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise InputError(f"unknown device {name!r}: use auto, cpu or cuda")
     return torch.device(name)
+
+
+def hardware_description(device: torch.device | None = None) -> str:
+    """e.g. 'AMD EPYC 7B13, 2 cores, torch 2.13.0+cpu' -- for model cards and benchmark records."""
+    import os
+    import platform
+
+    if device is not None and device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores, torch {torch.__version__}"

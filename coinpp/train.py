@@ -25,7 +25,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .device import pick_device
+from .device import hardware_description, pick_device
 from .errors import InputError
 from .model import LatentModulatedSiren, SirenConfig
 from .patching import patch_coordinates
@@ -185,7 +185,8 @@ def train(cfg: TrainConfig, signals: list[np.ndarray], val_signals: list[np.ndar
     torch.manual_seed(cfg.seed)
     net = LatentModulatedSiren(cfg.model).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
-    state = {"step": 0, "elapsed_s": 0.0, "best_val_psnr": -1.0, "best_step": 0, "config": cfg.to_dict()}
+    state = {"step": 0, "elapsed_s": 0.0, "best_val_psnr": -1.0, "best_step": 0, "config": cfg.to_dict(),
+             "hardware": hardware_description(device) + (f" x {world} processes" if world > 1 else "")}
     if resume and last.with_suffix(".json").exists():
         net_r, state, tensors = load_checkpoint(last, device)
         if net_r.cfg != cfg.model or tuple(state["config"]["patch"]) != tuple(cfg.patch):
@@ -194,6 +195,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray], val_signals: list[np.ndar
         net.load_state_dict(net_r.state_dict())
         _load_optimizer(opt, list(net.parameters()), tensors)
         state["config"] = cfg.to_dict()  # a resumed run may extend the budget
+        state.setdefault("hardware", hardware_description(device))
     if distributed:  # every rank starts from rank 0's weights
         for p in net.parameters():
             dist.broadcast(p.data, 0)
@@ -312,8 +314,6 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray], root: Path, name_
     step count; their per-dimension statistics give the quantizer ranges, and their symbols
     the integer entropy tables.
     """
-    import platform
-
     from .codec import write_folder
     from .entropy import frequency_table
     from .fit import fit_latents
@@ -337,7 +337,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray], root: Path, name_
                          "best_step": state["best_step"], "val_psnr_db": round(state["best_val_psnr"], 3),
                          "batch": cfg["batch"], "inner_steps": cfg["inner_steps"],
                          "outer_lr": cfg["outer_lr"], "data": cfg["data"], "seed": cfg["seed"],
-                         "device": platform.processor() or platform.machine(),
+                         "hardware": state.get("hardware", "unknown"),
                          "table_patches": table_patches},
         }
         arch = SirenConfig.from_dict(cfg["model"])
@@ -349,6 +349,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray], root: Path, name_
                 f"for validation)\n- outer steps: {state['step']} (best at {state['best_step']}), "
                 f"wall time {state['elapsed_s'] / 60:.1f} min, batch {cfg['batch']}, {cfg['inner_steps']} "
                 f"inner steps, Adam lr {cfg['outer_lr']} with cosine decay over the last 30 %\n"
+                f"- hardware: {state.get('hardware', 'unknown')}\n"
                 f"- validation PSNR ({encode_steps} steps, unquantized): {state['best_val_psnr']:.2f} dB\n"
                 f"- tables from {table_patches} training crops\n{extra_card}")
         write_folder(root / name, config, net, q, table, card)
