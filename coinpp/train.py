@@ -45,6 +45,7 @@ class TrainConfig:
     steps: int = 100_000
     time_limit_min: float = 0.0  # 0: no limit; else the schedule also runs on wall time
     decay_fraction: float = 0.3  # cosine decay over the last part of training
+    recover_db: float = 3.0  # validation this far below the best: reload best, halve the lr (0: off)
     val_every: int = 250
     val_patches: int = 256
     val_files: int = 3
@@ -235,7 +236,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray], val_signals: list[np.ndar
             if prog >= 1.0:
                 break
             for g in opt.param_groups:
-                g["lr"] = cfg.outer_lr * lr_factor(prog, cfg.decay_fraction)
+                g["lr"] = cfg.outer_lr * state.get("lr_scale", 1.0) * lr_factor(prog, cfg.decay_fraction)
             targets = sampler.sample(cfg.batch).to(device)
             loss = engine(coords, targets)
             opt.zero_grad(set_to_none=True)
@@ -243,24 +244,41 @@ def train(cfg: TrainConfig, signals: list[np.ndarray], val_signals: list[np.ndar
             opt.step()
             step += 1
             recent = (recent + [loss.item()])[-50:]
-            if rank != 0:
-                continue
             if bar is not None:
                 train_psnr = psnr_from_mse(torch.tensor(np.mean(recent))).item()
                 bar.update(task, completed=int(1000 * prog),
                            info=f"step {step} loss {np.mean(recent):.5f} psnr {train_psnr:.2f} "
                                 f"best val {state['best_val_psnr']:.2f}")
-            if step % cfg.val_every == 0:
+            if step % cfg.val_every:
+                continue
+            diverged = torch.zeros(1, device=device)
+            if rank == 0:
                 v = validate(net, coords, val, cfg.test_steps)
                 state.update(step=step, elapsed_s=time.time() - t_start)
                 rec = {"step": step, "elapsed_s": round(state["elapsed_s"], 1),
                        "train_loss": float(np.mean(recent)), "val_psnr": v,
                        "lr": opt.param_groups[0]["lr"], "device": device.type, "world": world}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
                 if v > state["best_val_psnr"]:
                     state.update(best_val_psnr=v, best_step=step)
                     save_checkpoint(best, net, opt, state)
+                elif cfg.recover_db > 0 and v < state["best_val_psnr"] - cfg.recover_db:
+                    diverged[0] = 1
+                    rec["recovered"] = f"back to step {state['best_step']}, outer lr halved"
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            if distributed:
+                dist.broadcast(diverged, 0)
+            if diverged.item():
+                # Meta-learning occasionally blows up: return to the best weights and optimizer
+                # state, and continue at half the learning rate (on every rank alike).
+                scale = state.get("lr_scale", 1.0) * 0.5
+                if distributed:
+                    dist.barrier()
+                best_net, _, tensors = load_checkpoint(best, device)
+                net.load_state_dict(best_net.state_dict())
+                _load_optimizer(opt, list(net.parameters()), tensors)
+                state["lr_scale"] = scale
+            if rank == 0:
                 save_checkpoint(last, net, opt, state)
         if rank == 0:
             v = validate(net, coords, val, cfg.test_steps)

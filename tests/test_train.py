@@ -105,3 +105,17 @@ def test_distributed_training_two_cpu_processes(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[0]["world"] == 2  # both ranks took part; only rank 0 logged
     assert [rec["step"] for rec in log] == [2, 4, 4]
+
+
+def test_divergence_returns_to_best_weights_at_half_the_rate(tmp_path, monkeypatch):
+    import coinpp.train as tr
+
+    scores = iter([20.0, 10.0, 19.0, 19.5, 19.5])
+    monkeypatch.setattr(tr, "validate", lambda *a, **k: next(scores))
+    sig = _signals()
+    train(_cfg(tmp_path, steps=40, decay_fraction=0.0), sig[:3], sig[3:], progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert "recovered" in log[1] and "recovered" not in log[2]
+    assert log[2]["lr"] == pytest.approx(log[0]["lr"] / 2)
+    _, last, _ = load_checkpoint(tmp_path / "run" / "last")
+    assert last["lr_scale"] == 0.5 and last["best_step"] == 10
