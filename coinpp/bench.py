@@ -121,6 +121,20 @@ def interpolate_psnr(points: list[dict], bpp: float) -> float | None:
     return float(np.interp(bpp, xs, [p["psnr"] for p in points]))
 
 
+def matched(summary: dict[str, list[dict]], anchor: str = "jpeg") -> list[dict]:
+    """Each coin point next to the anchor's PSNR at the same rate (interpolated on its curve)."""
+    rows = []
+    for codec, pts in summary.items():
+        if codec == anchor or anchor not in summary:
+            continue
+        for p in pts:
+            a = interpolate_psnr(summary[anchor], p["bpp"])
+            rows.append({"codec": codec, "bpp": p["bpp"], "psnr": p["psnr"], f"{anchor}_psnr": a,
+                         "delta_db": None if a is None else p["psnr"] - a,
+                         f"{anchor}_min_bpp": min(q["bpp"] for q in summary[anchor])})
+    return rows
+
+
 def write_results(out: Path, rows: list[dict], descriptions: dict[str, str]) -> dict[str, list[dict]]:
     """rows.csv, summary.json, and one <codec>.json per codec in CompressAI's schema."""
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +150,8 @@ def write_results(out: Path, rows: list[dict], descriptions: dict[str, str]) -> 
                            "decode_s": [p["decode_s"] for p in pts], "files": [p["files"] for p in pts]}}
         (out / f"{codec}.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if "jpeg" in summary:
+        (out / "matched-jpeg.json").write_text(json.dumps(matched(summary), indent=1) + "\n")
     return summary
 
 

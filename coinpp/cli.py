@@ -327,6 +327,13 @@ def bench(suite: str, codec_list: str, jpeg_qualities: str, out: str, data_root:
             t.add_row(codec, p["setting"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}", f"{p['encode_s']:.2f}",
                       f"{p['decode_s']:.2f}")
     console.print(t)
+    if "jpeg" in summary:
+        m = Table("codec", "bpp", "PSNR dB", "JPEG PSNR at same bpp", "difference dB")
+        for r in benchmod.matched(summary):
+            jp = "below JPEG's lowest rate" if r["jpeg_psnr"] is None else f"{r['jpeg_psnr']:.2f}"
+            m.add_row(r["codec"], f"{r['bpp']:.4f}", f"{r['psnr']:.2f}", jp,
+                      "-" if r["delta_db"] is None else f"{r['delta_db']:+.2f}")
+        console.print(m)
     console.print(f"{len(files)} files; results in {out}")
     if record_in_codecs:
         command = "coin bench " + " ".join(sys.argv[2:]).replace(" --record-in-codecs", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,9 @@ def tiny_codec(tmp_path_factory, monkeypatch) -> codecs.Codec:
     root = tmp_path_factory.mktemp("codecs")
     c = make_tiny_codec(root)
     monkeypatch.setenv("COIN_CODECS_PATH", str(root))
+    # Only the test's own codecs: the shipped ones in the source tree are not part of these tests.
+    monkeypatch.setattr(codecs, "search_path",
+                        lambda: [Path(p) for p in os.environ["COIN_CODECS_PATH"].split(os.pathsep) if p])
     monkeypatch.setitem(codecs.DEFAULT_CODECS, "image", c.name)
     codecs._load_cached.cache_clear()
     yield c
