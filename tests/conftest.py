@@ -15,8 +15,6 @@ from coinpp.entropy import frequency_table
 from coinpp.model import LatentModulatedSiren, SirenConfig
 from coinpp.quantize import Quantizer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int = 0) -> codecs.Codec:
     torch.manual_seed(seed)
