@@ -103,19 +103,18 @@ def encode(input: str, output: str, codec_name: str | None, steps: int | None, n
 def decode(input: str, output: str, scale: float | None, size: str | None, device: str, force: bool,
            allow_huge: bool) -> None:
     """Decompress a .coin file, at its own or any other resolution."""
-    from .pipeline import decode_bytes
+    from .pipeline import decode_bytes, parse
 
     if scale is not None and size is not None:
         raise InputError("give --scale or --size, not both")
     check_writable(Path(output), force)
     data = _read_coin(input)
-    t0 = time.perf_counter()
-    signal, parsed = decode_bytes(data, scale, _parse_size(size), device, allow_huge)
-    t_dec = time.perf_counter() - t0
-    modality = parsed.modality
-    target = modalities.for_path(Path(output))
-    if target is not modality:
+    modality = parse(data, allow_huge).modality  # header only: refuse a wrong extension before decoding
+    if modalities.for_path(Path(output)) is not modality:
         raise InputError(f"{output}: a {modality.name} cannot be written as {Path(output).suffix}")
+    t0 = time.perf_counter()
+    signal, _ = decode_bytes(data, scale, _parse_size(size), device, allow_huge)
+    t_dec = time.perf_counter() - t0
     atomic_write(Path(output), lambda tmp: modality.write(signal, tmp, _format_of(modality, output)), force)
     shape = "x".join(map(str, reversed(signal.spatial)))
     console.print(f"{input} -> {output}: {shape} (decode {t_dec:.1f} s)")

@@ -217,3 +217,9 @@ def test_python_dash_m_entry_point(tiny_codec):
 
     r = subprocess.run([sys.executable, "-m", "coinpp", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "encode" in r.stdout
+
+
+def test_decode_to_a_foreign_extension_is_refused(tiny_codec, rgb_png, tmp_path):
+    run("encode", rgb_png, "-o", tmp_path / "a.coin", "--no-check")
+    assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.wav"), "unknown file type")
+    assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.coin2"), "unknown file type")
