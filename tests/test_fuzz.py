@@ -1,0 +1,125 @@
+"""Fuzzed decoding: mutated streams give a CoinError (one clear line), never another exception,
+a hang or a large allocation.
+
+CI runs a short campaign. A long one:
+    COIN_FUZZ_EXAMPLES=100000 python -m pytest -q tests/test_fuzz.py
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+import pytest
+from conftest import smooth_image
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coinpp import container, modalities
+from coinpp.errors import CoinError
+from coinpp.modalities import Signal
+from coinpp.pipeline import decode_bytes, encode_signal
+
+EXAMPLES = int(os.environ.get("COIN_FUZZ_EXAMPLES", "1000"))
+TIME_LIMIT_S = 5.0  # per case; the tiny codec decodes a valid stream in milliseconds
+RSS_GROWTH_CAP_MB = 512
+
+
+@pytest.fixture()
+def stream(tiny_codec) -> bytes:
+    sig = Signal(smooth_image(37, 29).astype("float32") / 255, {"channels": 3})
+    return encode_signal(sig, modalities.get("image"), tiny_codec, device="cpu").data
+
+
+def _decode_only_coin_errors(data: bytes, fix_crc: bool) -> str:
+    if fix_crc and len(data) >= 10:  # get past the checksum so the parser itself is exercised
+        import struct
+        import zlib
+
+        data = data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]))
+    t0 = time.perf_counter()
+    try:
+        decode_bytes(data, device="cpu")
+        outcome = "decoded"
+    except CoinError as e:
+        assert "\n" not in str(e)
+        outcome = type(e).__name__
+    assert time.perf_counter() - t0 < TIME_LIMIT_S
+    return outcome
+
+
+mutation = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 10_000), st.integers(0, 7)),
+    st.tuples(st.just("truncate"), st.integers(0, 10_000), st.just(0)),
+    st.tuples(st.just("insert"), st.integers(0, 10_000), st.integers(0, 255)),
+    st.tuples(st.just("set"), st.integers(0, 10_000), st.integers(0, 255)),
+    st.tuples(st.just("delete"), st.integers(0, 10_000), st.just(0)),
+)
+
+
+def _mutate(data: bytes, ops) -> bytes:
+    b = bytearray(data)
+    for kind, pos, val in ops:
+        if not b:
+            break
+        i = pos % len(b)
+        if kind == "flip":
+            b[i] ^= 1 << val
+        elif kind == "truncate":
+            b = b[:i]
+        elif kind == "insert":
+            b.insert(i, val)
+        elif kind == "set":
+            b[i] = val
+        else:
+            del b[i]
+    return bytes(b)
+
+
+def test_mutated_streams_only_raise_coin_errors(stream):
+    outcomes: dict[str, int] = {}
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(ops=st.lists(mutation, min_size=1, max_size=4), fix_crc=st.booleans())
+    def run(ops, fix_crc):
+        out = _decode_only_coin_errors(_mutate(stream, ops), fix_crc)
+        outcomes[out] = outcomes.get(out, 0) + 1
+
+    run()
+    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    assert growth_mb < RSS_GROWTH_CAP_MB
+    assert sum(outcomes.values()) >= EXAMPLES
+    print(f"fuzz: {sum(outcomes.values())} cases: {outcomes}")
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(data=st.binary(max_size=400))
+def test_random_bytes_only_raise_coin_errors(data):
+    try:
+        decode_bytes(data, device="cpu")
+    except CoinError:
+        pass
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(h=st.integers(1, 2**32 - 1), w=st.integers(1, 2**32 - 1), patches=st.integers(0, 2**32 - 1))
+def test_huge_declared_sizes_are_refused_before_allocating(h, w, patches):
+    import struct
+
+    f = container.CoinFile("tiny-b4", bytes(16), 1, (1, 1), 3, (8, 8), 4, 8, b"")
+    data = bytearray(container.write_bytes(f))
+    i = data.index(b"GRID") + 8 + 2  # after modality and ndim
+    struct.pack_into("<II", data, i, h, w)
+    body = bytes(data[:-4])
+    grid_end = data.index(b"GRID") + 8 + struct.unpack("<I", data[data.index(b"GRID") + 4:][:4])[0]
+    body = body[: grid_end - 4] + struct.pack("<I", patches) + body[grid_end:]
+    import zlib
+
+    data = body + struct.pack("<I", zlib.crc32(body))
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CoinError):
+        decode_bytes(data, device="cpu")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024 < 64
