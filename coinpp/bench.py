@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from . import codec as codecs
 from . import modalities
+from .baselines import Baseline
 from .errors import InputError
 from .modalities.image import to_uint8
 from .pipeline import decode_bytes, fit_signal, pack
@@ -44,8 +43,11 @@ def _network_key(codec: codecs.Codec) -> str:
 
 
 def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
-              tick: Callable[[str], None] = lambda s: None) -> list[dict]:
-    """One row per (file, codec): bytes, bpp, PSNR, encode and decode seconds."""
+              tick: Callable[[str], None] = lambda s: None,
+              done: set[tuple[str, str, str]] | None = None) -> list[dict]:
+    """One row per (file, codec): bytes, bpp, PSNR, encode and decode seconds. Rows in `done`
+    (codec, setting, file) are skipped, so an interrupted run resumes."""
+    done = done or set()
     image = modalities.get("image")
     loaded = [codecs.load(n) for n in codec_names]
     groups: dict[str, list[codecs.Codec]] = {}
@@ -53,8 +55,17 @@ def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
         groups.setdefault(_network_key(c), []).append(c)
     rows = []
     for path in files:
-        signal = image.read(path)
+        signal = None
         for group in groups.values():
+            todo = [c for c in group if (c.name, f"b{c.bits}", path.name) not in done]
+            for c in group:
+                if c not in todo:
+                    tick(f"{path.name} {c.name}")
+            if not todo:
+                continue
+            group = todo
+            if signal is None:
+                signal = image.read(path)
             t0 = time.perf_counter()
             latents = fit_signal(signal, image, group[0], device=device)
             t_fit = time.perf_counter() - t0
@@ -72,28 +83,33 @@ def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
     return rows
 
 
-def jpeg_rows(files: list[Path], qualities: Iterable[int]) -> list[dict]:
-    """Pillow JPEG (default 4:2:0) at each quality; size is the real encoded size."""
+def baseline_rows(files: list[Path], baseline: Baseline, done: set[tuple[str, str, str]] | None = None,
+                  tick: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """One row per (file, setting) of a baseline codec; sizes are the real encoded byte counts."""
     image = modalities.get("image")
+    done = done or set()
     rows = []
     for path in files:
-        signal = image.read(path)
-        arr = to_uint8(signal.values)
-        im = Image.fromarray(arr if arr.shape[2] == 3 else arr[:, :, 0])
-        for q in qualities:
-            buf = io.BytesIO()
+        signal = None
+        for setting in baseline.settings:
+            label = baseline.label(setting)
+            if (baseline.name, label, path.name) in done:
+                tick(f"{path.name} {baseline.name}")
+                continue
+            if signal is None:
+                signal = image.read(path)
+                arr = to_uint8(signal.values)
             t0 = time.perf_counter()
-            im.save(buf, format="JPEG", quality=q)
+            data = baseline.encode(arr, setting)
             t_enc = time.perf_counter() - t0
             t0 = time.perf_counter()
-            dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(im.mode), dtype=np.float32) / 255
+            dec = baseline.decode(data)
             t_dec = time.perf_counter() - t0
-            dec = dec.reshape(arr.shape)
-            decoded = modalities.Signal(dec, signal.meta)
-            n = len(buf.getvalue())
-            rows.append({"codec": "jpeg", "setting": f"q{q}", "file": path.name, "bytes": n,
-                         **image.rate(n, signal.spatial), **image.quality(signal, decoded),
+            decoded = modalities.Signal(dec.reshape(arr.shape).astype(np.float32) / 255, signal.meta)
+            rows.append({"codec": baseline.name, "setting": label, "file": path.name, "bytes": len(data),
+                         **image.rate(len(data), signal.spatial), **image.quality(signal, decoded),
                          "encode_s": t_enc, "decode_s": t_dec})
+            tick(f"{path.name} {baseline.name}")
     return rows
 
 
@@ -136,12 +152,9 @@ def matched(summary: dict[str, list[dict]], anchor: str = "jpeg") -> list[dict]:
 
 
 def write_results(out: Path, rows: list[dict], descriptions: dict[str, str]) -> dict[str, list[dict]]:
-    """rows.csv, summary.json, and one <codec>.json per codec in CompressAI's schema."""
+    """summary.json and one <codec>.json per codec in CompressAI's schema (rows.csv is appended
+    as the run goes, see append_rows)."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "rows.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
     summary = summarize(rows)
     for codec, pts in summary.items():
         doc = {"name": codec, "description": descriptions.get(codec, codec),
@@ -185,3 +198,131 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str) -
         done.append(name)
     codecs._load_cached.cache_clear()
     return done
+
+
+def curves(summary: dict[str, list[dict]]) -> dict[str, list[tuple[float, float]]]:
+    """Rate-distortion curves: each baseline's points, and coin codecs that differ only in their
+    bit depth (NAME-b3, NAME-b4, ...) joined into one curve NAME."""
+    import re
+
+    out: dict[str, list[tuple[float, float]]] = {}
+    for codec, pts in summary.items():
+        key = re.sub(r"-b\d+$", "", codec)
+        out.setdefault(key, []).extend((p["bpp"], p["psnr"]) for p in pts)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
+    """Bjøntegaard delta rate in percent (negative: test needs less rate for the same PSNR).
+
+    Log-rate is interpolated piecewise-linearly over PSNR on the overlapping PSNR interval (the
+    piecewise variant of the metric: it needs 2 points per curve where the cubic fit needs 4).
+    Points that would make PSNR non-increasing in rate are dropped. None without overlap.
+    """
+
+    def monotone(curve):
+        pts, best = [], -np.inf
+        for r, q in sorted(curve):
+            if q > best and r > 0:
+                pts.append((r, q))
+                best = q
+        return np.log([p[0] for p in pts]), np.array([p[1] for p in pts])
+
+    la, qa = monotone(anchor)
+    lt, qt = monotone(test)
+    if len(qa) < 2 or len(qt) < 2:
+        return None
+    lo, hi = max(qa.min(), qt.min()), min(qa.max(), qt.max())
+    if hi <= lo:
+        return None
+    grid = np.linspace(lo, hi, 2001)
+    diff = np.interp(grid, qt, lt) - np.interp(grid, qa, la)
+    return float((np.exp(diff.mean()) - 1) * 100)
+
+
+PUBLISHED = {  # label -> file under the reference folder (Kodak)
+    "COIN++ (published)": "coinpp/kodak/coinpp.json",
+    "COIN (published)": "coinpp/kodak/coin.json",
+    "BPG 4:4:4 (published)": "coinpp/kodak/bpg_444_x265_ycbcr.json",
+    "VTM (published)": "coinpp/kodak/vtm.json",
+    "JPEG2000 (published)": "compressai-kodak/jpeg2000.json",
+}
+
+
+def load_published(reference: Path) -> dict[str, list[tuple[float, float]]]:
+    """Published Kodak curves; the files are JSON5-ish (trailing commas), parsed leniently."""
+    import re
+
+    out = {}
+    for label, rel in PUBLISHED.items():
+        path = reference / rel
+        if not path.is_file():
+            continue
+        doc = json.loads(re.sub(r",\s*([\]}])", r"\1", path.read_text()))
+        res = doc["results"]
+        psnr = res.get("psnr-rgb", res.get("psnr"))
+        out[label] = sorted(zip(res["bpp"], psnr, strict=True))
+    return out
+
+
+def plot(measured: dict[str, list[tuple[float, float]]], published: dict[str, list[tuple[float, float]]],
+         path: Path, title: str, max_bpp: float | None = None) -> None:
+    """RD plot: measured curves solid (coin thick), published ones dashed; x up to max_bpp
+    (default: the largest measured rate)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if max_bpp is None:
+        max_bpp = max((r for pts in measured.values() for r, _ in pts), default=1.0) * 1.05
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more series than the default cycle has colours
+    for name, pts in measured.items():
+        pts = [p for p in pts if p[0] <= max_bpp]
+        coin = name.startswith("image-")
+        ax.plot(*zip(*pts, strict=True), marker="o", lw=2.5 if coin else 1.3, ms=5 if coin else 3,
+                label=f"coin {name}" if coin else name, zorder=3 if coin else 2)
+    for name, pts in published.items():
+        pts = [p for p in pts if p[0] <= max_bpp]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), ls="--", lw=1, marker=".", alpha=0.8, label=name)
+    ax.set_xlabel("bits per pixel (real file sizes)")
+    ax.set_ylabel("PSNR (dB, 8-bit RGB)")
+    ax.set_title(title)
+    ax.set_xlim(0, max_bpp)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+FIELDS = ["codec", "setting", "file", "bytes", "bpp", "psnr", "encode_s", "decode_s"]
+
+
+def read_rows(out: Path) -> list[dict]:
+    """Rows of an earlier (possibly interrupted) run in `out`, for resuming."""
+    path = out / "rows.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("bytes",):
+            r[k] = int(r[k])
+        for k in ("bpp", "psnr", "encode_s", "decode_s"):
+            r[k] = float(r[k])
+    return rows
+
+
+def append_rows(out: Path, rows: list[dict]) -> None:
+    """Append finished rows at once, so an interrupted run keeps them."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "rows.csv"
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerows(rows)

@@ -289,51 +289,96 @@ def demo(out: str, device: str) -> None:
 
 @cli.command()
 @click.argument("suite")
-@click.option("--codecs", "codec_list", default="default,jpeg", show_default=True,
-              help="Comma-separated: coin codec names, 'default' (the default image codec), 'jpeg'.")
-@click.option("--jpeg-qualities", default="1,2,3,4,5,6,8,10,15,20,30,50,75", show_default=True)
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Results folder.")
+@click.option("--codecs", "codec_list", default="default,jpeg,jpeg2000,webp,avif,hevc-444,jpegxl",
+              show_default=True,
+              help="Comma-separated: coin codec names ('default': the default image codec) and baselines.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Results folder; rows already in it are not measured again (resume).")
+@click.option("--anchor", default="jpeg", show_default=True, help="Anchor of the BD-rate table.")
 @click.option("--data-root", default="../shared/data", show_default=True, type=click.Path(file_okay=False),
               help="Where named suites (kodak) live.")
+@click.option("--reference", default="../shared/reference", show_default=True, type=click.Path(file_okay=False),
+              help="Published curves to overlay (dashed) and to compare against.")
 @click.option("--limit", type=int, help="Only the first N files.")
 @click.option("--record-in-codecs", is_flag=True, help="Write the measured points into the codecs' cards.")
 @DEVICE
-def bench(suite: str, codec_list: str, jpeg_qualities: str, out: str, data_root: str, limit: int | None,
+def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, reference: str, limit: int | None,
           record_in_codecs: bool, device: str) -> None:
-    """Measure rate (real file sizes) and PSNR of codecs on SUITE (a named suite or a folder)."""
-    from rich.progress import Progress
+    """Rate-distortion of coin codecs and baselines on SUITE (a named suite or a folder):
+    real file sizes, PSNR, times; JSON, CSV, a plot and a BD-rate table."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from . import bench as benchmod
-    from .bench import coin_rows, jpeg_rows, suite_files, write_results
+    from .baselines import BY_NAME as BASELINES
 
-    files = suite_files(suite, Path(data_root))[:limit]
+    t_start = time.perf_counter()
+    files = benchmod.suite_files(suite, Path(data_root))[:limit]
+    out_dir = Path(out)
     names = [n.strip() for n in codec_list.split(",") if n.strip()]
-    coin_names = [codecs.default_for("image") if n == "default" else n for n in names if n != "jpeg"]
-    rows, desc = [], {}
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("coin", total=len(files) * len(coin_names))
-        rows += coin_rows(files, coin_names, device, lambda s: progress.update(task, advance=1, description=s))
+    baselines = [BASELINES[n] for n in names if n in BASELINES]
+    coin_names = [codecs.default_for("image") if n == "default" else n for n in names if n not in BASELINES]
     for n in coin_names:
-        desc[n] = f"coin codec {n} (real file sizes, headers included)"
-    if "jpeg" in names:
-        qualities = [int(q) for q in jpeg_qualities.split(",")]
-        rows += jpeg_rows(files, qualities)
-        desc["jpeg"] = f"JPEG, Pillow {__import__('PIL').__version__}, 4:2:0, qualities {jpeg_qualities}"
-    summary = write_results(Path(out), rows, desc)
+        codecs.load(n)  # unknown names fail here, before any work
+    runnable = []
+    for b in baselines:
+        why = b.check()
+        if why:
+            click.echo(f"coin: warning: skipping baseline {b.name}: {why}", err=True)
+        else:
+            runnable.append(b)
+    if any(b.name == "hevc-444" for b in runnable):
+        console.print("note: HEVC intra 4:4:4 (libheif/x265) stands in for BPG, which has no package here")
+    previous = benchmod.read_rows(out_dir)
+    done = {(r["codec"], r["setting"], r["file"]) for r in previous}
+    total = len(files) * (len(coin_names) + sum(len(b.settings) for b in runnable))
+    rows = list(previous)
+    with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("bench", total=total)
+
+        def tick(what: str) -> None:
+            progress.update(task, advance=1, description=what)
+
+        for path in files:  # file by file, so an interrupted run keeps whole files
+            new = benchmod.coin_rows([path], coin_names, device, tick, done) if coin_names else []
+            for b in runnable:
+                new += benchmod.baseline_rows([path], b, done, tick)
+            benchmod.append_rows(out_dir, new)
+            rows += new
+    wanted = set(coin_names) | {b.name for b in runnable}
+    rows = [r for r in rows if r["codec"] in wanted and r["file"] in {p.name for p in files}]
+    desc = {n: f"coin codec {n} (real file sizes, headers included)" for n in coin_names}
+    desc.update({b.name: b.description for b in runnable})
+    summary = benchmod.write_results(out_dir, rows, desc)
+    measured = benchmod.curves(summary)
+    published = benchmod.load_published(Path(reference)) if Path(suite).name == "kodak" else {}
+    benchmod.plot(measured, published, out_dir / "rd.png", f"{Path(suite).name}: {len(files)} images",
+                  max_bpp=1.0 if published else None)
+
     t = Table("codec", "setting", "bpp", "PSNR dB", "encode s", "decode s")
     for codec, pts in summary.items():
         for p in pts:
             t.add_row(codec, p["setting"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}", f"{p['encode_s']:.2f}",
                       f"{p['decode_s']:.2f}")
     console.print(t)
-    if "jpeg" in summary:
-        m = Table("codec", "bpp", "PSNR dB", "JPEG PSNR at same bpp", "difference dB")
-        for r in benchmod.matched(summary):
-            jp = "below JPEG's lowest rate" if r["jpeg_psnr"] is None else f"{r['jpeg_psnr']:.2f}"
-            m.add_row(r["codec"], f"{r['bpp']:.4f}", f"{r['psnr']:.2f}", jp,
-                      "-" if r["delta_db"] is None else f"{r['delta_db']:+.2f}")
-        console.print(m)
-    console.print(f"{len(files)} files; results in {out}")
+    bd = {}
+    all_curves = {**measured, **published}
+    if anchor in all_curves:
+        bt = Table("codec", f"BD-rate vs {anchor}")
+        for name, pts in all_curves.items():
+            if name != anchor:
+                bd[name] = benchmod.bd_rate(all_curves[anchor], pts)
+                bt.add_row(name, "no overlap" if bd[name] is None else f"{bd[name]:+.1f} %")
+        console.print(bt)
+    coin_curves = [k for k in measured if k.startswith("image-")]
+    matrix = {c: {k: benchmod.bd_rate(v, measured[c]) for k, v in all_curves.items() if k != c}
+              for c in coin_curves}
+    (out_dir / "bd-rate.json").write_text(json.dumps(
+        {"method": "piecewise-linear log-rate over PSNR, overlapping PSNR range", "anchor": anchor,
+         "vs_anchor": bd, "coin_vs_each": matrix}, indent=1) + "\n")
+    wall = time.perf_counter() - t_start
+    console.print(f"{len(files)} files, {len(rows)} rows ({len(rows) - len(previous)} new) in {wall:.0f} s; "
+                  f"results, rd.png and bd-rate.json in {out}")
     if record_in_codecs:
         command = "coin bench " + " ".join(sys.argv[2:]).replace(" --record-in-codecs", "")
         for name in benchmod.record_in_codecs(summary, Path(suite).name, command):

@@ -1,41 +1,100 @@
-"""Benchmark rows: sizes from real encoded bytes, JPEG baseline, CompressAI-style JSON."""
+"""Benchmarks: real sizes, CompressAI-style JSON, skipped missing baselines, resume, BD-rate, plot."""
 
+import dataclasses
 import json
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
 from conftest import smooth_image
 from PIL import Image
 
-from coinpp.bench import interpolate_psnr, summarize
+from coinpp import baselines
+from coinpp.bench import bd_rate, curves, interpolate_psnr, load_published, summarize
 from coinpp.cli import cli
 
 
-def test_bench_on_a_tiny_suite(tiny_codec, tmp_path):
-    suite = tmp_path / "suite"
-    suite.mkdir()
+@pytest.fixture()
+def suite(tmp_path, monkeypatch):
+    d = tmp_path / "suite"
+    d.mkdir()
     for i in range(2):
-        Image.fromarray(smooth_image(24, 16 + 8 * i, seed=i)).save(suite / f"im{i}.png")
+        Image.fromarray(smooth_image(24, 16 + 8 * i, seed=i)).save(d / f"im{i}.png")
+    # Two settings per baseline keep the test fast.
+    small = {n: dataclasses.replace(b, settings=b.settings[:1] + b.settings[-1:]) for n, b in baselines.BY_NAME.items()}
+    monkeypatch.setattr(baselines, "BY_NAME", small)
+    return d
+
+
+def bench(suite, out, codecs="default,jpeg,jpeg2000,webp"):
+    return CliRunner().invoke(cli, ["bench", str(suite), "--codecs", codecs, "--out", str(out), "--device", "cpu"])
+
+
+def test_results_schema_real_sizes_plot_and_resume(tiny_codec, suite, tmp_path):
     out = tmp_path / "res"
-    r = CliRunner().invoke(cli, ["bench", str(suite), "--codecs", "default,jpeg", "--jpeg-qualities", "5,50",
-                                 "--out", str(out), "--device", "cpu"])
+    r = bench(suite, out)
     assert r.exit_code == 0, r.output
-    doc = json.loads((out / "tiny-b4.json").read_text())
-    assert doc["name"] == "tiny-b4" and len(doc["results"]["bpp"]) == len(doc["results"]["psnr-rgb"]) == 1
-    jpeg = json.loads((out / "jpeg.json").read_text())
-    assert len(jpeg["results"]["bpp"]) == 2 and jpeg["results"]["psnr-rgb"][1] > jpeg["results"]["psnr-rgb"][0]
+    for name in ("tiny-b4", "jpeg", "jpeg2000", "webp"):
+        doc = json.loads((out / f"{name}.json").read_text())
+        assert set(doc) == {"name", "description", "results"} and doc["name"] == name
+        res = doc["results"]
+        assert len(res["bpp"]) == len(res["psnr-rgb"]) == len(res["setting"]) >= 1
+        assert all(isinstance(v, float) for v in res["bpp"] + res["psnr-rgb"])
     rows = (out / "rows.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * (1 + 2)
-    # The coin rate is the real file size: encode one file by hand and compare.
+    assert len(rows) == 1 + 2 * (1 + 2 + 2 + 2)  # header + 2 files x (coin + 3 baselines x 2 settings)
+    # Sizes are real: encode by hand and compare with the rows.
     CliRunner().invoke(cli, ["encode", str(suite / "im0.png"), "-o", str(tmp_path / "x.coin"), "--no-check"])
-    size = (tmp_path / "x.coin").stat().st_size
-    row = next(line for line in rows if line.startswith("tiny-b4,b4,im0.png"))
-    assert int(row.split(",")[3]) == size
+    coin_row = next(line for line in rows if line.startswith("tiny-b4,b4,im0.png"))
+    assert int(coin_row.split(",")[3]) == (tmp_path / "x.coin").stat().st_size
+    arr = np.asarray(Image.open(suite / "im0.png"))
+    jpeg = baselines.BY_NAME["jpeg"]
+    jpeg_row = next(line for line in rows if line.startswith("jpeg,q1,im0.png"))
+    assert int(jpeg_row.split(",")[3]) == len(jpeg.encode(arr, 1))
+    assert (out / "rd.png").stat().st_size > 1000
+    bd = json.loads((out / "bd-rate.json").read_text())
+    assert bd["anchor"] == "jpeg" and "webp" in bd["vs_anchor"]
+    # A second run measures nothing again.
+    r2 = bench(suite, out)
+    assert r2.exit_code == 0 and "(0 new)" in r2.output
+    assert len((out / "rows.csv").read_text().splitlines()) == len(rows)
 
 
-def test_summary_and_interpolation():
-    rows = [{"codec": "a", "setting": "s", "file": f, "bytes": 10, "bpp": b, "psnr": p, "encode_s": 1,
-             "decode_s": 1} for f, b, p in [("x", 0.1, 20), ("y", 0.3, 30)]]
+def test_missing_baseline_is_skipped_with_a_warning(tiny_codec, suite, tmp_path, monkeypatch):
+    missing = dataclasses.replace(baselines.BY_NAME["webp"], check=lambda: "libwebp is not installed")
+    monkeypatch.setitem(baselines.BY_NAME, "webp", missing)
+    r = bench(suite, tmp_path / "res", "jpeg,webp")
+    assert r.exit_code == 0, r.output
+    assert "skipping baseline webp: libwebp is not installed" in r.output
+    assert not (tmp_path / "res" / "webp.json").exists() and (tmp_path / "res" / "jpeg.json").exists()
+
+
+def test_unknown_codec_fails_before_any_work(tiny_codec, suite, tmp_path):
+    r = bench(suite, tmp_path / "res", "nope,jpeg")
+    assert r.exit_code == 1 and "unknown codec 'nope'" in r.output
+    assert not (tmp_path / "res").exists()
+
+
+def test_bd_rate_of_a_uniformly_cheaper_curve():
+    anchor = [(0.1, 25.0), (0.2, 28.0), (0.4, 31.0), (0.8, 34.0)]
+    assert bd_rate(anchor, [(r * 0.9, q) for r, q in anchor]) == pytest.approx(-10.0, abs=1e-9)
+    assert bd_rate(anchor, anchor) == pytest.approx(0.0, abs=1e-12)
+    assert bd_rate(anchor, [(r * 2, q) for r, q in anchor]) == pytest.approx(100.0, abs=1e-9)
+    assert bd_rate(anchor, [(1.0, 40.0), (2.0, 45.0)]) is None  # no PSNR overlap
+
+
+def test_summary_curves_and_interpolation():
+    rows = [{"codec": c, "setting": s, "file": f, "bytes": 10, "bpp": b, "psnr": p, "encode_s": 1, "decode_s": 1}
+            for c, s, f, b, p in [("a", "s", "x", 0.1, 20), ("a", "s", "y", 0.3, 30),
+                                  ("image-n-b3", "b3", "x", 0.1, 21), ("image-n-b4", "b4", "x", 0.2, 24)]]
     s = summarize(rows)
-    assert s["a"][0]["bpp"] == 0.2 and s["a"][0]["psnr"] == 25
+    assert s["a"][0]["bpp"] == pytest.approx(0.2) and s["a"][0]["psnr"] == 25
+    assert curves(s)["image-n"] == [(0.1, 21), (0.2, 24)]
     pts = [{"bpp": 0.1, "psnr": 20}, {"bpp": 0.3, "psnr": 30}]
     assert interpolate_psnr(pts, 0.2) == 25 and interpolate_psnr(pts, 0.5) is None
+
+
+def test_published_curves_parse_leniently(tmp_path):
+    (tmp_path / "coinpp" / "kodak").mkdir(parents=True)
+    (tmp_path / "coinpp" / "kodak" / "coinpp.json").write_text(
+        '{"name": "COIN++", "results": {"psnr": [23.6, 24.9,], "bpp": [0.066, 0.132,],}}')
+    assert load_published(tmp_path) == {"COIN++ (published)": [(0.066, 23.6), (0.132, 24.9)]}

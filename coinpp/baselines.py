@@ -1,0 +1,118 @@
+"""The codecs users already know, as benchmark baselines: encode to real bytes, decode, per setting.
+
+Registered by modality, so other modalities add theirs here. A baseline whose library is missing
+reports why and is skipped by the benchmark with a warning.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, features
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    modality: str
+    description: str
+    settings: tuple[float, ...]
+    encode: Callable[[np.ndarray, float], bytes]  # (H, W, C) uint8, setting -> bytes
+    decode: Callable[[bytes], np.ndarray]  # bytes -> (H, W, C) uint8
+    check: Callable[[], str | None]  # None when available, else why not
+    label: Callable[[float], str] = lambda s: f"{s:g}"
+
+
+def _pil(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+
+
+def _pil_decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        arr = np.asarray(im.convert("RGB") if im.mode not in ("RGB", "L") else im)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _pil_encode(fmt: str, **fixed) -> Callable[[np.ndarray, float], bytes]:
+    def enc(arr: np.ndarray, setting: float, _param: str = "quality") -> bytes:
+        buf = io.BytesIO()
+        _pil(arr).save(buf, format=fmt, **{_param: int(setting)}, **fixed)
+        return buf.getvalue()
+
+    return enc
+
+
+def _jpeg2000_encode(arr: np.ndarray, bpp: float) -> bytes:
+    # Irreversible 9/7 wavelet with the colour transform: Pillow's defaults (5/3, no MCT) are far weaker.
+    buf = io.BytesIO()
+    bits = 8 * arr.shape[2]
+    _pil(arr).save(buf, format="JPEG2000", irreversible=True, mct=1 if arr.shape[2] == 3 else 0,
+                   quality_mode="rates", quality_layers=[bits / bpp])
+    return buf.getvalue()
+
+
+def _feature(name: str) -> Callable[[], str | None]:
+    return lambda: None if features.check(name) else f"Pillow was built without {name}"
+
+
+def _heif_check() -> str | None:
+    try:
+        import pillow_heif
+    except ImportError:
+        return "pillow-heif is not installed (pip install pillow-heif)"
+    pillow_heif.register_heif_opener()
+    return None
+
+
+def _heif_encode(arr: np.ndarray, quality: float) -> bytes:
+    buf = io.BytesIO()
+    _pil(arr).save(buf, format="HEIF", quality=int(quality), chroma=444)
+    return buf.getvalue()
+
+
+def _jxl_check() -> str | None:
+    try:
+        import imagecodecs
+    except ImportError:
+        return "imagecodecs is not installed (pip install imagecodecs)"
+    return None if getattr(imagecodecs, "JPEGXL", None) and imagecodecs.JPEGXL.available else \
+        "imagecodecs was built without JPEG XL"
+
+
+def _jxl_encode(arr: np.ndarray, distance: float) -> bytes:
+    import imagecodecs
+
+    return bytes(imagecodecs.jpegxl_encode(arr if arr.shape[2] == 3 else arr[:, :, 0], distance=distance))
+
+
+def _jxl_decode(data: bytes) -> np.ndarray:
+    import imagecodecs
+
+    arr = np.asarray(imagecodecs.jpegxl_decode(data))
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+IMAGE_BASELINES = [
+    Baseline("jpeg", "image", "JPEG (Pillow/libjpeg, 4:2:0), quality sweep",
+             (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 50, 75), _pil_encode("JPEG"), _pil_decode,
+             _feature("jpg"), lambda s: f"q{s:g}"),
+    Baseline("jpeg2000", "image", "JPEG 2000 (Pillow/OpenJPEG, irreversible 9/7 + colour transform), rate sweep",
+             (0.02, 0.03, 0.04, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.2), _jpeg2000_encode, _pil_decode,
+             _feature("jpg_2000"), lambda s: f"{s:g}bpp"),
+    Baseline("webp", "image", "WebP (Pillow/libwebp, method 6), quality sweep",
+             (0, 5, 10, 20, 30, 50, 70, 90), _pil_encode("WEBP", method=6), _pil_decode,
+             _feature("webp"), lambda s: f"q{s:g}"),
+    Baseline("avif", "image", "AVIF (Pillow/libavif, 4:2:0), quality sweep",
+             (5, 10, 20, 30, 40, 50, 65, 80), _pil_encode("AVIF"), _pil_decode, _feature("avif"),
+             lambda s: f"q{s:g}"),
+    Baseline("hevc-444", "image",
+             "HEVC intra 4:4:4 (pillow-heif/libheif+x265), standing in for BPG, which has no package here",
+             (1, 5, 10, 20, 30, 45, 60, 75), _heif_encode, _pil_decode, _heif_check, lambda s: f"q{s:g}"),
+    Baseline("jpegxl", "image", "JPEG XL (imagecodecs/libjxl), distance sweep",
+             (25, 18, 12, 8, 5, 3, 2, 1), _jxl_encode, _jxl_decode, _jxl_check, lambda s: f"d{s:g}"),
+]
+
+BY_NAME = {b.name: b for b in IMAGE_BASELINES}
