@@ -118,9 +118,14 @@ def _load_cached(folder: str) -> Codec:
     return load_folder(Path(folder))
 
 
-def load(name: str) -> Codec:
-    """A codec by its stable name, or by a path to a codec folder."""
+def load(name: str, allow_path: bool = True) -> Codec:
+    """A codec by its stable name, or (when allow_path) by a path to a codec folder.
+
+    Names read from a file are looked up with allow_path=False: a file never points at a folder.
+    """
     if os.sep in name or name.startswith("."):
+        if not allow_path:
+            raise CodecError(f"invalid codec name {name!r}")
         return _load_cached(str(Path(name).resolve()))
     codecs = available()
     if name not in codecs:

@@ -76,7 +76,7 @@ def parse(data: bytes, allow_huge: bool = False) -> Parsed:
     modality = modalities.BY_CODE[f.modality]
     meta = modality.decode_meta(f.modality_meta, f.channels)
     try:
-        codec = codecs.load(f.codec_name)
+        codec = codecs.load(f.codec_name, allow_path=False)
     except CodecError:
         raise CodecError(f"this file needs codec {f.codec_name!r}, which is not installed "
                          f"(available: {', '.join(sorted(codecs.available())) or 'none'})") from None
