@@ -225,10 +225,12 @@ def test_decode_to_a_foreign_extension_is_refused(tiny_codec, rgb_png, tmp_path)
     assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.coin2"), "unknown file type")
 
 
-def test_a_file_cannot_point_at_a_codec_folder(tiny_codec, tmp_path):
+def test_a_file_cannot_point_at_a_codec_folder(tiny_codec, tmp_path, monkeypatch):
     from coinpp import container
 
-    name = "../" + tiny_codec.folder.parent.name + "/" + tiny_codec.name  # a path, not a name
+    # A relative path that really leads to the (valid) codec folder must still be refused.
+    monkeypatch.chdir(tiny_codec.folder.parent.parent)
+    name = f"{tiny_codec.folder.parent.name}/{tiny_codec.name}"
     f = container.CoinFile(name, tiny_codec.hash, 1, (8, 8), 3, (8, 8), 4, 8, b"")
     (tmp_path / "evil.coin").write_bytes(container.write_bytes(f))
     assert_clean_error(run("decode", tmp_path / "evil.coin", "-o", tmp_path / "x.png"), "needs codec")
