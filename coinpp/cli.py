@@ -103,27 +103,22 @@ def encode(input: str, output: str, codec_name: str | None, steps: int | None, n
 def decode(input: str, output: str, scale: float | None, size: str | None, device: str, force: bool,
            allow_huge: bool) -> None:
     """Decompress a .coin file, at its own or any other resolution."""
-    from .pipeline import decode_bytes, parse
+    from .pipeline import decode_parsed, parse
 
     if scale is not None and size is not None:
         raise InputError("give --scale or --size, not both")
     check_writable(Path(output), force)
     data = _read_coin(input)
-    modality = parse(data, allow_huge).modality  # header only: refuse a wrong extension before decoding
+    parsed = parse(data, allow_huge)  # header only: refuse a wrong extension before decoding
+    modality = parsed.modality
     if modalities.for_path(Path(output)) is not modality:
         raise InputError(f"{output}: a {modality.name} cannot be written as {Path(output).suffix}")
     t0 = time.perf_counter()
-    signal, _ = decode_bytes(data, scale, _parse_size(size), device, allow_huge)
+    signal = decode_parsed(parsed, scale, _parse_size(size), device, allow_huge)
     t_dec = time.perf_counter() - t0
-    atomic_write(Path(output), lambda tmp: modality.write(signal, tmp, _format_of(modality, output)), force)
+    atomic_write(Path(output), lambda tmp: modality.write(signal, tmp), force)
     shape = "x".join(map(str, reversed(signal.spatial)))
     console.print(f"{input} -> {output}: {shape} (decode {t_dec:.1f} s)")
-
-
-def _format_of(modality: modalities.Modality, output: str) -> str | None:
-    from .modalities.image import format_for
-
-    return format_for(Path(output)) if modality.name == "image" else None
 
 
 @cli.command()
@@ -276,9 +271,9 @@ def demo(out: str, device: str) -> None:
     t0 = time.perf_counter()
     decoded, _ = decode_bytes(enc.data, device=device)
     t_dec = time.perf_counter() - t0
-    atomic_write(outdir / "chelsea.decoded.png", lambda p: modality.write(decoded, p, "PNG"), force=True)
+    atomic_write(outdir / "chelsea.decoded.png", lambda p: modality.write(decoded, p), force=True)
     big, _ = decode_bytes(enc.data, scale=2, device=device)
-    atomic_write(outdir / "chelsea.decoded-2x.png", lambda p: modality.write(big, p, "PNG"), force=True)
+    atomic_write(outdir / "chelsea.decoded-2x.png", lambda p: modality.write(big, p), force=True)
     rate = modality.rate(len(enc.data), signal.spatial)["bpp"]
     psnr = modality.quality(signal, decoded)["psnr"]
     w, h = signal.spatial[1], signal.spatial[0]

@@ -26,7 +26,9 @@ def atomic_write(path: Path, write: Callable[[Path], None], force: bool = False)
     """Call write(tmp_path) and rename the result onto `path`."""
     path = Path(path)
     check_writable(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temporary name ends with the target's extensions, so writers that pick their format by
+    # extension (Pillow, and later soundfile, nibabel) write the right one.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

@@ -105,16 +105,21 @@ def output_shape(shape: tuple[int, ...], scale: float | None = None,
     return tuple(max(1, round(s * scale)) for s in shape)
 
 
-def decode_bytes(data: bytes, scale: float | None = None, size: tuple[int, ...] | None = None,
-                 device: str = "auto", allow_huge: bool = False) -> tuple[Signal, Parsed]:
-    """.coin bytes -> decoded Signal (values clipped to [0, 1]) at the requested resolution."""
-    p = parse(data, allow_huge)
+def decode_parsed(p: Parsed, scale: float | None = None, size: tuple[int, ...] | None = None,
+                  device: str = "auto", allow_huge: bool = False) -> Signal:
+    """A parsed file -> decoded Signal (values clipped to [0, 1]) at the requested resolution."""
     shape = output_shape(p.file.shape, scale, size)
     if not allow_huge and math.prod(shape) > container.MAX_SAMPLES:
         raise LimitError(f"requested output {'x'.join(map(str, shape))} exceeds the safety cap; "
                          "pass --allow-huge")
-    symbols = decode_symbols(p)
-    latents = p.codec.quantizer.dequantize(symbols)
+    latents = p.codec.quantizer.dequantize(decode_symbols(p))
     values = evaluate_grid(p.codec.net, torch.from_numpy(latents), p.file.shape, p.file.patch, shape, device)
     values = p.modality.from_network(np.clip(values, 0.0, 1.0), p.meta)
-    return Signal(values.astype(np.float32), dict(p.meta)), p
+    return Signal(values.astype(np.float32), dict(p.meta))
+
+
+def decode_bytes(data: bytes, scale: float | None = None, size: tuple[int, ...] | None = None,
+                 device: str = "auto", allow_huge: bool = False) -> tuple[Signal, Parsed]:
+    """.coin bytes -> (decoded Signal, the parsed file)."""
+    p = parse(data, allow_huge)
+    return decode_parsed(p, scale, size, device, allow_huge), p

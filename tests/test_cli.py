@@ -29,7 +29,7 @@ def assert_clean_error(result, message: str):
 
 
 def no_leftovers(folder: Path):
-    return not list(folder.glob("*.tmp")) and not list(folder.glob(".*tmp"))
+    return not list(folder.glob(".*.tmp*"))
 
 
 def test_encode_info_decode_round_trip(tiny_codec, rgb_png, tmp_path):
@@ -234,3 +234,17 @@ def test_a_file_cannot_point_at_a_codec_folder(tiny_codec, tmp_path, monkeypatch
     f = container.CoinFile(name, tiny_codec.hash, 1, (8, 8), 3, (8, 8), 4, 8, b"")
     (tmp_path / "evil.coin").write_bytes(container.write_bytes(f))
     assert_clean_error(run("decode", tmp_path / "evil.coin", "-o", tmp_path / "x.png"), "needs codec")
+
+
+def test_failed_write_leaves_no_partial_output(tiny_codec, rgb_png, tmp_path, monkeypatch):
+    from coinpp.modalities.image import ImageModality
+
+    run("encode", rgb_png, "-o", tmp_path / "a.coin", "--no-check")
+
+    def disk_full(self, signal, path):
+        Path(path).write_bytes(b"half an image")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ImageModality, "write", disk_full)
+    assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.png"), "No space left")
+    assert not (tmp_path / "a.png").exists() and no_leftovers(tmp_path)

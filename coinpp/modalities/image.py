@@ -67,10 +67,10 @@ class ImageModality(Modality):
             raise InputError(f"{path}: empty image")
         return Signal(arr.astype(np.float32) / 255.0, {"channels": arr.shape[2]})
 
-    def write(self, signal: Signal, path: Path, fmt: str | None = None) -> None:
+    def write(self, signal: Signal, path: Path) -> None:
         arr = to_uint8(signal.values)
         im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, "L" if arr.shape[2] == 1 else "RGB")
-        fmt = fmt or format_for(path)
+        fmt = format_for(path)
         try:
             im.save(path, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
         except OSError as e:
