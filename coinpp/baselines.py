@@ -20,8 +20,9 @@ class Baseline:
     modality: str
     description: str
     settings: tuple[float, ...]
-    encode: Callable[[np.ndarray, float], bytes]  # (H, W, C) uint8, setting -> bytes
-    decode: Callable[[bytes], np.ndarray]  # bytes -> (H, W, C) uint8
+    # image: (H, W, C) uint8 <-> bytes; audio: ((T, C) float64 in [-1, 1], sample rate) -> bytes -> (T', C)
+    encode: Callable[[object, float], bytes]
+    decode: Callable[[bytes], np.ndarray]
     check: Callable[[], str | None]  # None when available, else why not
     label: Callable[[float], str] = lambda s: f"{s:g}"
 
@@ -115,4 +116,49 @@ IMAGE_BASELINES = [
              (25, 18, 12, 8, 5, 3, 2, 1), _jxl_encode, _jxl_decode, _jxl_check, lambda s: f"d{s:g}"),
 ]
 
-BY_NAME = {b.name: b for b in IMAGE_BASELINES}
+
+
+def _soundfile_check() -> str | None:
+    try:
+        import soundfile as sf
+    except ImportError:
+        return "soundfile is not installed"
+    have = sf.available_formats()
+    return None if "MP3" in have and "OGG" in have else f"libsndfile {sf.__libsndfile_version__} lacks MP3/Opus"
+
+
+def _soundfile_encode(fmt: str, subtype: str, **fixed) -> Callable[[object, float], bytes]:
+    """libsndfile's encoders (LAME for MP3, libopus); the setting is its compression level in
+    [0, 1) (1 is refused), which maps to the bitrate; the rate is measured from the bytes."""
+
+    def enc(native: object, level: float) -> bytes:
+        import soundfile as sf
+
+        wave, rate = native
+        buf = io.BytesIO()
+        sf.write(buf, wave, rate, format=fmt, subtype=subtype, compression_level=level, **fixed)
+        return buf.getvalue()
+
+    return enc
+
+
+def _soundfile_decode(data: bytes) -> np.ndarray:
+    import soundfile as sf
+
+    wave, _ = sf.read(io.BytesIO(data), dtype="float64", always_2d=True)
+    return wave
+
+
+# libsndfile maps the level to a bitrate; for MP3 at 16 kHz these give CBR 8, 16, 24, 32, 40, 56 kbps
+MP3_LEVELS = (0.99, 0.96, 0.9, 0.85, 0.8, 0.7)
+OPUS_LEVELS = (0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8)
+AUDIO_BASELINES = [
+    Baseline("mp3", "audio", "MP3 (libsndfile/LAME, constant bitrate), compression-level sweep; encoder delay "
+             "trimmed by cross-correlation", MP3_LEVELS,
+             _soundfile_encode("MP3", "MPEG_LAYER_III", bitrate_mode="CONSTANT"), _soundfile_decode,
+             _soundfile_check, lambda s: f"c{s:g}"),
+    Baseline("opus", "audio", "Opus in Ogg (libsndfile/libopus), compression-level sweep", OPUS_LEVELS,
+             _soundfile_encode("OGG", "OPUS"), _soundfile_decode, _soundfile_check, lambda s: f"c{s:g}"),
+]
+
+BY_NAME = {b.name: b for b in IMAGE_BASELINES + AUDIO_BASELINES}

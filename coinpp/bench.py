@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +20,105 @@ from . import codec as codecs
 from . import modalities
 from .baselines import Baseline
 from .errors import InputError
+from .modalities import Modality, Signal
 from .modalities.image import to_uint8
 from .pipeline import decode_bytes, fit_signal, pack
 
-SUITES = {"kodak": "kodak"}  # suite name -> folder under the shared data root
+
+@dataclass(frozen=True)
+class Suite:
+    """A named benchmark: which data, which modality, the rate unit and what to compare against."""
+
+    name: str
+    modality: str
+    folder: str  # under the shared data root
+    unit: str  # rate unit, a key of the modality's rate(): bpp or kbps
+    anchor: str  # default BD-rate anchor
+    codecs: str  # default --codecs
+    published: dict[str, str]  # label -> file under the reference folder
+    max_rate: float | None = None  # x-axis limit of the plot when published curves are drawn
 
 
-def suite_files(suite: str, data_root: Path) -> list[Path]:
-    folder = data_root / SUITES[suite] if suite in SUITES else Path(suite)
+PUBLISHED_KODAK = {
+    "COIN++ (published)": "coinpp/kodak/coinpp.json",
+    "COIN (published)": "coinpp/kodak/coin.json",
+    "BPG 4:4:4 (published)": "coinpp/kodak/bpg_444_x265_ycbcr.json",
+    "VTM (published)": "coinpp/kodak/vtm.json",
+    "JPEG2000 (published)": "compressai-kodak/jpeg2000.json",
+}
+PUBLISHED_SPEECH = {  # LibriSpeech test-clean in the papers; our clips are test-other (see the README)
+    "COIN++ (published)": "coinpp/librispeech/coinpp.json",
+    "MP3 (published)": "coinpp/librispeech/mp3.json",
+}
+SUITES = {
+    "kodak": Suite("kodak", "image", "kodak", "bpp", "jpeg", "default,jpeg,jpeg2000,webp,avif,hevc-444,jpegxl",
+                   PUBLISHED_KODAK, 1.0),
+    "speech": Suite("speech", "audio", "speech/test", "kbps", "mp3", "default,mp3,opus", PUBLISHED_SPEECH, 40.0),
+}
+
+
+def suite_files(suite: str, data_root: Path) -> tuple[Suite, list[Path]]:
+    """A named suite or a folder (its modality from the first file type found in it)."""
+    if suite in SUITES:
+        spec = SUITES[suite]
+        folder = data_root / spec.folder
+    else:
+        folder = Path(suite)
+        spec = None
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder (suites: {', '.join(SUITES)}, or a folder)")
-    m = modalities.get("image")
+    if spec is None:
+        kinds = []
+        for p in sorted(folder.iterdir()):
+            try:
+                kinds.append(modalities.for_path(p).name)
+            except InputError:
+                continue
+        if not kinds:
+            raise InputError(f"{folder}: no files coin can code")
+        base = next(s for s in SUITES.values() if s.modality == kinds[0])
+        spec = Suite(folder.name, base.modality, str(folder), base.unit, base.anchor, base.codecs, {})
+    m = modalities.get(spec.modality)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in m.extensions)
     if not files:
-        raise InputError(f"{folder}: no image files")
-    return files
+        raise InputError(f"{folder}: no {spec.modality} files")
+    return spec, files
+
+
+def _to_native(modality: Modality, signal: Signal) -> object:
+    """What a baseline codec takes: 8-bit images, or (waveform in [-1, 1], sample rate)."""
+    if modality.name == "image":
+        return to_uint8(signal.values)
+    return signal.values.astype(np.float64) * 2 - 1, signal.meta["sample_rate"]
+
+
+def _from_native(modality: Modality, decoded: np.ndarray, signal: Signal) -> Signal:
+    if modality.name == "image":
+        return Signal(decoded.reshape(signal.values.shape).astype(np.float32) / 255, signal.meta)
+    wave = align(decoded, signal.values.astype(np.float64) * 2 - 1)
+    return Signal(((np.clip(wave, -1, 1) + 1) / 2).astype(np.float32), signal.meta)
+
+
+def align(decoded: np.ndarray, original: np.ndarray, max_lag: int = 4096) -> np.ndarray:
+    """Trim an audio decoder's output to the original: drop the encoder delay (the lag of best
+    correlation, up to max_lag samples) and cut or zero-pad to the original length."""
+    n = min(len(original), 1 << 15)
+    ref = original[:n, 0]
+    lags = range(0, min(max_lag, max(0, len(decoded) - n)) + 1)
+    scores = [float(np.dot(ref, decoded[k : k + n, 0])) for k in lags]
+    lag = int(np.argmax(scores)) if scores else 0
+    out = decoded[lag : lag + len(original)]
+    if len(out) < len(original):
+        out = np.concatenate([out, np.zeros((len(original) - len(out), out.shape[1]))])
+    if out.shape[1] != original.shape[1]:
+        raise InputError("a baseline decoder changed the channel count")
+    return out
+
+
+def _measures(modality: Modality, unit: str, nbytes: int, signal: Signal, decoded: Signal) -> dict:
+    """Row fields: rate (in the suite's unit, under the schema's 'bpp' key) and quality."""
+    return {"bytes": nbytes, "bpp": modality.rate(nbytes, signal.spatial, signal.meta)[unit],
+            **modality.quality(signal, decoded)}
 
 
 def _network_key(codec: codecs.Codec) -> str:
@@ -44,11 +129,12 @@ def _network_key(codec: codecs.Codec) -> str:
 
 def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
               tick: Callable[[str], None] = lambda s: None,
-              done: set[tuple[str, str, str]] | None = None) -> list[dict]:
-    """One row per (file, codec): bytes, bpp, PSNR, encode and decode seconds. Rows in `done`
+              done: set[tuple[str, str, str]] | None = None, suite: Suite | None = None) -> list[dict]:
+    """One row per (file, codec): bytes, rate, quality, encode and decode seconds. Rows in `done`
     (codec, setting, file) are skipped, so an interrupted run resumes."""
     done = done or set()
-    image = modalities.get("image")
+    suite = suite or SUITES["kodak"]
+    image = modalities.get(suite.modality)
     loaded = [codecs.load(n) for n in codec_names]
     groups: dict[str, list[codecs.Codec]] = {}
     for c in loaded:
@@ -77,16 +163,17 @@ def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
                 decoded, _ = decode_bytes(enc.data, device=device)
                 t_dec = time.perf_counter() - t0
                 rows.append({"codec": c.name, "setting": f"b{c.bits}", "file": path.name,
-                             "bytes": len(enc.data), **image.rate(len(enc.data), signal.spatial),
-                             **image.quality(signal, decoded), "encode_s": t_enc, "decode_s": t_dec})
+                             **_measures(image, suite.unit, len(enc.data), signal, decoded),
+                             "encode_s": t_enc, "decode_s": t_dec})
                 tick(f"{path.name} {c.name}")
     return rows
 
 
 def baseline_rows(files: list[Path], baseline: Baseline, done: set[tuple[str, str, str]] | None = None,
-                  tick: Callable[[str], None] = lambda s: None) -> list[dict]:
+                  tick: Callable[[str], None] = lambda s: None, suite: Suite | None = None) -> list[dict]:
     """One row per (file, setting) of a baseline codec; sizes are the real encoded byte counts."""
-    image = modalities.get("image")
+    suite = suite or SUITES["kodak"]
+    modality = modalities.get(suite.modality)
     done = done or set()
     rows = []
     for path in files:
@@ -97,17 +184,17 @@ def baseline_rows(files: list[Path], baseline: Baseline, done: set[tuple[str, st
                 tick(f"{path.name} {baseline.name}")
                 continue
             if signal is None:
-                signal = image.read(path)
-                arr = to_uint8(signal.values)
+                signal = modality.read(path)
+                native = _to_native(modality, signal)
             t0 = time.perf_counter()
-            data = baseline.encode(arr, setting)
+            data = baseline.encode(native, setting)
             t_enc = time.perf_counter() - t0
             t0 = time.perf_counter()
             dec = baseline.decode(data)
             t_dec = time.perf_counter() - t0
-            decoded = modalities.Signal(dec.reshape(arr.shape).astype(np.float32) / 255, signal.meta)
-            rows.append({"codec": baseline.name, "setting": label, "file": path.name, "bytes": len(data),
-                         **image.rate(len(data), signal.spatial), **image.quality(signal, decoded),
+            decoded = _from_native(modality, dec, signal)
+            rows.append({"codec": baseline.name, "setting": label, "file": path.name,
+                         **_measures(modality, suite.unit, len(data), signal, decoded),
                          "encode_s": t_enc, "decode_s": t_dec})
             tick(f"{path.name} {baseline.name}")
     return rows
@@ -121,8 +208,9 @@ def summarize(rows: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for (codec, setting), rs in by.items():
         point = {"setting": setting, "files": len(rs)}
-        for k in ("bpp", "psnr", "encode_s", "decode_s", "bytes"):
-            point[k] = float(np.mean([r[k] for r in rs]))
+        for k in ("bpp", "psnr", "snr", "encode_s", "decode_s", "bytes"):
+            if all(r.get(k) not in (None, "") for r in rs):
+                point[k] = float(np.mean([float(r[k]) for r in rs]))
         out.setdefault(codec, []).append(point)
     for pts in out.values():
         pts.sort(key=lambda p: p["bpp"])
@@ -151,24 +239,31 @@ def matched(summary: dict[str, list[dict]], anchor: str = "jpeg") -> list[dict]:
     return rows
 
 
-def write_results(out: Path, rows: list[dict], descriptions: dict[str, str]) -> dict[str, list[dict]]:
+def write_results(out: Path, rows: list[dict], descriptions: dict[str, str],
+                  suite: Suite | None = None) -> dict[str, list[dict]]:
     """summary.json and one <codec>.json per codec in CompressAI's schema (rows.csv is appended
-    as the run goes, see append_rows)."""
+    as the run goes, see append_rows). As in the published LibriSpeech files, the 'bpp' field
+    holds the suite's rate unit (kbps for audio)."""
+    suite = suite or SUITES["kodak"]
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows)
     for codec, pts in summary.items():
-        doc = {"name": codec, "description": descriptions.get(codec, codec),
-               "results": {"bpp": [p["bpp"] for p in pts], "psnr-rgb": [p["psnr"] for p in pts],
-                           "setting": [p["setting"] for p in pts], "encode_s": [p["encode_s"] for p in pts],
-                           "decode_s": [p["decode_s"] for p in pts], "files": [p["files"] for p in pts]}}
+        res = {"bpp": [p["bpp"] for p in pts], ("psnr-rgb" if suite.modality == "image" else "psnr"):
+               [p["psnr"] for p in pts]}
+        if all("snr" in p for p in pts):
+            res["snr"] = [p["snr"] for p in pts]
+        res.update({"setting": [p["setting"] for p in pts], "encode_s": [p["encode_s"] for p in pts],
+                    "decode_s": [p["decode_s"] for p in pts], "files": [p["files"] for p in pts]})
+        doc = {"name": codec, "unit": suite.unit, "description": descriptions.get(codec, codec), "results": res}
         (out / f"{codec}.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    if "jpeg" in summary:
-        (out / "matched-jpeg.json").write_text(json.dumps(matched(summary), indent=1) + "\n")
+    if suite.anchor in summary:
+        (out / f"matched-{suite.anchor}.json").write_text(json.dumps(matched(summary, suite.anchor), indent=1)
+                                                          + "\n")
     return summary
 
 
-def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str) -> list[str]:
+def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, unit: str = "bpp") -> list[str]:
     """Write the measured point of each coin codec into its config.json ("measured") and model card.
 
     Neither is part of the codec hash, so files written before stay decodable.
@@ -183,15 +278,19 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str) -
         p, folder = pts[0], folders[name]
         cfg_path = folder / "config.json"
         cfg = json.loads(cfg_path.read_text())
-        cfg["measured"] = {"data": suite, "files": p["files"], "bpp": round(p["bpp"], 4),
+        cfg["measured"] = {"data": suite, "files": p["files"], unit: round(p["bpp"], 4),
                            "psnr_db": round(p["psnr"], 3), "encode_s": round(p["encode_s"], 2),
                            "decode_s": round(p["decode_s"], 2), "command": command}
+        if "snr" in p:
+            cfg["measured"]["snr_db"] = round(p["snr"], 3)
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
         card_path = folder / "MODEL_CARD.md"
         card = card_path.read_text().split("\n## Measured")[0].rstrip() + "\n"
+        quality = (f"- PSNR {p['psnr']:.2f} dB (8-bit RGB output, mean over files)\n" if unit == "bpp" else
+                   f"- PSNR {p['psnr']:.2f} dB (waveform normalised to [0, 1]), SNR {p.get('snr', float('nan')):.2f}"
+                   " dB (mean over files)\n")
         card += (f"\n## Measured on {suite} ({p['files']} files)\n\n"
-                 f"- rate {p['bpp']:.4f} bpp (real file sizes, headers included)\n"
-                 f"- PSNR {p['psnr']:.2f} dB (8-bit RGB output, mean over files)\n"
+                 f"- rate {p['bpp']:.4f} {unit} (real file sizes, headers included)\n{quality}"
                  f"- encode {p['encode_s']:.1f} s, decode {p['decode_s']:.2f} s per file on "
                  f"{hardware_description()}\n- reproduce: `{command}`\n")
         card_path.write_text(card)
@@ -240,21 +339,12 @@ def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
     return float((np.exp(diff.mean()) - 1) * 100)
 
 
-PUBLISHED = {  # label -> file under the reference folder (Kodak)
-    "COIN++ (published)": "coinpp/kodak/coinpp.json",
-    "COIN (published)": "coinpp/kodak/coin.json",
-    "BPG 4:4:4 (published)": "coinpp/kodak/bpg_444_x265_ycbcr.json",
-    "VTM (published)": "coinpp/kodak/vtm.json",
-    "JPEG2000 (published)": "compressai-kodak/jpeg2000.json",
-}
-
-
-def load_published(reference: Path) -> dict[str, list[tuple[float, float]]]:
-    """Published Kodak curves; the files are JSON5-ish (trailing commas), parsed leniently."""
+def load_published(reference: Path, suite: Suite | None = None) -> dict[str, list[tuple[float, float]]]:
+    """Published curves of a suite; the files are JSON5-ish (trailing commas), parsed leniently."""
     import re
 
     out = {}
-    for label, rel in PUBLISHED.items():
+    for label, rel in (suite or SUITES["kodak"]).published.items():
         path = reference / rel
         if not path.is_file():
             continue
@@ -266,7 +356,8 @@ def load_published(reference: Path) -> dict[str, list[tuple[float, float]]]:
 
 
 def plot(measured: dict[str, list[tuple[float, float]]], published: dict[str, list[tuple[float, float]]],
-         path: Path, title: str, max_bpp: float | None = None) -> None:
+         path: Path, title: str, max_bpp: float | None = None, suite: Suite | None = None,
+         coin_curves: set[str] | None = None) -> None:
     """RD plot: measured curves solid (coin thick), published ones dashed; x up to max_bpp
     (default: the largest measured rate)."""
     import matplotlib
@@ -280,15 +371,16 @@ def plot(measured: dict[str, list[tuple[float, float]]], published: dict[str, li
     ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more series than the default cycle has colours
     for name, pts in measured.items():
         pts = [p for p in pts if p[0] <= max_bpp]
-        coin = name.startswith("image-")
+        coin = name in coin_curves if coin_curves is not None else name.startswith("image-")
         ax.plot(*zip(*pts, strict=True), marker="o", lw=2.5 if coin else 1.3, ms=5 if coin else 3,
                 label=f"coin {name}" if coin else name, zorder=3 if coin else 2)
     for name, pts in published.items():
         pts = [p for p in pts if p[0] <= max_bpp]
         if pts:
             ax.plot(*zip(*pts, strict=True), ls="--", lw=1, marker=".", alpha=0.8, label=name)
-    ax.set_xlabel("bits per pixel (real file sizes)")
-    ax.set_ylabel("PSNR (dB, 8-bit RGB)")
+    audio = suite is not None and suite.modality == "audio"
+    ax.set_xlabel("kbps (real file sizes)" if audio else "bits per pixel (real file sizes)")
+    ax.set_ylabel("PSNR (dB, waveform in [0, 1])" if audio else "PSNR (dB, 8-bit RGB)")
     ax.set_title(title)
     ax.set_xlim(0, max_bpp)
     ax.grid(alpha=0.3)
@@ -298,7 +390,7 @@ def plot(measured: dict[str, list[tuple[float, float]]], published: dict[str, li
     plt.close(fig)
 
 
-FIELDS = ["codec", "setting", "file", "bytes", "bpp", "psnr", "encode_s", "decode_s"]
+FIELDS = ["codec", "setting", "file", "bytes", "bpp", "psnr", "snr", "encode_s", "decode_s"]
 
 
 def read_rows(out: Path) -> list[dict]:
@@ -311,8 +403,9 @@ def read_rows(out: Path) -> list[dict]:
     for r in rows:
         for k in ("bytes",):
             r[k] = int(r[k])
-        for k in ("bpp", "psnr", "encode_s", "decode_s"):
-            r[k] = float(r[k])
+        for k in ("bpp", "psnr", "snr", "encode_s", "decode_s"):
+            if r.get(k) not in (None, ""):
+                r[k] = float(r[k])
     return rows
 
 
@@ -321,8 +414,10 @@ def append_rows(out: Path, rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "rows.csv"
     new = not path.is_file()
+    # A results folder keeps the columns it was started with (image runs have no SNR column).
+    fields = FIELDS if new else next(csv.reader(open(path, newline="")))
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:
             w.writeheader()
         w.writerows(rows)

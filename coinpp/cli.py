@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,8 +16,10 @@ from . import codec as codecs
 from . import modalities
 from .errors import CoinError, InputError
 from .files import atomic_write, atomic_write_bytes, check_writable
+from .modalities import Signal
 
 console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
 
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                       help="Where to run the network (auto: CUDA when present).")
@@ -61,64 +64,276 @@ def cli() -> None:
     """coin: store images as latent vectors of a meta-learned neural network (COIN++)."""
 
 
+BATCH_OPTIONS = [
+    click.option("--shard", help="Only this share of a folder: I/N with 0 <= I < N (for job arrays)."),
+    click.option("--jobs", default=1, show_default=True, help="Threads reading files ahead (folders)."),
+    click.option("--json", "as_json", is_flag=True, help="Print the folder report as JSON (stdout)."),
+]
+
+
+def batch_options(f):
+    for option in reversed(BATCH_OPTIONS):
+        f = option(f)
+    return f
+
+
 @cli.command()
-@click.argument("input", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .coin file.")
-@click.option("--codec", "codec_name", help="Codec name (see `coin codecs`) or folder; default per modality.")
-@click.option("--steps", type=int, help="Gradient steps per patch (default: the codec's).")
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output .coin file, a folder when INPUT is one, or - for stdout.")
+@click.option("--modality", "modality_name", help="Modality of data read from stdin (INPUT '-'), e.g. image.")
+@click.option("--method", type=click.Choice(["coin++", "coin"]), default="coin++", show_default=True,
+              help="coin++: latents for a shipped base network; coin: overfit one small network to this file.")
+@click.option("--codec", "codec_name", help="[coin++] Codec name (see `coin codecs`) or folder; default per modality.")
+@click.option("--steps", type=int, help="[coin++] Gradient steps per patch (default: the codec's).")
+@click.option("--bpp", type=float, help="[coin] Target bits per pixel/sample; picks the network size (default 0.3).")
+@click.option("--arch", help="[coin] Network as LAYERSxWIDTH, e.g. 10x28 (instead of --bpp).")
+@click.option("--iters", type=int, default=2000, show_default=True, help="[coin] Adam iterations.")
+@click.option("--time-limit", type=float, help="[coin] Stop after this many seconds with the best so far.")
+@click.option("--lr", type=float, default=None, help="[coin] Adam learning rate (default 2e-4 as published).")
+@click.option("--weight-bits", type=int, default=16, show_default=True,
+              help="[coin] 16: half floats; 8-15: uniform per-tensor ranges.")
+@click.option("--batch-points", type=int,
+              help="[coin] Random coordinates per step (default 65536; 0: all, as published).")
+@click.option("--seed", type=int, default=0, show_default=True, help="[coin] Seed of init and sampling.")
 @click.option("--no-check", is_flag=True, help="Skip decoding the result to report its quality.")
+@batch_options
 @DEVICE
 @FORCE
-def encode(input: str, output: str, codec_name: str | None, steps: int | None, no_check: bool, device: str,
-           force: bool) -> None:
-    """Compress INPUT into a .coin file."""
+def encode(input: str, output: str, modality_name: str | None, method: str, codec_name: str | None,
+           steps: int | None, bpp: float | None, arch: str | None, iters: int, time_limit: float | None,
+           lr: float | None, weight_bits: int, batch_points: int | None, seed: int, no_check: bool,
+           shard: str | None, jobs: int, as_json: bool, device: str, force: bool) -> None:
+    """Compress INPUT (a file, a folder, or - for stdin) into .coin.
+
+    A folder is encoded recursively into the folder -o, mirroring its tree (a/b.png -> a/b.png.coin).
+    """
     from .pipeline import decode_bytes, encode_signal
 
-    check_writable(Path(output), force)
-    modality = modalities.for_path(Path(input))
-    signal = modality.read(Path(input))
-    codec = codecs.load(codec_name or codecs.default_for(modality.name))
+    if Path(input).is_dir():
+        if method != "coin++":
+            raise InputError("folders are encoded with --method coin++ (COIN fits one file at a time)")
+        _encode_folder(input, output, codec_name, steps, not no_check, shard, jobs, as_json, device, force)
+        return
+    if input == "-":
+        if modality_name is None:
+            raise InputError("reading stdin needs --modality (e.g. --modality image)")
+        modality = modalities.get(modality_name)
+    else:
+        modality = modalities.for_path(Path(input))
+    to_stdout = output == "-"
+    if not to_stdout:
+        check_writable(Path(output), force)
+    if method == "coin++":
+        given = [n for n, v in (("--bpp", bpp), ("--arch", arch), ("--time-limit", time_limit), ("--lr", lr),
+                                ("--batch-points", batch_points)) if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} only apply to --method coin")
+    elif codec_name is not None or steps is not None:
+        raise InputError("--codec and --steps only apply to --method coin++")
+    signal = _read_stdin(modality) if input == "-" else modality.read(Path(input))
     t0 = time.perf_counter()
-    enc = encode_signal(signal, modality, codec, steps, device)
+    if method == "coin":
+        data, label = _encode_overfit(signal, modality, bpp, arch, iters, time_limit, lr, weight_bits,
+                                      batch_points, seed, device)
+    else:
+        codec = codecs.load(codec_name or codecs.default_for(modality.name))
+        data, label = encode_signal(signal, modality, codec, steps, device).data, f"codec {codec.name}"
     t_enc = time.perf_counter() - t0
-    atomic_write_bytes(Path(output), enc.data, force)
-    rate = modality.rate(len(enc.data), signal.spatial)
-    line = f"{input} -> {output}: {len(enc.data):,} bytes, " + ", ".join(f"{v:.4f} {k}" for k, v in rate.items())
+    if to_stdout:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        atomic_write_bytes(Path(output), data, force)
+    rate = modality.rate(len(data), signal.spatial, signal.meta)
+    line = f"{input} -> {output}: {len(data):,} bytes, " + ", ".join(f"{v:.4f} {k}" for k, v in rate.items())
     if not no_check:
-        decoded, _ = decode_bytes(enc.data, device=device)
+        decoded, _ = decode_bytes(data, device=device)
         q = modality.quality(signal, decoded)
         line += ", " + ", ".join(f"{k.upper()} {v:.2f} dB" for k, v in q.items())
-    console.print(f"{line} (codec {codec.name}, encode {t_enc:.1f} s)")
+    (err_console if to_stdout else console).print(f"{line} ({label}, encode {t_enc:.1f} s)")
+
+
+def _read_stdin(modality) -> Signal:
+    """Modalities read files, so stdin goes through a private temporary file."""
+    import tempfile
+
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise InputError("stdin is empty")
+    with tempfile.TemporaryDirectory(prefix="coin-") as tmp:
+        path = Path(tmp) / ("stdin" + modality.extensions[0])
+        path.write_bytes(data)
+        return modality.read(path)
+
+
+def _encode_overfit(signal, modality, bpp, arch, iters, time_limit, lr, weight_bits, batch_points, seed,
+                    device) -> tuple[bytes, str]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from . import overfit
+
+    if bpp is not None and arch is not None:
+        raise InputError("give --bpp or --arch, not both")
+    if batch_points is not None and batch_points < 0:
+        raise InputError("--batch-points must be 0 (all) or positive")
+    if time_limit is not None and time_limit <= 0:
+        raise InputError("--time-limit must be positive")
+    if lr is not None and not 0 < lr < 1:
+        raise InputError("--lr must be in (0, 1)")
+    net_arch = overfit.parse_arch(arch, len(signal.spatial), signal.channels) if arch else None
+    with Progress(TextColumn("fitting"), BarColumn(), TextColumn("{task.completed}/{task.total} it"),
+                  TextColumn("best {task.fields[psnr]:.2f} dB"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), disable=not sys.stderr.isatty(), transient=True) as bar:
+        task = bar.add_task("fit", total=iters, psnr=0.0)
+        result = overfit.encode_signal(signal, modality, net_arch, bpp, iters, lr or overfit.DEFAULT_LR,
+                                       time_limit, overfit.DEFAULT_BATCH_POINTS if batch_points is None
+                                       else batch_points, weight_bits, seed, device,
+                                       on_progress=lambda it, p: bar.update(task, completed=it, psnr=p))
+    r = result.report
+    label = (f"COIN {result.arch.tag}, {result.arch.params:,} weights at {weight_bits} bits, "
+             f"{r.iterations} iterations, best at {r.best_iteration}")
+    return result.data, label
 
 
 @cli.command()
-@click.argument("input", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Output file (format by extension).")
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output file (format by extension), a folder when INPUT is one, or - for stdout.")
 @click.option("--scale", type=float, help="Decode at SCALE times the original resolution (e.g. 2).")
 @click.option("--size", help="Decode at this size, WIDTHxHEIGHT.")
+@click.option("--sample-rate", type=int, help="Audio: decode at this sample rate, same duration (e.g. 48000).")
+@click.option("--ext", help="Output format for folders and stdout, e.g. png (default: the original's).")
+@batch_options
 @DEVICE
 @FORCE
 @HUGE
-def decode(input: str, output: str, scale: float | None, size: str | None, device: str, force: bool,
+def decode(input: str, output: str, scale: float | None, size: str | None, sample_rate: int | None,
+           ext: str | None, shard: str | None, jobs: int, as_json: bool, device: str, force: bool,
            allow_huge: bool) -> None:
-    """Decompress a .coin file, at its own or any other resolution."""
+    """Decompress a .coin file (or a folder of them, or - for stdin), at its own or any other resolution."""
+    import tempfile
+
     from .pipeline import decode_parsed, parse
 
-    if scale is not None and size is not None:
-        raise InputError("give --scale or --size, not both")
-    check_writable(Path(output), force)
-    data = _read_coin(input)
+    if Path(input).is_dir():
+        if scale is not None or size is not None or sample_rate is not None:
+            raise InputError("--scale, --size and --sample-rate apply to single files")
+        _decode_folder(input, output, ext, shard, jobs, as_json, device, force)
+        return
+    if sum(v is not None for v in (scale, size, sample_rate)) > 1:
+        raise InputError("give one of --scale, --size and --sample-rate")
+    to_stdout = output == "-"
+    if not to_stdout:
+        check_writable(Path(output), force)
+    data = sys.stdin.buffer.read() if input == "-" else _read_coin(input)
     parsed = parse(data, allow_huge)  # header only: refuse a wrong extension before decoding
     modality = parsed.modality
-    if modalities.for_path(Path(output)) is not modality:
-        raise InputError(f"{output}: a {modality.name} cannot be written as {Path(output).suffix}")
+    suffix = ("." + ext.lstrip(".")) if ext else (modality.extensions[0] if to_stdout else Path(output).suffix)
+    if suffix.lower() not in modality.extensions:
+        raise InputError(f"{output}: {modality.name} cannot be written as {suffix or 'a file without extension'}; "
+                         f"use one of {', '.join(modality.extensions)}")
+    out_size = _parse_size(size)
+    if sample_rate is not None:
+        if "sample_rate" not in parsed.meta:
+            raise InputError(f"--sample-rate applies to audio, not to {modality.name}")
+        if not 1 <= sample_rate <= 1_000_000:
+            raise InputError("--sample-rate must be between 1 and 1000000 Hz")
+        out_size = (max(1, round(parsed.file.shape[0] * sample_rate / parsed.meta["sample_rate"])),)
     t0 = time.perf_counter()
-    signal = decode_parsed(parsed, scale, _parse_size(size), device, allow_huge)
+    signal = decode_parsed(parsed, scale, out_size, device, allow_huge)
+    if sample_rate is not None:
+        signal.meta["sample_rate"] = sample_rate
     t_dec = time.perf_counter() - t0
-    atomic_write(Path(output), lambda tmp: modality.write(signal, tmp), force)
+    if to_stdout:
+        with tempfile.TemporaryDirectory(prefix="coin-") as tmp:
+            path = Path(tmp) / ("out" + suffix)
+            modality.write(signal, path)
+            sys.stdout.buffer.write(path.read_bytes())
+            sys.stdout.buffer.flush()
+    else:
+        atomic_write(Path(output), lambda tmp: modality.write(signal, tmp), force)
     shape = "x".join(map(str, reversed(signal.spatial)))
-    console.print(f"{input} -> {output}: {shape} (decode {t_dec:.1f} s)")
+    if "sample_rate" in signal.meta:
+        shape = f"{signal.spatial[0]} samples at {signal.meta['sample_rate']} Hz"
+    (err_console if to_stdout else console).print(f"{input} -> {output}: {shape} (decode {t_dec:.1f} s)")
+
+
+def _run_batch(run, as_json: bool) -> None:
+    """Run a folder job with a progress display, then print the summary (or JSON) and set the exit
+    status: 1 if any file failed or the batch stopped early, 130 after Ctrl-C."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[io]}"), TimeRemainingColumn(), TextColumn("{task.fields[current]}"))
+    with Progress(*columns, console=err_console, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("files", total=None, io="", current="")
+        totals = {"in": 0, "out": 0, "done": 0}
+
+        def on_event(kind: str, item, report) -> None:
+            if bar.tasks[task].total is None:
+                bar.update(task, total=sum(i.status not in ("exists", "unknown") for i in report.items))
+            if kind == "start":
+                bar.update(task, current=item.file)
+                return
+            totals["done"] += 1
+            if item.status == "done":
+                totals["in"] += item.bytes_in
+                totals["out"] += item.bytes_out
+            bar.update(task, completed=totals["done"],
+                       io=f"{totals['in'] / 1e6:.1f} MB -> {totals['out'] / 1e6:.2f} MB")
+
+        report = run(on_event)
+    rec = report.to_dict()
+    if as_json:
+        click.echo(json.dumps(rec, indent=1))
+    else:
+        _print_summary(rec)
+    if report.stopped == "interrupted":
+        err_console.print("coin: interrupted; finished files are intact, rerun to resume")
+        sys.exit(130)
+    if report.failed or report.stopped:
+        sys.exit(1)
+
+
+def _print_summary(rec: dict) -> None:
+    t = Table(title=f"coin {rec['command']} {rec['input']} -> {rec['output']}", show_header=False)
+    t.add_row("files done", f"{rec['done']} of {rec['files']} in {rec['seconds']:.1f} s"
+              + (f" ({rec['files_per_s']:.2f} files/s, {rec['mb_per_s']:.2f} MB/s)" if rec["done"] else ""))
+    t.add_row("bytes", f"{rec['bytes_in']:,} -> {rec['bytes_out']:,}"
+              + (f" (ratio {rec['ratio']:.1f})" if rec["ratio"] else ""))
+    for k, v in rec["mean_quality"].items():
+        t.add_row(f"mean {k.upper()}", f"{v:.2f} dB")
+    if rec["existing_skipped"]:
+        t.add_row("already there", f"{rec['existing_skipped']} skipped (use --force to redo)")
+    if rec["unknown_skipped"]:
+        t.add_row("unknown type", ", ".join(rec["unknown_skipped"][:10])
+                  + (f" and {len(rec['unknown_skipped']) - 10} more" if len(rec["unknown_skipped"]) > 10 else ""))
+    for f in rec["failed"]:
+        t.add_row("[red]failed[/red]", f"{f['file']}: {f['error']}")
+    if rec["stopped"]:
+        t.add_row("[red]stopped[/red]", f"{rec['stopped']}; {rec['not_run']} files not run")
+    console.print(t)
+
+
+def _encode_folder(input, output, codec_name, steps, check, shard, jobs, as_json, device, force) -> None:
+    from .batch import encode_tree, parse_shard
+
+    shard_t = parse_shard(shard)
+    if jobs < 1:
+        raise InputError("--jobs must be at least 1")
+    _run_batch(lambda ev: encode_tree(Path(input), Path(output), codec_name, steps, force, check, device,
+                                      shard_t, jobs, on_event=ev), as_json)
+
+
+def _decode_folder(input, output, ext, shard, jobs, as_json, device, force) -> None:
+    from .batch import decode_tree, parse_shard
+
+    shard_t = parse_shard(shard)
+    if jobs < 1:
+        raise InputError("--jobs must be at least 1")
+    _run_batch(lambda ev: decode_tree(Path(input), Path(output), ext, force, device, shard_t, jobs, on_event=ev),
+               as_json)
 
 
 @cli.command()
@@ -132,11 +347,17 @@ def info(input: str, as_json: bool, allow_huge: bool) -> None:
     data = _read_coin(input)
     p = parse(data, allow_huge)
     f = p.file
-    rate = p.modality.rate(len(data), f.shape)
-    rec = {"file": input, "codec": f.codec_name, "codec_hash": f.codec_hash.hex(), "modality": p.modality.name,
-           "shape": list(f.shape), "channels": f.channels, "patch": list(f.patch),
-           "patches": f.num_patches, "latent_dim": f.latent_dim, "bits": f.bits, "bytes": len(data),
-           "payload_bytes": len(f.payload), **{k: round(v, 6) for k, v in rate.items()}}
+    rate = p.modality.rate(len(data), f.shape, p.meta)
+    if p.codec is None:  # COIN: the file holds its own network
+        a = f.arch
+        rec = {"file": input, "method": "coin", "modality": p.modality.name, "shape": list(f.shape),
+               "channels": f.channels, "network": f"{a.tag} (sine layers x width)", "w0": a.w0,
+               "weights": a.params, "weight_bits": f.weight_bits}
+    else:
+        rec = {"file": input, "method": "coin++", "codec": f.codec_name, "codec_hash": f.codec_hash.hex(),
+               "modality": p.modality.name, "shape": list(f.shape), "channels": f.channels,
+               "patch": list(f.patch), "patches": f.num_patches, "latent_dim": f.latent_dim, "bits": f.bits}
+    rec |= {"bytes": len(data), "payload_bytes": len(f.payload), **{k: round(v, 6) for k, v in rate.items()}}
     if as_json:
         click.echo(json.dumps(rec))
         return
@@ -159,7 +380,8 @@ def list_codecs(as_json: bool) -> None:
         measured = cfg.get("measured", {})
         rows.append({"name": name, "modality": cfg.get("modality", "?"), "bits": cfg.get("bits"),
                      "default": codecs.DEFAULT_CODECS.get(cfg.get("modality")) == name,
-                     "rate": measured.get("bpp"), "psnr": measured.get("psnr_db"),
+                     "rate": measured.get("bpp", measured.get("kbps")),
+                     "unit": "kbps" if "kbps" in measured else "bpp", "psnr": measured.get("psnr_db"),
                      "measured_on": measured.get("data"), "folder": str(folder)})
     if as_json:
         click.echo(json.dumps(rows, indent=1))
@@ -170,7 +392,7 @@ def list_codecs(as_json: bool) -> None:
     t = Table("codec", "modality", "bits", "rate", "quality", "measured on")
     for r in rows:
         t.add_row(r["name"] + (" (default)" if r["default"] else ""), r["modality"], str(r["bits"]),
-                  f"{r['rate']:.3f} bpp" if r["rate"] else "-", f"{r['psnr']:.2f} dB" if r["psnr"] else "-",
+                  f"{r['rate']:.3f} {r['unit']}" if r["rate"] else "-", f"{r['psnr']:.2f} dB" if r["psnr"] else "-",
                   r["measured_on"] or "-")
     console.print(t)
 
@@ -183,7 +405,7 @@ def list_codecs(as_json: bool) -> None:
 @click.option("--depth", default=5, show_default=True, help="Number of sine layers (plus one linear output).")
 @click.option("--latent", "latent_dim", default=64, show_default=True)
 @click.option("--w0", default=30.0, show_default=True)
-@click.option("--patch", default=32, show_default=True)
+@click.option("--patch", type=int, help="Patch size per axis (default: image 32, audio 200 samples).")
 @click.option("--batch", default=16, show_default=True)
 @click.option("--inner-steps", default=3, show_default=True)
 @click.option("--encode-steps", default=10, show_default=True, help="Steps at validation and in the codec.")
@@ -199,7 +421,7 @@ def list_codecs(as_json: bool) -> None:
 @click.option("--codecs-dir", default="codecs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming from OUT/last.")
 @DEVICE
-def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim: int, w0: float, patch: int,
+def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim: int, w0: float, patch: int | None,
           batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int, minutes: float,
           val_every: int, seed: int, val_files: int, no_meta_sgd: bool, export_name: str | None, bits: str,
           codecs_dir: str, fresh: bool, device: str) -> None:
@@ -218,9 +440,11 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
     torch.manual_seed(seed)
     bit_list = _parse_bits(bits)
     mod = modalities.get(modality)
+    patch = patch or DEFAULT_PATCH[mod.name]
     cfg = TrainConfig(data=data, out=out, modality=modality, patch=(patch,) * mod.spatial_dims,
-                      model=SirenConfig(in_dim=mod.spatial_dims, out_dim=3, width=width, depth=depth,
-                                        latent_dim=latent_dim, w0=w0, meta_sgd=not no_meta_sgd),
+                      model=SirenConfig(in_dim=mod.spatial_dims, out_dim=mod.network_channels, width=width,
+                                        depth=depth, latent_dim=latent_dim, w0=w0, meta_sgd=not no_meta_sgd,
+                                        coord_scale=mod.coord_scale),
                       batch=batch, inner_steps=inner_steps, test_steps=encode_steps, outer_lr=outer_lr,
                       steps=steps, time_limit_min=minutes, val_every=val_every, val_files=val_files, seed=seed,
                       device=device)
@@ -237,6 +461,9 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
             for folder in export_codecs(best, train_s, Path(codecs_dir), export_name, bit_list, encode_steps,
                                         device=device):
                 console.print(f"wrote codec {folder}")
+
+
+DEFAULT_PATCH = {"image": 32, "audio": 200}
 
 
 def _parse_bits(text: str) -> list[int]:
@@ -284,14 +511,14 @@ def demo(out: str, device: str) -> None:
 
 @cli.command()
 @click.argument("suite")
-@click.option("--codecs", "codec_list", default="default,jpeg,jpeg2000,webp,avif,hevc-444,jpegxl",
-              show_default=True,
-              help="Comma-separated: coin codec names ('default': the default image codec) and baselines.")
+@click.option("--codecs", "codec_list",
+              help="Comma-separated: coin codec names ('default': the suite's default codec) and baselines "
+                   "(default: kodak: default,jpeg,jpeg2000,webp,avif,hevc-444,jpegxl; speech: default,mp3,opus).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Results folder; rows already in it are not measured again (resume).")
-@click.option("--anchor", default="jpeg", show_default=True, help="Anchor of the BD-rate table.")
+@click.option("--anchor", help="Anchor of the BD-rate table (default: kodak jpeg, speech mp3).")
 @click.option("--data-root", default="../shared/data", show_default=True, type=click.Path(file_okay=False),
-              help="Where named suites (kodak) live.")
+              help="Where named suites (kodak, speech) live.")
 @click.option("--reference", default="../shared/reference", show_default=True, type=click.Path(file_okay=False),
               help="Published curves to overlay (dashed) and to compare against.")
 @click.option("--limit", type=int, help="Only the first N files.")
@@ -307,13 +534,19 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
     from .baselines import BY_NAME as BASELINES
 
     t_start = time.perf_counter()
-    files = benchmod.suite_files(suite, Path(data_root))[:limit]
+    spec, files = benchmod.suite_files(suite, Path(data_root))
+    files = files[:limit]
+    anchor = anchor or spec.anchor
     out_dir = Path(out)
-    names = [n.strip() for n in codec_list.split(",") if n.strip()]
+    names = [n.strip() for n in (codec_list or spec.codecs).split(",") if n.strip()]
     baselines = [BASELINES[n] for n in names if n in BASELINES]
-    coin_names = [codecs.default_for("image") if n == "default" else n for n in names if n not in BASELINES]
+    wrong = [b.name for b in baselines if b.modality != spec.modality]
+    if wrong:
+        raise InputError(f"baselines {', '.join(wrong)} are not for {spec.modality}")
+    coin_names = [codecs.default_for(spec.modality) if n == "default" else n for n in names if n not in BASELINES]
     for n in coin_names:
-        codecs.load(n)  # unknown names fail here, before any work
+        if codecs.load(n).modality != spec.modality:  # unknown names fail here, before any work
+            raise InputError(f"codec {n} is not a {spec.modality} codec")
     runnable = []
     for b in baselines:
         why = b.check()
@@ -335,26 +568,30 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
             progress.update(task, advance=1, description=what)
 
         for path in files:  # file by file, so an interrupted run keeps whole files
-            new = benchmod.coin_rows([path], coin_names, device, tick, done) if coin_names else []
+            new = benchmod.coin_rows([path], coin_names, device, tick, done, spec) if coin_names else []
             for b in runnable:
-                new += benchmod.baseline_rows([path], b, done, tick)
+                new += benchmod.baseline_rows([path], b, done, tick, spec)
             benchmod.append_rows(out_dir, new)
             rows += new
     wanted = set(coin_names) | {b.name for b in runnable}
     rows = [r for r in rows if r["codec"] in wanted and r["file"] in {p.name for p in files}]
     desc = {n: f"coin codec {n} (real file sizes, headers included)" for n in coin_names}
     desc.update({b.name: b.description for b in runnable})
-    summary = benchmod.write_results(out_dir, rows, desc)
+    summary = benchmod.write_results(out_dir, rows, desc, spec)
     measured = benchmod.curves(summary)
-    published = benchmod.load_published(Path(reference)) if Path(suite).name == "kodak" else {}
-    benchmod.plot(measured, published, out_dir / "rd.png", f"{Path(suite).name}: {len(files)} images",
-                  max_bpp=1.0 if published else None)
+    published = benchmod.load_published(Path(reference), spec)
+    coin_curves = {re.sub(r"-b\d+$", "", n) for n in coin_names}
+    what = "images" if spec.modality == "image" else "files"
+    benchmod.plot(measured, published, out_dir / "rd.png", f"{spec.name}: {len(files)} {what}",
+                  max_bpp=spec.max_rate if published else None, suite=spec, coin_curves=coin_curves)
 
-    t = Table("codec", "setting", "bpp", "PSNR dB", "encode s", "decode s")
+    t = Table("codec", "setting", spec.unit, "PSNR dB", *(["SNR dB"] if spec.modality == "audio" else []),
+              "encode s", "decode s")
     for codec, pts in summary.items():
         for p in pts:
-            t.add_row(codec, p["setting"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}", f"{p['encode_s']:.2f}",
-                      f"{p['decode_s']:.2f}")
+            t.add_row(codec, p["setting"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}",
+                      *([f"{p.get('snr', float('nan')):.2f}"] if spec.modality == "audio" else []),
+                      f"{p['encode_s']:.2f}", f"{p['decode_s']:.2f}")
     console.print(t)
     bd = {}
     all_curves = {**measured, **published}
@@ -365,9 +602,8 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
                 bd[name] = benchmod.bd_rate(all_curves[anchor], pts)
                 bt.add_row(name, "no overlap" if bd[name] is None else f"{bd[name]:+.1f} %")
         console.print(bt)
-    coin_curves = [k for k in measured if k.startswith("image-")]
     matrix = {c: {k: benchmod.bd_rate(v, measured[c]) for k, v in all_curves.items() if k != c}
-              for c in coin_curves}
+              for c in sorted(coin_curves) if c in measured}
     (out_dir / "bd-rate.json").write_text(json.dumps(
         {"method": "piecewise-linear log-rate over PSNR, overlapping PSNR range", "anchor": anchor,
          "vs_anchor": bd, "coin_vs_each": matrix}, indent=1) + "\n")
@@ -376,7 +612,7 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
                   f"results, rd.png and bd-rate.json in {out}")
     if record_in_codecs:
         command = "coin bench " + " ".join(sys.argv[2:]).replace(" --record-in-codecs", "")
-        for name in benchmod.record_in_codecs(summary, Path(suite).name, command):
+        for name in benchmod.record_in_codecs(summary, spec.name, command, spec.unit):
             console.print(f"recorded in codec {name}")
 
 

@@ -1,6 +1,7 @@
 """Conformance streams: small .coin files whose decoded symbols and output are pinned.
 
-    python -m coinpp.conformance write   # (re)write bitstream/conformance/ -- only on purpose
+    python -m coinpp.conformance write        # (re)write bitstream/conformance/ -- only on purpose
+    python -m coinpp.conformance write coin   # only the COIN-mode (kind 1) streams
 
 Each stream `NAME.coin` has `NAME.json` (codec, SHA-256 of the decoded symbols, SHA-256 of the
 decoded 8-bit output on the reference machine) and `NAME.png` (that output). A decoder must
@@ -55,9 +56,21 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def sample_signals() -> dict[str, Signal]:
-    """Crops of the bundled sample: odd sizes (padding), RGB and grayscale."""
+def sample_signals(modality: str = "image") -> dict[str, Signal]:
+    """Image: crops of the bundled sample, odd sizes (padding), RGB and grayscale. Audio: a
+    generated 0.3 s clip (chirp plus seeded noise), mono and stereo, odd length."""
     from importlib.resources import files
+
+    if modality == "audio":
+        t = np.arange(4801) / 16000
+        rng = np.random.default_rng(0)
+        wave = np.stack([0.3 * np.sin(2 * np.pi * 300 * t * (1 + 2 * t)) + 0.01 * rng.standard_normal(t.size),
+                         0.2 * np.sin(2 * np.pi * 150 * t) + 0.01 * rng.standard_normal(t.size)], -1)
+        wave = np.rint(wave * 32767) / 32767  # what a 16-bit file holds
+        values = ((wave + 1) / 2).astype(np.float32)
+        meta = {"sample_rate": 16000, "subtype": "PCM_16"}
+        return {"mono-4801": Signal(values[:, :1].copy(), {**meta, "channels": 1}),
+                "stereo-4801": Signal(values.copy(), {**meta, "channels": 2})}
 
     img = modalities.get("image").read(Path(str(files("coinpp") / "samples" / "chelsea.png")))
     rgb = img.values[100:147, 200:261]  # 47 x 61
@@ -71,19 +84,18 @@ def write(root: Path = ROOT, codec_names: list[str] | None = None) -> list[Path]
     root.mkdir(parents=True, exist_ok=True)
     if not (codecs_folder(root) / TINY_CODEC).exists():
         _write_tiny_codec(codecs_folder(root))
-    image = modalities.get("image")
-    names = codec_names or sorted(n for n, f in codecs.available().items()
-                                  if json.loads((f / "config.json").read_text())["modality"] == "image")
+    names = codec_names or sorted(codecs.available())
     written = []
     for cname in names:
         codec = codecs.load(cname)
-        for sname, sig in sample_signals().items():
+        modality = modalities.get(codec.modality)
+        for sname, sig in sample_signals(codec.modality).items():
             stem = f"{cname}.{sname}"
-            enc = encode_signal(sig, image, codec, device="cpu")
+            enc = encode_signal(sig, modality, codec, device="cpu")
             (root / f"{stem}.coin").write_bytes(enc.data)
             decoded, _ = decode_bytes(enc.data, device="cpu")
-            out = to_uint8(decoded.values)
-            image.write(decoded, root / f"{stem}.png")
+            out = _quantized(modality.name, decoded.values)
+            _write_reference(root / stem, modality.name, decoded, out)
             meta = {"codec": cname, "codec_hash": codec.hash.hex(), "symbols_sha256": _sha(enc.symbols),
                     "output_sha256": _sha(out), "shape": list(out.shape), "bytes": len(enc.data)}
             (root / f"{stem}.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -91,29 +103,84 @@ def write(root: Path = ROOT, codec_names: list[str] | None = None) -> list[Path]
     return written
 
 
+COIN_STREAMS = {"coin-2x16-w16": 16, "coin-2x16-w12": 12}  # COIN (kind 1): half floats and 12-bit weights
+
+
+def write_coin(root: Path = ROOT) -> list[Path]:
+    """Streams of COIN files (an overfitted network each); their 'symbols' are the stored weights."""
+    from .container import SirenArch
+    from .overfit import encode_signal as overfit_encode
+
+    image = modalities.get("image")
+    sig = sample_signals()["rgb-47x61"]
+    written = []
+    for name, bits in COIN_STREAMS.items():
+        stem = f"{name}.rgb-47x61"
+        data = overfit_encode(sig, image, SirenArch(2, 3, 16, 2), iterations=50, lr=1e-3, weight_bits=bits,
+                              seed=0, device="cpu").data
+        (root / f"{stem}.coin").write_bytes(data)
+        decoded, p = decode_bytes(data, device="cpu")
+        out = to_uint8(decoded.values)
+        image.write(decoded, root / f"{stem}.png")
+        meta = {"method": "coin", "weight_bits": bits, "symbols_sha256": _sha(_symbols(p)),
+                "output_sha256": _sha(out), "shape": list(out.shape), "bytes": len(data)}
+        (root / f"{stem}.json").write_text(json.dumps(meta, indent=1) + "\n")
+        written.append(root / f"{stem}.coin")
+    return written
+
+
+def _quantized(modality: str, values: np.ndarray) -> np.ndarray:
+    """The decoded output as its file stores it: 8-bit images, 16-bit audio."""
+    if modality == "image":
+        return to_uint8(values)
+    return np.clip(np.rint(values * 65535.0), 0, 65535).astype(np.uint16)
+
+
+def _write_reference(stem: Path, modality: str, decoded: Signal, out: np.ndarray) -> None:
+    if modality == "image":
+        modalities.get("image").write(decoded, stem.with_name(stem.name + ".png"))
+    else:
+        np.save(stem.with_name(stem.name + ".npy"), out)
+
+
+def _read_reference(stream: Path, modality: str, shape: tuple[int, ...]) -> np.ndarray:
+    if modality == "image":
+        return np.asarray(Image.open(stream.with_suffix(".png"))).reshape(shape)
+    return np.load(stream.with_suffix(".npy"), allow_pickle=False).reshape(shape)
+
+
+def _symbols(p) -> np.ndarray:
+    """What must decode bit-exactly: latent symbols (COIN++) or the stored weights (COIN)."""
+    if p.codec is None:
+        from .overfit import network_from_file
+
+        return np.concatenate([t.detach().numpy().reshape(-1) for t in network_from_file(p.file).tensors()])
+    return decode_symbols(p)
+
+
 def check(stream: Path) -> dict:
     """Decode a conformance stream; returns what matched. Raises AssertionError on a mismatch."""
     meta = json.loads(stream.with_suffix(".json").read_text())
     data = stream.read_bytes()
     p = parse(data)
-    symbols = decode_symbols(p)
+    symbols = _symbols(p)
     assert _sha(symbols) == meta["symbols_sha256"], f"{stream.name}: decoded symbols changed"
     decoded, _ = decode_bytes(data, device="cpu")
-    out = to_uint8(decoded.values)
+    out = _quantized(p.modality.name, decoded.values)
     assert list(out.shape) == meta["shape"], f"{stream.name}: output shape changed"
-    ref = np.asarray(Image.open(stream.with_suffix(".png")))
-    ref = ref.reshape(out.shape)
+    ref = _read_reference(stream, p.modality.name, out.shape)
     diff = np.abs(out.astype(int) - ref.astype(int))
-    # Float rounding may move a sample by one 8-bit level on another machine, never more.
-    assert diff.max() <= 1 and diff.mean() < 0.01, f"{stream.name}: decoded output changed"
+    # Float rounding may move a sample by one 8-bit level (a few 16-bit levels) on another machine.
+    limit = 1 if p.modality.name == "image" else 8
+    assert diff.max() <= limit and diff.mean() < 0.01 * limit, f"{stream.name}: decoded output changed"
     return {"symbols": True, "output_exact": _sha(out) == meta["output_sha256"]}
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["write"]:
-        sys.exit("usage: python -m coinpp.conformance write")
+    if sys.argv[1:] not in (["write"], ["write", "coin"]):
+        sys.exit("usage: python -m coinpp.conformance write [coin]")
     import os
 
     os.environ["COIN_CODECS_PATH"] = str(codecs_folder())
-    for path in write():
+    for path in (write_coin() if sys.argv[2:] == ["coin"] else write() + write_coin()):
         print(path)

@@ -31,3 +31,7 @@ class OutputError(CoinError):
 
 class LimitError(FormatError):
     """A declared size exceeds the safety caps (decompression-bomb guard)."""
+
+
+class DiskFullError(OutputError):
+    """The output device is full: a batch stops here, keeping what it finished."""

@@ -6,12 +6,13 @@ without force.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import DiskFullError, OutputError
 
 
 def check_writable(path: Path, force: bool) -> None:
@@ -35,6 +36,8 @@ def atomic_write(path: Path, write: Callable[[Path], None], force: bool = False)
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"{path}: cannot write ({e.strerror or e})") from None
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

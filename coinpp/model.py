@@ -30,9 +30,13 @@ class SirenConfig:
     latent_dim: int = 64
     w0: float = 30.0
     meta_sgd: bool = True
+    coord_scale: float = 1.0  # coordinates are multiplied by this first (audio: time in [-5, 5])
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["coord_scale"] == 1.0:  # codecs written before the field existed keep their hash
+            del d["coord_scale"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> SirenConfig:
@@ -72,6 +76,9 @@ class LatentModulatedSiren(nn.Module):
         else:
             self.register_buffer("inner_lr", torch.full((cfg.latent_dim,), 1e-2))
 
+    def scaled(self, coords: torch.Tensor) -> torch.Tensor:
+        return coords if self.cfg.coord_scale == 1.0 else coords * self.cfg.coord_scale
+
     def learning_rates(self) -> torch.Tensor:
         """Per-dimension inner learning rates (meta-SGD), clipped to [0, 1] as in functa."""
         return self.inner_lr.clamp(0.0, 1.0)
@@ -83,7 +90,7 @@ class LatentModulatedSiren(nn.Module):
 
     def forward(self, coords: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """coords (B, N, I) or (N, I) shared, latents (B, D) -> features (B, N, C)."""
-        h = coords
+        h = self.scaled(coords)
         for W, b, s in zip(self.weights, self.biases, self.shifts(latents), strict=True):
             h = torch.sin(self.cfg.w0 * (h @ W.T + b + s))
         return h @ self.out_weight.T + self.out_bias + 0.5
@@ -93,7 +100,7 @@ class LatentModulatedSiren(nn.Module):
 
         Used by decoding at arbitrary coordinates, where points of different patches mix.
         """
-        h = coords
+        h = self.scaled(coords)
         for W, b, s in zip(self.weights, self.biases, shifts.split(self.cfg.width, dim=1), strict=True):
             h = torch.sin(self.cfg.w0 * (h @ W.T + b + s))
         return h @ self.out_weight.T + self.out_bias + 0.5
@@ -107,7 +114,7 @@ class LatentModulatedSiren(nn.Module):
         """
         w0 = self.cfg.w0
         pre = []  # pre-activations w0*(W h + b + s), kept for the cosines of the backward pass
-        h = coords
+        h = self.scaled(coords)
         for W, b, s in zip(self.weights, self.biases, self.shifts(latents), strict=True):
             u = w0 * (h @ W.T + b + s)  # (B, N, W)
             pre.append(u)
@@ -144,3 +151,39 @@ class LatentModulatedSiren(nn.Module):
             _, g = self.loss_and_latent_grad(coords, latents, targets)
             latents = latents - lr * g
         return latents
+
+
+class Siren(nn.Module):
+    """A plain SIREN (COIN): `sin(w0 (W_i h + b_i))` for `depth` layers, then a linear layer + 0.5.
+
+    Overfitted to one file in COIN mode; its weights are the file's payload. Same init as above.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, w0: float = 30.0) -> None:
+        super().__init__()
+        self.w0 = w0
+        dims = [in_dim] + [width] * depth
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for i in range(depth):
+            n_in = dims[i]
+            bound = 1.0 / n_in if i == 0 else math.sqrt(6.0 / n_in) / w0
+            self.weights.append(nn.Parameter(torch.empty(width, n_in).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(width).uniform_(-bound, bound)))
+        bound = math.sqrt(6.0 / width) / w0
+        self.out_weight = nn.Parameter(torch.empty(out_dim, width).uniform_(-bound, bound))
+        self.out_bias = nn.Parameter(torch.zeros(out_dim))
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every parameter in the order the bitstream stores them: W_0, b_0, ..., W_out, b_out."""
+        out: list[torch.Tensor] = []
+        for W, b in zip(self.weights, self.biases, strict=True):
+            out += [W, b]
+        return out + [self.out_weight, self.out_bias]
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """coords (N, I) -> features (N, C)."""
+        h = coords
+        for W, b in zip(self.weights, self.biases, strict=True):
+            h = torch.sin(self.w0 * (h @ W.T + b))
+        return h @ self.out_weight.T + self.out_bias + 0.5

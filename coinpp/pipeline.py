@@ -30,16 +30,32 @@ class Encoded:
 def fit_signal(signal: Signal, modality: Modality, codec: codecs.Codec, steps: int | None = None,
                device: str = "auto") -> torch.Tensor:
     """Patch the signal and fit one latent per patch: (P, D) float latents."""
+    return fit_signals([signal], modality, codec, steps, device)[0]
+
+
+def fit_signals(signals: list[Signal], modality: Modality, codec: codecs.Codec, steps: int | None = None,
+                device: str = "auto") -> list[torch.Tensor]:
+    """Fit the patches of several signals in one batch (small files fill the batch together).
+
+    Each patch's latent depends only on that patch, so the result is the same as one by one.
+    A signal with more channels than the network outputs is coded as groups of channels, with
+    a latent per patch and group (group-major).
+    """
     if codec.modality != modality.name:
         raise CodecError(f"codec {codec.name!r} is for {codec.modality}, not {modality.name}")
-    if len(signal.spatial) != len(codec.patch):
-        raise InputError(f"codec {codec.name!r} expects {len(codec.patch)}-D data")
     steps = codec.steps if steps is None else steps
     if steps < 0 or steps > 10_000:
         raise InputError("--steps must be between 0 and 10000")
-    values = modality.to_network(signal, codec.net.cfg.out_dim)
-    patches, _ = split(values, codec.patch)  # (P, N, C)
-    return fit_latents(codec.net, patch_coordinates(codec.patch), patches, steps, device)
+    out_dim = codec.net.cfg.out_dim
+    parts = []
+    for signal in signals:
+        if len(signal.spatial) != len(codec.patch):
+            raise InputError(f"codec {codec.name!r} expects {len(codec.patch)}-D data")
+        values = modality.to_network(signal, out_dim)
+        groups = [values[..., g : g + out_dim] for g in range(0, values.shape[-1], out_dim)]
+        parts.append(np.concatenate([split(v, codec.patch)[0] for v in groups]))  # (G*P, N, C)
+    latents = fit_latents(codec.net, patch_coordinates(codec.patch), np.concatenate(parts), steps, device)
+    return list(latents.split([len(p) for p in parts]))
 
 
 def pack(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codecs.Codec) -> Encoded:
@@ -49,7 +65,8 @@ def pack(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codec
         codec_name=codec.name, codec_hash=codec.hash, modality=modality.code, shape=signal.spatial,
         channels=signal.channels, patch=codec.patch, bits=codec.bits,
         latent_dim=codec.net.cfg.latent_dim, payload=entropy.encode(symbols, codec.table),
-        modality_meta=modality.encode_meta(signal.meta))
+        modality_meta=modality.encode_meta(signal.meta),
+        groups=modality.coded_channels(signal.channels, codec.net.cfg.out_dim) // codec.net.cfg.out_dim)
     return Encoded(container.write_bytes(f), symbols, codec)
 
 
@@ -63,8 +80,8 @@ def encode_signal(signal: Signal, modality: Modality, codec: codecs.Codec, steps
 class Parsed:
     """A parsed and checked file with the codec and modality that decode it."""
 
-    file: container.CoinFile
-    codec: codecs.Codec
+    file: container.CoinFile | container.NetworkFile
+    codec: codecs.Codec | None  # None for COIN files (kind 1): they carry their own network
     modality: Modality
     meta: dict
 
@@ -75,6 +92,10 @@ def parse(data: bytes, allow_huge: bool = False) -> Parsed:
         raise FormatError(f"unknown modality code {f.modality}; upgrade coin")
     modality = modalities.BY_CODE[f.modality]
     meta = modality.decode_meta(f.modality_meta, f.channels)
+    if isinstance(f, container.NetworkFile):
+        if len(f.shape) != modality.spatial_dims:
+            raise FormatError(f"corrupted header ({len(f.shape)}-D {modality.name})")
+        return Parsed(f, None, modality, meta)
     try:
         codec = codecs.load(f.codec_name, allow_path=False)
     except CodecError:
@@ -85,10 +106,15 @@ def parse(data: bytes, allow_huge: bool = False) -> Parsed:
                          f"this file (hash {codec.hash.hex()[:12]} vs {f.codec_hash.hex()[:12]})")
     if (f.latent_dim, f.bits, f.patch) != (codec.net.cfg.latent_dim, codec.bits, codec.patch):
         raise FormatError("corrupted header (latent size, bits or patch disagree with the codec)")
+    coded = modality.coded_channels(f.channels, codec.net.cfg.out_dim)
+    if coded % codec.net.cfg.out_dim or f.groups != coded // codec.net.cfg.out_dim:
+        raise FormatError("corrupted header (channel groups disagree with the codec)")
     return Parsed(f, codec, modality, meta)
 
 
 def decode_symbols(p: Parsed) -> np.ndarray:
+    if p.codec is None:
+        raise FormatError("a COIN file holds network weights, not latent symbols")
     return entropy.decode(p.file.payload, p.file.num_patches, p.codec.table)
 
 
@@ -112,10 +138,15 @@ def decode_parsed(p: Parsed, scale: float | None = None, size: tuple[int, ...] |
     if not allow_huge and math.prod(shape) > container.MAX_SAMPLES:
         raise LimitError(f"requested output {'x'.join(map(str, shape))} exceeds the safety cap; "
                          "pass --allow-huge")
-    latents = p.codec.quantizer.dequantize(decode_symbols(p))
-    values = evaluate_grid(p.codec.net, torch.from_numpy(latents), p.file.shape, p.file.patch, shape, device)
+    if isinstance(p.file, container.NetworkFile):
+        from .overfit import decode_file
+
+        return decode_file(p.file, p.modality, p.meta, shape, device)
+    latents = torch.from_numpy(p.codec.quantizer.dequantize(decode_symbols(p)))
+    values = np.concatenate([evaluate_grid(p.codec.net, group, p.file.shape, p.file.patch, shape, device)
+                             for group in latents.chunk(p.file.groups)], axis=-1)
     values = p.modality.from_network(np.clip(values, 0.0, 1.0), p.meta)
-    return Signal(values.astype(np.float32), dict(p.meta))
+    return Signal(values.astype(np.float32), p.modality.resampled(p.meta, p.file.shape, shape))
 
 
 def decode_bytes(data: bytes, scale: float | None = None, size: tuple[int, ...] | None = None,

@@ -314,10 +314,11 @@ def load_folder(folder: str | Path, modality_name: str, val_files: int, seed: in
     order = np.random.default_rng(seed).permutation(len(paths))
     held = {int(i) for i in order[:val_files]}
     train_s, val_s, val_names = [], [], []
+    out_dim = modality.network_channels
     for i, p in enumerate(paths):
-        sig = modality.read(p)
-        values = modality.to_network(sig, 3 if modality_name == "image" else sig.channels)
-        (val_s if i in held else train_s).append(values)
+        values = modality.to_network(modality.read(p), out_dim)
+        for g in range(0, values.shape[-1], out_dim):  # e.g. each channel of stereo audio
+            (val_s if i in held else train_s).append(np.ascontiguousarray(values[..., g : g + out_dim]))
         if i in held:
             val_names.append(p.name)
     return train_s, val_s, val_names
@@ -359,9 +360,11 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray], root: Path, name_
                          "table_patches": table_patches},
         }
         arch = SirenConfig.from_dict(cfg["model"])
-        card = (f"# {name}\n\nCOIN++ image codec: LatentModulatedSiren {arch.tag} "
+        patch_text = "x".join(map(str, patch)) + (" samples" if len(patch) == 1 else "")
+        card = (f"# {name}\n\nCOIN++ {cfg['modality']} codec: LatentModulatedSiren {arch.tag} "
                 f"({arch.depth} sine layers of width {arch.width}, w0 {arch.w0}, latent {arch.latent_dim}, "
-                f"meta-SGD {'on' if arch.meta_sgd else 'off'}), {patch[0]}x{patch[1]} patches, "
+                f"meta-SGD {'on' if arch.meta_sgd else 'off'}"
+                f"{f', coordinates x{arch.coord_scale:g}' if arch.coord_scale != 1 else ''}), {patch_text} patches, "
                 f"{encode_steps} encode steps, {bits}-bit per-dimension quantization, per-dimension "
                 f"entropy tables.\n\n## Training\n\n- data: `{cfg['data']}` (random crops; 3 files held out "
                 f"for validation)\n- outer steps: {state['step']} (best at {state['best_step']}), "

@@ -16,15 +16,21 @@ from coinpp.model import LatentModulatedSiren, SirenConfig
 from coinpp.quantize import Quantizer
 
 
-def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int = 0) -> codecs.Codec:
+def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int = 0,
+                    modality: str = "image") -> codecs.Codec:
     torch.manual_seed(seed)
-    cfg = SirenConfig(width=16, depth=2, latent_dim=8, w0=30.0)
+    if modality == "audio":
+        cfg = SirenConfig(in_dim=1, out_dim=1, width=16, depth=2, latent_dim=8, w0=30.0, coord_scale=5.0)
+        patch = [50]
+    else:
+        cfg = SirenConfig(width=16, depth=2, latent_dim=8, w0=30.0)
+        patch = [8, 8]
     net = LatentModulatedSiren(cfg)
     rng = np.random.default_rng(seed)
     latents = rng.normal(0, 0.05, size=(2000, cfg.latent_dim)).astype(np.float32)
     q = Quantizer.fit(latents, bits)
     table = frequency_table(q.quantize(latents), q.levels)
-    config = {"name": name, "modality": "image", "model": cfg.to_dict(), "patch": [8, 8], "encode_steps": 2}
+    config = {"name": name, "modality": modality, "model": cfg.to_dict(), "patch": patch, "encode_steps": 2}
     return codecs.write_folder(root / name, config, net, q, table, f"# {name}\n\ntest codec\n")
 
 
@@ -40,6 +46,14 @@ def tiny_codec(tmp_path_factory, monkeypatch) -> codecs.Codec:
     codecs._load_cached.cache_clear()
     yield c
     codecs._load_cached.cache_clear()
+
+
+@pytest.fixture()
+def tiny_audio_codec(tiny_codec, monkeypatch) -> codecs.Codec:
+    """A tiny mono audio codec (50-sample patches) next to the tiny image codec."""
+    c = make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-audio-b5", bits=5, modality="audio")
+    monkeypatch.setitem(codecs.DEFAULT_CODECS, "audio", c.name)
+    return c
 
 
 def smooth_image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:

@@ -36,7 +36,8 @@ def test_results_schema_real_sizes_plot_and_resume(tiny_codec, suite, tmp_path):
     assert r.exit_code == 0, r.output
     for name in ("tiny-b4", "jpeg", "jpeg2000", "webp"):
         doc = json.loads((out / f"{name}.json").read_text())
-        assert set(doc) == {"name", "description", "results"} and doc["name"] == name
+        assert set(doc) == {"name", "unit", "description", "results"} and doc["name"] == name
+        assert doc["unit"] == "bpp"
         res = doc["results"]
         assert len(res["bpp"]) == len(res["psnr-rgb"]) == len(res["setting"]) >= 1
         assert all(isinstance(v, float) for v in res["bpp"] + res["psnr-rgb"])
@@ -98,3 +99,31 @@ def test_published_curves_parse_leniently(tmp_path):
     (tmp_path / "coinpp" / "kodak" / "coinpp.json").write_text(
         '{"name": "COIN++", "results": {"psnr": [23.6, 24.9,], "bpp": [0.066, 0.132,],}}')
     assert load_published(tmp_path) == {"COIN++ (published)": [(0.066, 23.6), (0.132, 24.9)]}
+
+
+def test_speech_suite_measures_kbps_psnr_snr_with_delay_trimmed(tiny_audio_codec, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    d = tmp_path / "speech"
+    d.mkdir()
+    t = np.arange(16000) / 16000
+    for i in range(2):
+        sf.write(str(d / f"c{i}.flac"), 0.3 * np.sin(2 * np.pi * (220 + 110 * i) * t * (1 + t))[:, None], 16000)
+    small = {n: dataclasses.replace(b, settings=b.settings[-2:]) for n, b in baselines.BY_NAME.items()}
+    monkeypatch.setattr(baselines, "BY_NAME", small)
+    out = tmp_path / "res"
+    r = CliRunner().invoke(cli, ["bench", str(d), "--codecs", "default,mp3,opus", "--out", str(out),
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    for name in ("tiny-audio-b5", "mp3", "opus"):
+        doc = json.loads((out / f"{name}.json").read_text())
+        assert doc["unit"] == "kbps" and {"bpp", "psnr", "snr"} <= set(doc["results"])
+    mp3 = json.loads((out / "mp3.json").read_text())["results"]
+    # 32-40 kbps MP3 of a clean chirp: only a decoder output aligned to the input scores this high
+    assert max(mp3["psnr"]) > 40 and max(mp3["bpp"]) > 20
+    coin = json.loads((out / "tiny-audio-b5.json").read_text())["results"]
+    size = (out / "rows.csv").read_text()
+    assert "tiny-audio-b5,b5,c0.flac" in size and coin["bpp"][0] > 0
+    assert json.loads((out / "bd-rate.json").read_text())["anchor"] == "mp3"
+    r = CliRunner().invoke(cli, ["bench", str(d), "--codecs", "jpeg", "--out", str(out)])
+    assert r.exit_code == 1 and "not for audio" in r.output

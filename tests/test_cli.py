@@ -221,8 +221,8 @@ def test_python_dash_m_entry_point(tiny_codec):
 
 def test_decode_to_a_foreign_extension_is_refused(tiny_codec, rgb_png, tmp_path):
     run("encode", rgb_png, "-o", tmp_path / "a.coin", "--no-check")
-    assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.wav"), "unknown file type")
-    assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.coin2"), "unknown file type")
+    assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.wav"), "image cannot be written as .wav")
+    assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.coin2"), "cannot be written as .coin2")
 
 
 def test_a_file_cannot_point_at_a_codec_folder(tiny_codec, tmp_path, monkeypatch):

@@ -22,3 +22,10 @@ def test_stream_decodes_to_pinned_symbols_and_output(stream: Path, monkeypatch):
     codecs._load_cached.cache_clear()
     result = check(stream)
     assert result["symbols"]
+
+
+def test_there_are_conformance_streams_of_both_codec_kinds():
+    from coinpp import container
+
+    kinds = {container.read_bytes(p.read_bytes()).kind for p in STREAMS}
+    assert kinds == {container.KIND_BASE_NETWORK, container.KIND_OVERFIT_NETWORK}

@@ -16,7 +16,7 @@ from conftest import smooth_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coinpp import container, modalities
+from coinpp import container, modalities, overfit
 from coinpp.errors import CoinError
 from coinpp.modalities import Signal
 from coinpp.pipeline import decode_bytes, encode_signal
@@ -26,9 +26,18 @@ TIME_LIMIT_S = 5.0  # per case; the tiny codec decodes a valid stream in millise
 RSS_GROWTH_CAP_MB = 512
 
 
-@pytest.fixture()
-def stream(tiny_codec) -> bytes:
+@pytest.fixture(params=["coin++", "coin", "audio"])
+def stream(request, tiny_audio_codec, tiny_codec) -> bytes:
+    """A valid stream of each codec kind (latents for a base network, an overfitted network) and
+    of each modality (stereo audio: two channel groups, modality fields)."""
     sig = Signal(smooth_image(37, 29).astype("float32") / 255, {"channels": 3})
+    if request.param == "audio":
+        wave = smooth_image(301, 2, 2)[:, 0, :].astype("float32") / 255
+        sig = Signal(wave, {"sample_rate": 16000, "subtype": "PCM_16", "channels": 2})
+        return encode_signal(sig, modalities.get("audio"), tiny_audio_codec, device="cpu").data
+    if request.param == "coin":
+        arch = container.SirenArch(2, 3, 8, 2)
+        return overfit.encode_signal(sig, modalities.get("image"), arch, iterations=5, device="cpu").data
     return encode_signal(sig, modalities.get("image"), tiny_codec, device="cpu").data
 
 
@@ -122,4 +131,25 @@ def test_huge_declared_sizes_are_refused_before_allocating(h, w, patches):
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(CoinError):
         decode_bytes(data, device="cpu")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024 < 64
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(width=st.integers(1, 65535), depth=st.integers(1, 255), h=st.integers(1, 2**32 - 1))
+def test_huge_declared_networks_are_refused_before_allocating(width, depth, h):
+    """A COIN header may declare any architecture and grid; nothing that large is allocated."""
+    import struct
+    import zlib
+
+    f = container.NetworkFile(1, (1, 1), 3, container.SirenArch(2, 3, 1, 1), 16, bytes(2 * 9))
+    data = bytearray(container.write_bytes(f))
+    struct.pack_into("<HB", data, data.index(b"CDEC") + 8 + 4, width, depth)
+    struct.pack_into("<I", data, data.index(b"GRID") + 8 + 2, h)
+    body = bytes(data[:-4])
+    data = body + struct.pack("<I", zlib.crc32(body))
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        decode_bytes(data, device="cpu")
+    except CoinError:
+        pass
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024 < 64

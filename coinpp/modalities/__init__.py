@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
+from .audio import AudioModality
 from .base import Modality, Signal
 from .image import ImageModality
 
-_ALL: list[Modality] = [ImageModality()]
+_ALL: list[Modality] = [ImageModality(), AudioModality()]
 BY_NAME = {m.name: m for m in _ALL}
 BY_CODE = {m.code: m for m in _ALL}
 

@@ -36,6 +36,8 @@ class Modality:
     code: ClassVar[int]  # stable number stored in the bitstream
     extensions: ClassVar[tuple[str, ...]]
     spatial_dims: ClassVar[int]
+    network_channels: ClassVar[int]  # outputs of this modality's codec networks (image: RGB = 3)
+    coord_scale: ClassVar[float] = 1.0  # coordinates in [-s, s] per patch (published: audio time 5)
 
     def read(self, path: Path) -> Signal:
         raise NotImplementedError
@@ -45,19 +47,28 @@ class Modality:
         raise NotImplementedError
 
     def to_network(self, signal: Signal, out_dim: int) -> np.ndarray:
-        """Values as the codec's network sees them: (*spatial, out_dim)."""
+        """Values as the codec's network sees them: (*spatial, k * out_dim), coded as k groups of
+        out_dim channels with a latent per patch and group (k = coded_channels / out_dim)."""
         if signal.channels == out_dim:
             return signal.values
         raise NotImplementedError
+
+    def coded_channels(self, channels: int, out_dim: int) -> int:
+        """Channels of `to_network`'s output for a signal of `channels` (known from the header)."""
+        return out_dim
 
     def from_network(self, values: np.ndarray, meta: dict) -> np.ndarray:
         """Inverse of to_network on decoded values (*spatial, out_dim) -> (*spatial, C)."""
         return values
 
+    def resampled(self, meta: dict, shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict:
+        """Metadata of the signal decoded onto `out_shape` samples instead of `shape`."""
+        return dict(meta)
+
     def quality(self, original: Signal, decoded: Signal) -> dict[str, float]:
         raise NotImplementedError
 
-    def rate(self, nbytes: int, signal_shape: tuple[int, ...]) -> dict[str, float]:
+    def rate(self, nbytes: int, signal_shape: tuple[int, ...], meta: dict | None = None) -> dict[str, float]:
         raise NotImplementedError
 
     def encode_meta(self, meta: dict) -> bytes:

@@ -25,6 +25,7 @@ class ImageModality(Modality):
     code = 1
     extensions = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
     spatial_dims = 2
+    network_channels = 3
 
     def read(self, path: Path) -> Signal:
         path = Path(path)
@@ -93,7 +94,7 @@ class ImageModality(Modality):
         """PSNR in dB on the 8-bit output, as every image codec is judged."""
         return {"psnr": psnr(to_uint8(original.values), to_uint8(decoded.values), peak=255.0)}
 
-    def rate(self, nbytes: int, signal_shape: tuple[int, ...]) -> dict[str, float]:
+    def rate(self, nbytes: int, signal_shape: tuple[int, ...], meta: dict | None = None) -> dict[str, float]:
         h, w = signal_shape[:2]
         return {"bpp": nbytes * 8 / (h * w)}
 
