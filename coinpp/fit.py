@@ -19,14 +19,18 @@ from .device import pick_device
 from .model import LatentModulatedSiren
 
 FIT_CHUNK = 64  # patches per chunk: past ~16-64 the CPU gains nothing and memory grows
+# A GPU needs far larger batches to be busy (about 3 MB per 32x32 patch at width 128): this is what
+# lets folder mode fill it with the patches of many small files. Not measured here (no GPU).
+FIT_CHUNK_CUDA = 1024
 EVAL_CHUNK = 1 << 15  # points per chunk when evaluating
 
 
 @torch.no_grad()
 def fit_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.ndarray | torch.Tensor,
-                steps: int, device: str = "auto", chunk: int = FIT_CHUNK) -> torch.Tensor:
+                steps: int, device: str = "auto", chunk: int | None = None) -> torch.Tensor:
     """targets (P, N, C) in [0, 1], coords (N, I) -> latents (P, D) on the CPU."""
     dev = pick_device(device)
+    chunk = chunk or (FIT_CHUNK_CUDA if dev.type == "cuda" else FIT_CHUNK)
     net = net.to(dev)
     coords = coords.to(dev)
     t = torch.as_tensor(targets, dtype=torch.float32)

@@ -189,3 +189,26 @@ def test_walk_skips_hidden_and_temporary_files(tmp_path):
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "y.png").write_bytes(b"")
     assert [p.name for p in batch.walk(tmp_path)] == ["x.png"]
+
+
+def test_folder_options_that_do_not_apply_are_refused(tiny_codec, mixed, tmp_path):
+    r = run("encode", mixed, "-o", tmp_path / "o", "--method", "coin")
+    assert r.exit_code == 1 and "--method coin++" in r.output
+    run("encode", mixed, "-o", tmp_path / "o", "--no-check")
+    r = run("decode", tmp_path / "o", "-o", tmp_path / "d", "--scale", "2")
+    assert r.exit_code == 1 and "single files" in r.output
+    r = run("decode", tmp_path / "o", "-o", tmp_path / "d", "--ext", "wav", "--json")
+    rep = json.loads(r.stdout)
+    assert r.exit_code == 1 and rep["done"] == 0 and all("image is written as" in f["error"] for f in rep["failed"])
+
+
+def test_codec_option_takes_only_files_of_its_modality(tiny_audio_codec, mixed, tmp_path):
+    import soundfile as sf
+
+    sf.write(str(mixed / "clip.wav"), np.zeros((800, 1)), 16000)
+    rep = _report(run("encode", mixed, "-o", tmp_path / "o", "--codec", "tiny-audio-b5", "--json", "--no-check"))
+    assert rep["done"] == 1
+    assert {i["file"] for i in rep["items"] if i["status"] == "done"} == {"clip.wav"}
+    assert "a.png" in rep["unknown_skipped"]
+    rep = _report(run("encode", mixed, "-o", tmp_path / "o2", "--json", "--no-check"))  # by extension
+    assert {i["file"] for i in rep["items"] if i["status"] == "done"} == GOOD | {"clip.wav"}
