@@ -418,13 +418,15 @@ def list_codecs(as_json: bool) -> None:
 @click.option("--no-meta-sgd", is_flag=True, help="Fixed inner rate 1e-2 instead of learned per-dimension rates.")
 @click.option("--export", "export_name", help="After training, write codecs NAME-b<bits> to --codecs-dir.")
 @click.option("--bits", default="4,5", show_default=True, help="Bit depths to export (one codec each).")
+@click.option("--clip-std", default="3", show_default=True,
+              help="Quantizer range, mean +- K std: one K, or one per bit depth (e.g. 3,4,5,6).")
 @click.option("--codecs-dir", default="codecs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming from OUT/last.")
 @DEVICE
 def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim: int, w0: float, patch: int | None,
           batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int, minutes: float,
           val_every: int, seed: int, val_files: int, no_meta_sgd: bool, export_name: str | None, bits: str,
-          codecs_dir: str, fresh: bool, device: str) -> None:
+          clip_std: str, codecs_dir: str, fresh: bool, device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
     Runs under `torchrun --nproc-per-node N coin train ...` too (DistributedDataParallel).
@@ -439,6 +441,13 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
 
     torch.manual_seed(seed)
     bit_list = _parse_bits(bits)
+    try:
+        clips = [float(v) for v in clip_std.split(",") if v]
+    except ValueError:
+        raise InputError(f"--clip-std {clip_std!r}: expected numbers like 3 or 3,4,5,6") from None
+    if not clips or any(not 0.5 <= c <= 20 for c in clips):
+        raise InputError("--clip-std: each value must be in 0.5..20")
+    clips = clips if len(clips) > 1 else clips[0]
     mod = modalities.get(modality)
     patch = patch or DEFAULT_PATCH[mod.name]
     cfg = TrainConfig(data=data, out=out, modality=modality, patch=(patch,) * mod.spatial_dims,
@@ -459,7 +468,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
                       f"checkpoint {best}.safetensors")
         if export_name:
             for folder in export_codecs(best, train_s, Path(codecs_dir), export_name, bit_list, encode_steps,
-                                        device=device):
+                                        device=device, clip_std=clips):
                 console.print(f"wrote codec {folder}")
 
 

@@ -34,3 +34,31 @@ def test_default_codec_on_the_bundled_sample():
     psnr = image.quality(sig, dec)["psnr"]
     # Measured 0.216 bpp and 26.67 dB when shipped; a broken fit or table lands far from this.
     assert 0.15 < bpp < 0.3 and psnr > 25.5
+
+
+SPEECH_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" / "test"
+
+
+def test_default_speech_codec_is_shipped_and_measured():
+    c = codecs.load(codecs.default_for("audio"))
+    cfg = json.loads((c.folder / "config.json").read_text())
+    assert cfg["modality"] == "audio"
+    assert cfg["measured"]["data"] == "speech" and cfg["measured"]["files"] == 15 and "kbps" in cfg["measured"]
+    assert len([n for n in codecs.available() if n.startswith("speech-")]) >= 2
+
+
+def test_default_speech_codec_on_a_real_clip():
+    import pytest
+
+    if not SPEECH_TEST.is_dir():
+        pytest.skip("shared speech data not present")
+    audio = modalities.get("audio")
+    sig = audio.read(sorted(SPEECH_TEST.glob("*.flac"))[0])
+    sig = modalities.Signal(sig.values[:32000].copy(), sig.meta)  # 2 s
+    codec = codecs.load(codecs.default_for("audio"))
+    enc = encode_signal(sig, audio, codec, device="cpu")
+    dec, _ = decode_bytes(enc.data, device="cpu")
+    kbps = audio.rate(len(enc.data), sig.spatial, sig.meta)["kbps"]
+    q = audio.quality(sig, dec)
+    # Far below what the card measures over the test set: a broken fit or table lands much lower.
+    assert 3 < kbps < 40 and q["psnr"] > 33
