@@ -16,6 +16,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -190,7 +191,6 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
     report, todo = _plan(root, out, accept, shard, force)
     report.command = "encode"
     notify = on_event or (lambda *a: None)
-    t0 = time.perf_counter()
 
     def read(task) -> tuple[Signal, Modality, codecs.Codec]:
         item, src, _ = task
@@ -240,7 +240,7 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
             notify("end", item, report)
         group.clear()
 
-    try:
+    with _stops_cleanly(report):
         for task, result in _read_ahead(todo, read, jobs):
             item = task[0]
             notify("start", item, report)
@@ -255,6 +255,15 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
             if sum(_patches(g[1], g[3]) for g in group) >= batch_patches:
                 flush()
         flush()
+    return report
+
+
+@contextmanager
+def _stops_cleanly(report: Report) -> Iterator[None]:
+    """A full disk or Ctrl-C ends the batch with what was finished, recorded in the report."""
+    t0 = time.perf_counter()
+    try:
+        yield
     except DiskFullError:
         report.stopped = "disk full"
     except KeyboardInterrupt:
@@ -264,7 +273,6 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
             if item.status == "pending":
                 item.status = "not-run"
         report.seconds = time.perf_counter() - t0
-    return report
 
 
 def _patches(signal: Signal, codec: codecs.Codec) -> int:
@@ -289,7 +297,6 @@ def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = Fal
     report, todo = _plan(root, out, accept, shard, force)
     report.command = "decode"
     notify = on_event or (lambda *a: None)
-    t0 = time.perf_counter()
 
     def read(task):
         _, src, _ = task
@@ -299,7 +306,7 @@ def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = Fal
             raise InputError(f"{src}: cannot read ({e.strerror or e})") from None
         return parse(data)
 
-    try:
+    with _stops_cleanly(report):
         for (item, _src, dst), parsed in _read_ahead(todo, read, jobs):
             notify("start", item, report)
             started = time.perf_counter()
@@ -326,15 +333,6 @@ def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = Fal
                 item.status, item.error = "failed", str(e)
             item.seconds = time.perf_counter() - started
             notify("end", item, report)
-    except DiskFullError:
-        report.stopped = "disk full"
-    except KeyboardInterrupt:
-        report.stopped = "interrupted"
-    finally:
-        for item in report.items:
-            if item.status == "pending":
-                item.status = "not-run"
-        report.seconds = time.perf_counter() - t0
     return report
 
 

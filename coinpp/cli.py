@@ -316,22 +316,26 @@ def _print_summary(rec: dict) -> None:
     console.print(t)
 
 
-def _encode_folder(input, output, codec_name, steps, check, shard, jobs, as_json, device, force) -> None:
-    from .batch import encode_tree, parse_shard
+def _shard_and_jobs(shard: str | None, jobs: int) -> tuple[int, int] | None:
+    from .batch import parse_shard
 
-    shard_t = parse_shard(shard)
     if jobs < 1:
         raise InputError("--jobs must be at least 1")
+    return parse_shard(shard)
+
+
+def _encode_folder(input, output, codec_name, steps, check, shard, jobs, as_json, device, force) -> None:
+    from .batch import encode_tree
+
+    shard_t = _shard_and_jobs(shard, jobs)
     _run_batch(lambda ev: encode_tree(Path(input), Path(output), codec_name, steps, force, check, device,
                                       shard_t, jobs, on_event=ev), as_json)
 
 
 def _decode_folder(input, output, ext, shard, jobs, as_json, device, force) -> None:
-    from .batch import decode_tree, parse_shard
+    from .batch import decode_tree
 
-    shard_t = parse_shard(shard)
-    if jobs < 1:
-        raise InputError("--jobs must be at least 1")
+    shard_t = _shard_and_jobs(shard, jobs)
     _run_batch(lambda ev: decode_tree(Path(input), Path(output), ext, force, device, shard_t, jobs, on_event=ev),
                as_json)
 
