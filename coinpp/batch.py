@@ -217,8 +217,7 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
             return
         share = (time.perf_counter() - started) / len(group)
         for ((item, _, dst), signal, _, _), lat in zip(group, latents, strict=True):
-            t_item = time.perf_counter()
-            try:
+            with _outcome(item, dst, report, notify, share):
                 enc = pack(lat, signal, modality, codec)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(dst, enc.data, force)
@@ -228,16 +227,6 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
                     decoded, _ = decode_bytes(enc.data, device=device)
                     item.quality = modality.quality(signal, decoded)
                 item.status = "done"
-            except DiskFullError as e:
-                item.status, item.error = "failed", str(e)
-                notify("end", item, report)
-                raise
-            except CoinError as e:
-                item.status, item.error = "failed", str(e)
-            except OSError as e:
-                item.status, item.error = "failed", f"{dst.parent}: cannot create folder ({e.strerror or e})"
-            item.seconds = share + time.perf_counter() - t_item
-            notify("end", item, report)
         group.clear()
 
     with _stops_cleanly(report):
@@ -256,6 +245,25 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
                 flush()
         flush()
     return report
+
+
+@contextmanager
+def _outcome(item: Item, dst: Path, report: Report, notify: Event, extra_seconds: float = 0.0) -> Iterator[None]:
+    """One file's work: a failure is recorded on the item and the batch goes on (a full disk still
+    ends it); the end is always reported, with the time spent."""
+    started = time.perf_counter()
+    try:
+        yield
+    except DiskFullError as e:
+        item.status, item.error = "failed", str(e)
+        raise
+    except CoinError as e:
+        item.status, item.error = "failed", str(e)
+    except OSError as e:  # e.g. an output folder that cannot be created
+        item.status, item.error = "failed", f"{dst}: cannot write ({e.strerror or e})"
+    finally:
+        item.seconds = extra_seconds + time.perf_counter() - started
+        notify("end", item, report)
 
 
 @contextmanager
@@ -309,8 +317,7 @@ def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = Fal
     with _stops_cleanly(report):
         for (item, _src, dst), parsed in _read_ahead(todo, read, jobs):
             notify("start", item, report)
-            started = time.perf_counter()
-            try:
+            with _outcome(item, dst, report, notify):
                 if isinstance(parsed, CoinError):
                     raise parsed
                 modality = parsed.modality
@@ -318,21 +325,12 @@ def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = Fal
                 item.output = target.relative_to(out).as_posix()
                 if target != dst and target.exists() and not force:
                     item.status = "exists"
-                    notify("end", item, report)
                     continue
                 signal = decode_parsed(parsed, device=device)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(target, lambda p, s=signal, m=modality: m.write(s, p), force)
                 item.bytes_out = target.stat().st_size
                 item.status = "done"
-            except DiskFullError as e:
-                item.status, item.error = "failed", str(e)
-                notify("end", item, report)
-                raise
-            except CoinError as e:
-                item.status, item.error = "failed", str(e)
-            item.seconds = time.perf_counter() - started
-            notify("end", item, report)
     return report
 
 

@@ -444,13 +444,8 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
     from .train import train as run_training
 
     torch.manual_seed(seed)
-    bit_list = _parse_bits(bits)
-    try:
-        clips = [float(v) for v in clip_std.split(",") if v]
-    except ValueError:
-        raise InputError(f"--clip-std {clip_std!r}: expected numbers like 3 or 3,4,5,6") from None
-    if not clips or any(not 0.5 <= c <= 20 for c in clips):
-        raise InputError("--clip-std: each value must be in 0.5..20")
+    bit_list = _parse_list(bits, "--bits", int, 1, 8)
+    clips = _parse_list(clip_std, "--clip-std", float, 0.5, 20)
     clips = clips if len(clips) > 1 else clips[0]
     mod = modalities.get(modality)
     patch = patch or DEFAULT_PATCH[mod.name]
@@ -479,14 +474,15 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
 DEFAULT_PATCH = {"image": 32, "audio": 200}
 
 
-def _parse_bits(text: str) -> list[int]:
+def _parse_list(text: str, option: str, kind: type, low: float, high: float) -> list:
+    """'4,5' -> [4, 5], each value checked to lie in [low, high]."""
     try:
-        bits = [int(b) for b in text.split(",") if b]
+        values = [kind(v) for v in text.split(",") if v]
     except ValueError:
-        raise InputError(f"--bits {text!r}: expected numbers like 4,5") from None
-    if not bits or any(not 1 <= b <= 8 for b in bits):
-        raise InputError("--bits: each bit depth must be in 1..8")
-    return bits
+        raise InputError(f"{option} {text!r}: expected comma-separated numbers, e.g. 4,5") from None
+    if not values or any(not low <= v <= high for v in values):
+        raise InputError(f"{option}: each value must be in {low:g}..{high:g}")
+    return values
 
 
 @cli.command()

@@ -212,3 +212,15 @@ def test_codec_option_takes_only_files_of_its_modality(tiny_audio_codec, mixed, 
     assert "a.png" in rep["unknown_skipped"]
     rep = _report(run("encode", mixed, "-o", tmp_path / "o2", "--json", "--no-check"))  # by extension
     assert {i["file"] for i in rep["items"] if i["status"] == "done"} == GOOD | {"clip.wav"}
+
+
+def test_an_output_folder_that_cannot_be_made_fails_that_file_only(tiny_codec, mixed, tmp_path):
+    run("encode", mixed, "-o", tmp_path / "o", "--no-check")
+    dec = tmp_path / "d"
+    dec.mkdir()
+    (dec / "nested").write_text("a file where a folder should go")
+    r = run("decode", tmp_path / "o", "-o", dec, "--json")
+    rep = json.loads(r.stdout)
+    assert r.exit_code == 1 and rep["done"] == 2  # a.png and b.jpg
+    assert {f["file"] for f in rep["failed"]} == {"nested/deeper/c.png.coin", "nested/gray.png.coin"}
+    assert all("cannot write" in f["error"] for f in rep["failed"])
