@@ -161,4 +161,89 @@ AUDIO_BASELINES = [
              _soundfile_encode("OGG", "OPUS"), _soundfile_decode, _soundfile_check, lambda s: f"c{s:g}"),
 ]
 
-BY_NAME = {b.name: b for b in IMAGE_BASELINES + AUDIO_BASELINES}
+
+
+# Climate: native data is the (fields, lat, lon) float32 array in the variable's units.
+def _module_check(module: str, package: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{package} is not installed (pip install {package})"
+        return None
+
+    return check
+
+
+def _shape_header(arr: np.ndarray) -> bytes:
+    """Decoders of raw float streams need the array's shape: 3 x u32, counted in the rate."""
+    return np.asarray(arr.shape, dtype="<u4").tobytes()
+
+
+def _zfp_encode(arr: np.ndarray, tolerance: float) -> bytes:
+    import zfpy
+
+    return zfpy.compress_numpy(np.ascontiguousarray(arr, dtype=np.float32), tolerance=tolerance)  # has its header
+
+
+def _zfp_decode(data: bytes) -> np.ndarray:
+    import zfpy
+
+    return zfpy.decompress_numpy(data)
+
+
+def _sz3_encode(arr: np.ndarray, bound: float) -> bytes:
+    import pysz
+
+    cfg = pysz.szConfig()
+    cfg.errorBoundMode = pysz.szErrorBoundMode.ABS
+    cfg.absErrorBound = bound
+    out, _ = pysz.sz.compress(np.ascontiguousarray(arr, dtype=np.float32), cfg)
+    return _shape_header(arr) + out.tobytes()
+
+
+def _sz3_decode(data: bytes) -> np.ndarray:
+    import pysz
+
+    shape = tuple(int(v) for v in np.frombuffer(data[:12], dtype="<u4"))
+    out, _ = pysz.sz.decompress(np.frombuffer(data[12:], dtype=np.uint8), np.float32, shape)
+    return out
+
+
+def _map_jpeg2000_encode(arr: np.ndarray, bpp: float) -> bytes:
+    """Each field as an 8-bit map over the array's range (as published for ERA5), JPEG 2000 per map."""
+    low, high = float(arr.min()), float(arr.max())
+    maps = np.round((arr - low) / max(high - low, 1e-30) * 255).astype(np.uint8)
+    out = [_shape_header(arr), np.array([low, high], dtype="<f4").tobytes()]
+    for m in maps:
+        buf = io.BytesIO()
+        Image.fromarray(m).save(buf, format="JPEG2000", irreversible=True, quality_mode="rates",
+                                quality_layers=[8 / bpp])
+        out += [np.uint32(len(buf.getvalue())).tobytes(), buf.getvalue()]
+    return b"".join(out)
+
+
+def _map_jpeg2000_decode(data: bytes) -> np.ndarray:
+    shape = tuple(int(v) for v in np.frombuffer(data[:12], dtype="<u4"))
+    low, high = (float(v) for v in np.frombuffer(data[12:20], dtype="<f4"))
+    pos, maps = 20, []
+    for _ in range(shape[0]):
+        n = int(np.frombuffer(data[pos : pos + 4], dtype="<u4")[0])
+        maps.append(_pil_decode(data[pos + 4 : pos + 4 + n])[:, :, 0])
+        pos += 4 + n
+    return np.stack(maps).astype(np.float64) / 255 * (high - low) + low
+
+
+CLIMATE_BASELINES = [
+    Baseline("zfp", "climate", "ZFP (zfpy), fixed-accuracy mode on the whole (fields, lat, lon) float32 array, "
+             "tolerance sweep in the variable's units", (0.5, 1, 2, 4, 8, 16, 32, 64),
+             _zfp_encode, _zfp_decode, _module_check("zfpy", "zfpy"), lambda s: f"tol{s:g}"),
+    Baseline("sz3", "climate", "SZ3 (pysz), absolute error bound on the whole (fields, lat, lon) float32 array, "
+             "bound sweep in the variable's units", (0.25, 0.5, 1, 1.5, 2, 3, 4, 6),
+             _sz3_encode, _sz3_decode, _module_check("pysz", "pysz"), lambda s: f"abs{s:g}"),
+    Baseline("jpeg2000-map", "climate", "JPEG 2000 (Pillow/OpenJPEG) of each field as an 8-bit map over the "
+             "array's range, rate sweep in bits per value", (0.1, 0.2, 0.4, 0.8, 1.6),
+             _map_jpeg2000_encode, _map_jpeg2000_decode, _feature("jpg_2000"), lambda s: f"{s:g}bpv"),
+]
+
+BY_NAME = {b.name: b for b in IMAGE_BASELINES + AUDIO_BASELINES + CLIMATE_BASELINES}

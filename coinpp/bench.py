@@ -7,6 +7,7 @@ CompressAI's results (name, description, results with parallel lists) plus a CSV
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import time
@@ -37,6 +38,12 @@ class Suite:
     codecs: str  # default --codecs
     published: dict[str, str]  # label -> file under the reference folder
     max_rate: float | None = None  # x-axis limit of the plot when published curves are drawn
+    files: tuple[str, ...] = ()  # only these files of the folder (default: all of the modality)
+    # Use only the last fraction of each file's fields: the hours a climate codec was not trained on.
+    holdout: float = 0.0
+    target_rmse: float | None = None  # report each curve's compression ratio at this RMSE
+    # Published curves measured on other data in another normalisation are drawn, not BD-rated.
+    published_comparable: bool = True
 
 
 PUBLISHED_KODAK = {
@@ -50,10 +57,17 @@ PUBLISHED_SPEECH = {  # LibriSpeech test-clean in the papers; our clips are test
     "COIN++ (published)": "coinpp/librispeech/coinpp.json",
     "MP3 (published)": "coinpp/librispeech/mp3.json",
 }
+PUBLISHED_ERA5 = {  # global ERA5 46x90 in the papers, PSNR over that data set's range: not comparable in dB
+    "COIN++ (published, global ERA5)": "coinpp/era5/coinpp.json",
+    "JPEG2000 (published, global ERA5)": "coinpp/era5/jpeg2000.json",
+}
 SUITES = {
     "kodak": Suite("kodak", "image", "kodak", "bpp", "jpeg", "default,jpeg,jpeg2000,webp,avif,hevc-444,jpegxl",
                    PUBLISHED_KODAK, 1.0),
     "speech": Suite("speech", "audio", "speech/test", "kbps", "mp3", "default,mp3,opus", PUBLISHED_SPEECH, 40.0),
+    "climate": Suite("climate", "climate", "climate", "bits/value", "sz3", "default,zfp,sz3,jpeg2000-map",
+                     PUBLISHED_ERA5, 0.3, files=("era5_t2m_uk_2019-03-01_24.nc",), holdout=0.2, target_rmse=0.5,
+                     published_comparable=False),
 }
 
 
@@ -77,24 +91,42 @@ def suite_files(suite: str, data_root: Path) -> tuple[Suite, list[Path]]:
         if not kinds:
             raise InputError(f"{folder}: no files coin can code")
         base = next(s for s in SUITES.values() if s.modality == kinds[0])
-        spec = Suite(folder.name, base.modality, str(folder), base.unit, base.anchor, base.codecs, {})
+        # A folder is measured whole (no file list, no held-out part) with its modality's defaults.
+        spec = dataclasses.replace(base, name=folder.name, folder=str(folder), published={}, files=(), holdout=0.0)
     m = modalities.get(spec.modality)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in m.extensions)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in m.extensions
+                   and (not spec.files or p.name in spec.files))
     if not files:
         raise InputError(f"{folder}: no {spec.modality} files")
     return spec, files
 
 
+def read_signal(modality: Modality, path: Path, suite: Suite) -> Signal:
+    """A suite's test signal: the file, or only its held-out last fields (climate)."""
+    signal = modality.read(path)
+    if suite.holdout:
+        n = signal.spatial[0]
+        signal = modality.fields(signal, n - max(1, round(n * suite.holdout)), n)
+    return signal
+
+
 def _to_native(modality: Modality, signal: Signal) -> object:
-    """What a baseline codec takes: 8-bit images, or (waveform in [-1, 1], sample rate)."""
+    """What a baseline codec takes: 8-bit images, (waveform in [-1, 1], sample rate), or climate
+    fields (F, lat, lon) float32 in the variable's units."""
     if modality.name == "image":
         return to_uint8(signal.values)
+    if modality.name == "climate":
+        return np.ma.getdata(modality.physical(signal)).astype(np.float32).reshape(signal.values.shape[:-1])
     return signal.values.astype(np.float64) * 2 - 1, signal.meta["sample_rate"]
 
 
 def _from_native(modality: Modality, decoded: np.ndarray, signal: Signal) -> Signal:
     if modality.name == "image":
         return Signal(decoded.reshape(signal.values.shape).astype(np.float32) / 255, signal.meta)
+    if modality.name == "climate":  # not clipped: the baselines' own errors are measured as they are
+        m = signal.meta
+        values = (decoded.astype(np.float64) - m["low"]) / (m["high"] - m["low"] if m["high"] > m["low"] else 1.0)
+        return Signal(values.reshape(signal.values.shape).astype(np.float32), m)
     wave = align(decoded, signal.values.astype(np.float64) * 2 - 1)
     return Signal(((np.clip(wave, -1, 1) + 1) / 2).astype(np.float32), signal.meta)
 
@@ -151,7 +183,7 @@ def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
                 continue
             group = todo
             if signal is None:
-                signal = image.read(path)
+                signal = read_signal(image, path, suite)
             t0 = time.perf_counter()
             latents = fit_signal(signal, image, group[0], device=device)
             t_fit = time.perf_counter() - t0
@@ -184,7 +216,7 @@ def baseline_rows(files: list[Path], baseline: Baseline, done: set[tuple[str, st
                 tick(f"{path.name} {baseline.name}")
                 continue
             if signal is None:
-                signal = modality.read(path)
+                signal = read_signal(modality, path, suite)
                 native = _to_native(modality, signal)
             t0 = time.perf_counter()
             data = baseline.encode(native, setting)
@@ -208,13 +240,23 @@ def summarize(rows: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for (codec, setting), rs in by.items():
         point = {"setting": setting, "files": len(rs)}
-        for k in ("bpp", "psnr", "snr", "encode_s", "decode_s", "bytes"):
+        for k in ("bpp", "psnr", "snr", "rmse", "max_error", "encode_s", "decode_s", "bytes"):
             if all(r.get(k) not in (None, "") for r in rs):
                 point[k] = float(np.mean([float(r[k]) for r in rs]))
         out.setdefault(codec, []).append(point)
     for pts in out.values():
         pts.sort(key=lambda p: p["bpp"])
     return out
+
+
+def rate_at_rmse(points: list[dict], rmse: float) -> float | None:
+    """Rate of a curve at `rmse` (log rate linear in log RMSE between the two nearest points);
+    None outside the measured range."""
+    pts = sorted((p["rmse"], p["bpp"]) for p in points if p.get("rmse", 0) > 0 and p["bpp"] > 0)
+    if len(pts) < 2 or not pts[0][0] <= rmse <= pts[-1][0]:
+        return None
+    e, r = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    return float(np.exp(np.interp(np.log(rmse), e, r)))
 
 
 def interpolate_psnr(points: list[dict], bpp: float) -> float | None:
@@ -250,8 +292,9 @@ def write_results(out: Path, rows: list[dict], descriptions: dict[str, str],
     for codec, pts in summary.items():
         res = {"bpp": [p["bpp"] for p in pts], ("psnr-rgb" if suite.modality == "image" else "psnr"):
                [p["psnr"] for p in pts]}
-        if all("snr" in p for p in pts):
-            res["snr"] = [p["snr"] for p in pts]
+        for k in ("snr", "rmse", "max_error"):
+            if all(k in p for p in pts):
+                res[k] = [p[k] for p in pts]
         res.update({"setting": [p["setting"] for p in pts], "encode_s": [p["encode_s"] for p in pts],
                     "decode_s": [p["decode_s"] for p in pts], "files": [p["files"] for p in pts]})
         doc = {"name": codec, "unit": suite.unit, "description": descriptions.get(codec, codec), "results": res}
@@ -378,9 +421,10 @@ def plot(measured: dict[str, list[tuple[float, float]]], published: dict[str, li
         pts = [p for p in pts if p[0] <= max_bpp]
         if pts:
             ax.plot(*zip(*pts, strict=True), ls="--", lw=1, marker=".", alpha=0.8, label=name)
-    audio = suite is not None and suite.modality == "audio"
-    ax.set_xlabel("kbps (real file sizes)" if audio else "bits per pixel (real file sizes)")
-    ax.set_ylabel("PSNR (dB, waveform in [0, 1])" if audio else "PSNR (dB, 8-bit RGB)")
+    kind = suite.modality if suite is not None else "image"
+    ax.set_xlabel({"audio": "kbps", "climate": "bits per value"}.get(kind, "bits per pixel") + " (real file sizes)")
+    ax.set_ylabel({"audio": "PSNR (dB, waveform in [0, 1])", "climate": "PSNR (dB over the file's value range)"}
+                  .get(kind, "PSNR (dB, 8-bit RGB)"))
     ax.set_title(title)
     ax.set_xlim(0, max_bpp)
     ax.grid(alpha=0.3)
@@ -390,7 +434,7 @@ def plot(measured: dict[str, list[tuple[float, float]]], published: dict[str, li
     plt.close(fig)
 
 
-FIELDS = ["codec", "setting", "file", "bytes", "bpp", "psnr", "snr", "encode_s", "decode_s"]
+FIELDS = ["codec", "setting", "file", "bytes", "bpp", "psnr", "snr", "rmse", "max_error", "encode_s", "decode_s"]
 
 
 def read_rows(out: Path) -> list[dict]:
@@ -403,7 +447,7 @@ def read_rows(out: Path) -> list[dict]:
     for r in rows:
         for k in ("bytes",):
             r[k] = int(r[k])
-        for k in ("bpp", "psnr", "snr", "encode_s", "decode_s"):
+        for k in ("bpp", "psnr", "snr", "rmse", "max_error", "encode_s", "decode_s"):
             if r.get(k) not in (None, ""):
                 r[k] = float(r[k])
     return rows

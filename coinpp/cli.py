@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -45,6 +47,20 @@ def _parse_size(text: str | None) -> tuple[int, ...] | None:
     if len(parts) < 2 or min(parts) < 1:
         raise InputError(f"--size {text!r}: expected positive WIDTHxHEIGHT")
     return (parts[1], parts[0], *parts[2:])
+
+
+def _parse_axis(text: str | None, option: str) -> tuple[float, float, int] | None:
+    """'FIRST:LAST:N' -> (first, last, n)."""
+    if text is None:
+        return None
+    try:
+        a, b, n = text.split(":")
+        first, last, count = float(a), float(b), int(n)
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected FIRST:LAST:N, e.g. 50:58:161") from None
+    if count < 1 or not (math.isfinite(first) and math.isfinite(last)):
+        raise InputError(f"{option} {text!r}: N must be positive and the ends finite")
+    return first, last, count
 
 
 class CoinGroup(click.Group):
@@ -97,13 +113,14 @@ def batch_options(f):
               help="[coin] Random coordinates per step (default 65536; 0: all, as published).")
 @click.option("--seed", type=int, default=0, show_default=True, help="[coin] Seed of init and sampling.")
 @click.option("--no-check", is_flag=True, help="Skip decoding the result to report its quality.")
+@click.option("--var", help="NetCDF: the variable to code (default: the only latitude/longitude field).")
 @batch_options
 @DEVICE
 @FORCE
 def encode(input: str, output: str, modality_name: str | None, method: str, codec_name: str | None,
            steps: int | None, bpp: float | None, arch: str | None, iters: int, time_limit: float | None,
            lr: float | None, weight_bits: int, batch_points: int | None, seed: int, no_check: bool,
-           shard: str | None, jobs: int, as_json: bool, device: str, force: bool) -> None:
+           var: str | None, shard: str | None, jobs: int, as_json: bool, device: str, force: bool) -> None:
     """Compress INPUT (a file, a folder, or - for stdin) into .coin.
 
     A folder is encoded recursively into the folder -o, mirroring its tree (a/b.png -> a/b.png.coin).
@@ -111,6 +128,8 @@ def encode(input: str, output: str, modality_name: str | None, method: str, code
     from .pipeline import decode_bytes, encode_signal
 
     if Path(input).is_dir():
+        if var is not None:
+            raise InputError("--var applies to single files")
         if method != "coin++":
             raise InputError("folders are encoded with --method coin++ (COIN fits one file at a time)")
         _encode_folder(input, output, codec_name, steps, not no_check, shard, jobs, as_json, device, force)
@@ -131,7 +150,12 @@ def encode(input: str, output: str, modality_name: str | None, method: str, code
             raise InputError(f"{', '.join(given)} only apply to --method coin")
     elif codec_name is not None or steps is not None:
         raise InputError("--codec and --steps only apply to --method coin++")
-    signal = _read_stdin(modality) if input == "-" else modality.read(Path(input))
+    if var is not None and modality.name != "climate":
+        raise InputError(f"--var applies to NetCDF files, not to {modality.name}")
+    if method == "coin" and modality.absolute_coordinates:
+        raise InputError(f"--method coin does not handle {modality.name} data yet; use coin++")
+    options = {"var": var} if var is not None else {}
+    signal = _read_stdin(modality, options) if input == "-" else modality.read(Path(input), **options)
     t0 = time.perf_counter()
     if method == "coin":
         data, label = _encode_overfit(signal, modality, bpp, arch, iters, time_limit, lr, weight_bits,
@@ -149,12 +173,11 @@ def encode(input: str, output: str, modality_name: str | None, method: str, code
     line = f"{input} -> {output}: {len(data):,} bytes, " + ", ".join(f"{v:.4f} {k}" for k, v in rate.items())
     if not no_check:
         decoded, _ = decode_bytes(data, device=device)
-        q = modality.quality(signal, decoded)
-        line += ", " + ", ".join(f"{k.upper()} {v:.2f} dB" for k, v in q.items())
+        line += ", " + modality.describe_quality(modality.quality(signal, decoded), signal.meta)
     (err_console if to_stdout else console).print(f"{line} ({label}, encode {t_enc:.1f} s)")
 
 
-def _read_stdin(modality) -> Signal:
+def _read_stdin(modality, options: dict) -> Signal:
     """Modalities read files, so stdin goes through a private temporary file."""
     import tempfile
 
@@ -164,7 +187,7 @@ def _read_stdin(modality) -> Signal:
     with tempfile.TemporaryDirectory(prefix="coin-") as tmp:
         path = Path(tmp) / ("stdin" + modality.extensions[0])
         path.write_bytes(data)
-        return modality.read(path)
+        return modality.read(path, **options)
 
 
 def _encode_overfit(signal, modality, bpp, arch, iters, time_limit, lr, weight_bits, batch_points, seed,
@@ -203,12 +226,16 @@ def _encode_overfit(signal, modality, bpp, arch, iters, time_limit, lr, weight_b
 @click.option("--scale", type=float, help="Decode at SCALE times the original resolution (e.g. 2).")
 @click.option("--size", help="Decode at this size, WIDTHxHEIGHT.")
 @click.option("--sample-rate", type=int, help="Audio: decode at this sample rate, same duration (e.g. 48000).")
+@click.option("--grid", type=float, help="Climate: decode onto a regular grid of this spacing in degrees.")
+@click.option("--lat", "lat_spec", help="Climate: latitudes FIRST:LAST:N (e.g. 50:58:161).")
+@click.option("--lon", "lon_spec", help="Climate: longitudes FIRST:LAST:N (e.g. -10:2:241).")
 @click.option("--ext", help="Output format for folders and stdout, e.g. png (default: the original's).")
 @batch_options
 @DEVICE
 @FORCE
 @HUGE
 def decode(input: str, output: str, scale: float | None, size: str | None, sample_rate: int | None,
+           grid: float | None, lat_spec: str | None, lon_spec: str | None,
            ext: str | None, shard: str | None, jobs: int, as_json: bool, device: str, force: bool,
            allow_huge: bool) -> None:
     """Decompress a .coin file (or a folder of them, or - for stdin), at its own or any other resolution."""
@@ -216,9 +243,10 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
 
     from .pipeline import decode_parsed, parse
 
+    grid_options = (grid, lat_spec, lon_spec)
     if Path(input).is_dir():
-        if scale is not None or size is not None or sample_rate is not None:
-            raise InputError("--scale, --size and --sample-rate apply to single files")
+        if scale is not None or size is not None or sample_rate is not None or any(v is not None for v in grid_options):
+            raise InputError("--scale, --size, --sample-rate, --grid, --lat and --lon apply to single files")
         _decode_folder(input, output, ext, shard, jobs, as_json, device, force)
         return
     if sum(v is not None for v in (scale, size, sample_rate)) > 1:
@@ -233,6 +261,17 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
     if suffix.lower() not in modality.extensions:
         raise InputError(f"{output}: {modality.name} cannot be written as {suffix or 'a file without extension'}; "
                          f"use one of {', '.join(modality.extensions)}")
+    target_meta = None
+    if modality.absolute_coordinates:
+        if size is not None or sample_rate is not None:
+            raise InputError(f"{modality.name}: use --grid, --lat/--lon or --scale instead of --size or --sample-rate")
+        if grid is not None and scale is not None:
+            raise InputError("give --grid or --scale, not both")
+        new_lat, new_lon = modality.target_grid(parsed.meta, scale, grid, _parse_axis(lat_spec, "--lat"),
+                                                _parse_axis(lon_spec, "--lon"))
+        target_meta = modality.regridded(parsed.meta, new_lat, new_lon)
+    elif any(v is not None for v in grid_options):
+        raise InputError(f"--grid, --lat and --lon apply to climate data, not to {modality.name}")
     out_size = _parse_size(size)
     if sample_rate is not None:
         if "sample_rate" not in parsed.meta:
@@ -241,7 +280,7 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
             raise InputError("--sample-rate must be between 1 and 1000000 Hz")
         out_size = (max(1, round(parsed.file.shape[0] * sample_rate / parsed.meta["sample_rate"])),)
     t0 = time.perf_counter()
-    signal = decode_parsed(parsed, scale, out_size, device, allow_huge)
+    signal = decode_parsed(parsed, scale, out_size, device, allow_huge, target_meta)
     if sample_rate is not None:
         signal.meta["sample_rate"] = sample_rate
     t_dec = time.perf_counter() - t0
@@ -256,6 +295,8 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
     shape = "x".join(map(str, reversed(signal.spatial)))
     if "sample_rate" in signal.meta:
         shape = f"{signal.spatial[0]} samples at {signal.meta['sample_rate']} Hz"
+    if modality.absolute_coordinates:
+        shape = f"{signal.spatial[0]} fields of {signal.spatial[1]} latitudes x {signal.spatial[2]} longitudes"
     (err_console if to_stdout else console).print(f"{input} -> {output}: {shape} (decode {t_dec:.1f} s)")
 
 
@@ -426,11 +467,17 @@ def list_codecs(as_json: bool) -> None:
               help="Quantizer range, mean +- K std: one K, or one per bit depth (e.g. 3,4,5,6).")
 @click.option("--codecs-dir", default="codecs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming from OUT/last.")
+@click.option("--coord-scale", type=float, help="Multiply coordinates by this (default per modality; "
+              "a regional climate grid needs more than the globe).")
+@click.option("--var", help="Climate: the NetCDF variable to train on (default: the only one).")
+@click.option("--val-fraction", default=0.2, show_default=True,
+              help="Climate: the latest fields of each file held out for validation.")
 @DEVICE
 def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim: int, w0: float, patch: int | None,
           batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int, minutes: float,
           val_every: int, seed: int, val_files: int, no_meta_sgd: bool, export_name: str | None, bits: str,
-          clip_std: str, codecs_dir: str, fresh: bool, device: str) -> None:
+          clip_std: str, codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
+          val_fraction: float, device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
     Runs under `torchrun --nproc-per-node N coin train ...` too (DistributedDataParallel).
@@ -440,7 +487,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
     import torch
 
     from .model import SirenConfig
-    from .train import TrainConfig, export_codecs, load_folder
+    from .train import TrainConfig, export_codecs, load_fields, load_folder
     from .train import train as run_training
 
     torch.manual_seed(seed)
@@ -448,26 +495,42 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
     clips = _parse_list(clip_std, "--clip-std", float, 0.5, 20)
     clips = clips if len(clips) > 1 else clips[0]
     mod = modalities.get(modality)
-    patch = patch or DEFAULT_PATCH[mod.name]
-    cfg = TrainConfig(data=data, out=out, modality=modality, patch=(patch,) * mod.spatial_dims,
-                      model=SirenConfig(in_dim=mod.spatial_dims, out_dim=mod.network_channels, width=width,
+    if coord_scale is not None and not 0 < coord_scale <= 1000:
+        raise InputError("--coord-scale must be in (0, 1000]")
+    if not 0 < val_fraction < 1:
+        raise InputError("--val-fraction must be in (0, 1)")
+    coords = None
+    if mod.absolute_coordinates:
+        if patch is not None:
+            raise InputError(f"{mod.name} codecs fit whole fields; --patch does not apply")
+        train_s, val_s, coords, grid, split_note = load_fields(data, modality, val_fraction, var)
+        patch_shape = (1, *grid)
+    else:
+        if var is not None:
+            raise InputError("--var applies to climate data")
+        patch_shape = (patch or DEFAULT_PATCH[mod.name],) * mod.spatial_dims
+    cfg = TrainConfig(data=data, out=out, modality=modality, patch=patch_shape,
+                      model=SirenConfig(in_dim=mod.network_in_dim, out_dim=mod.network_channels, width=width,
                                         depth=depth, latent_dim=latent_dim, w0=w0, meta_sgd=not no_meta_sgd,
-                                        coord_scale=mod.coord_scale),
+                                        coord_scale=mod.coord_scale if coord_scale is None else coord_scale),
                       batch=batch, inner_steps=inner_steps, test_steps=encode_steps, outer_lr=outer_lr,
                       steps=steps, time_limit_min=minutes, val_every=val_every, val_files=val_files, seed=seed,
                       device=device)
-    train_s, val_s, val_names = load_folder(data, modality, cfg.val_files, seed)
     rank0 = int(os.environ.get("RANK", "0")) == 0
+    if coords is None:
+        train_s, val_s, val_names = load_folder(data, modality, cfg.val_files, seed)
+        split_note = f"training on {len(train_s)} files, validating on {', '.join(val_names)}"
     if rank0:
-        console.print(f"training on {len(train_s)} files, validating on {', '.join(val_names)}")
-    best = run_training(cfg, train_s, val_s, resume=not fresh, progress=rank0 and sys.stderr.isatty())
+        console.print(split_note)
+    best = run_training(cfg, train_s, val_s, resume=not fresh, progress=rank0 and sys.stderr.isatty(),
+                        coords=coords)
     if rank0:
         state = json.loads(best.with_suffix(".json").read_text())
         console.print(f"best validation PSNR {state['best_val_psnr']:.2f} dB at step {state['best_step']}; "
                       f"checkpoint {best}.safetensors")
         if export_name:
             for folder in export_codecs(best, train_s, Path(codecs_dir), export_name, bit_list, encode_steps,
-                                        device=device, clip_std=clips):
+                                        device=device, clip_std=clips, coords=coords):
                 console.print(f"wrote codec {folder}")
 
 
@@ -594,16 +657,17 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
     benchmod.plot(measured, published, out_dir / "rd.png", f"{spec.name}: {len(files)} {what}",
                   max_bpp=spec.max_rate if published else None, suite=spec, coin_curves=coin_curves)
 
-    t = Table("codec", "setting", spec.unit, "PSNR dB", *(["SNR dB"] if spec.modality == "audio" else []),
-              "encode s", "decode s")
+    extra = {"audio": ["snr"], "climate": ["rmse", "max_error"]}.get(spec.modality, [])
+    t = Table("codec", "setting", spec.unit, "PSNR dB", *extra, "encode s", "decode s")
     for codec, pts in summary.items():
         for p in pts:
             t.add_row(codec, p["setting"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}",
-                      *([f"{p.get('snr', float('nan')):.2f}"] if spec.modality == "audio" else []),
-                      f"{p['encode_s']:.2f}", f"{p['decode_s']:.2f}")
+                      *[f"{p.get(k, float('nan')):.4g}" for k in extra], f"{p['encode_s']:.2f}", f"{p['decode_s']:.2f}")
     console.print(t)
+    if spec.target_rmse is not None:
+        _ratio_at_rmse(summary, spec, files, out_dir)
     bd = {}
-    all_curves = {**measured, **published}
+    all_curves = {**measured, **published} if spec.published_comparable else dict(measured)
     if anchor in all_curves:
         bt = Table("codec", f"BD-rate vs {anchor}")
         for name, pts in all_curves.items():
@@ -623,6 +687,30 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
         command = "coin bench " + " ".join(sys.argv[2:]).replace(" --record-in-codecs", "")
         for name in benchmod.record_in_codecs(summary, spec.name, command, spec.unit):
             console.print(f"recorded in codec {name}")
+
+
+def _ratio_at_rmse(summary: dict, spec, files: list[Path], out_dir: Path) -> None:
+    """Each curve's rate and compression ratio at the suite's target RMSE (interpolated)."""
+    from . import bench as benchmod
+
+    joined: dict[str, list[dict]] = {}
+    for codec, pts in summary.items():
+        joined.setdefault(re.sub(r"-b\d+$", "", codec), []).extend(pts)
+    modality = modalities.get(spec.modality)
+    signal = benchmod.read_signal(modality, files[0], spec)
+    bits_raw = 8 * np.dtype(signal.meta.get("dtype", "<f4")).itemsize
+    rec = {}
+    t = Table("curve", f"{spec.unit} at RMSE {spec.target_rmse:g}", "compression ratio")
+    for name, pts in joined.items():
+        rate = benchmod.rate_at_rmse(pts, spec.target_rmse)
+        rec[name] = None if rate is None else {"rate": rate, "ratio": bits_raw / rate}
+        t.add_row(name, "outside the measured range" if rate is None else f"{rate:.4f}",
+                  "" if rate is None else f"{bits_raw / rate:.0f}x")
+    console.print(t)
+    (out_dir / f"at-rmse-{spec.target_rmse:g}.json").write_text(json.dumps(
+        {"rmse": spec.target_rmse, "unit": spec.unit, "raw_bits_per_value": bits_raw,
+         "method": "log rate interpolated linearly in log RMSE between measured points", "curves": rec},
+        indent=1) + "\n")
 
 
 def main() -> None:

@@ -62,6 +62,9 @@ class Codec:
     quantizer: Quantizer
     table: np.ndarray  # (D, levels) int32
     hash: bytes
+    # (D, 2 * levels - 1) int32: rows after the first coded as differences from the row before
+    # (series of fields); None: every row coded with `table`.
+    delta_table: np.ndarray | None = None
 
     @property
     def modality(self) -> str:
@@ -97,11 +100,14 @@ def load_folder(folder: Path) -> Codec:
         t = load_np(str(folder / "tables.safetensors"))
         quantizer = Quantizer(t["low"], t["step"], int(config["bits"]))
         table = t["table"].astype(np.int32)
+        delta = t["delta_table"].astype(np.int32) if "delta_table" in t else None
+        if delta is not None and delta.shape != (table.shape[0], 2 * table.shape[1] - 1):
+            raise ValueError("delta_table does not match table")
     except CodecError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, SafetensorError) as e:
         raise CodecError(f"codec folder {folder} is incomplete or unreadable ({e.__class__.__name__}: {e})") from None
-    return Codec(name, folder, config, net, quantizer, table, actual)
+    return Codec(name, folder, config, net, quantizer, table, actual, delta)
 
 
 def available() -> dict[str, Path]:
@@ -141,14 +147,17 @@ def default_for(modality: str) -> str:
 
 
 def write_folder(folder: Path, config: dict, net: LatentModulatedSiren, quantizer: Quantizer,
-                 table: np.ndarray, model_card: str) -> Codec:
+                 table: np.ndarray, model_card: str, delta_table: np.ndarray | None = None) -> Codec:
     """Write a codec folder (config gets its hash) and load it back to verify."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     save_torch(state, str(folder / "weights.safetensors"))
-    save_np({"low": quantizer.low.astype(np.float32), "step": quantizer.step.astype(np.float32),
-             "table": table.astype(np.int32)}, str(folder / "tables.safetensors"))
+    tables = {"low": quantizer.low.astype(np.float32), "step": quantizer.step.astype(np.float32),
+              "table": table.astype(np.int32)}
+    if delta_table is not None:
+        tables["delta_table"] = delta_table.astype(np.int32)
+    save_np(tables, str(folder / "tables.safetensors"))
     config = dict(config, bits=quantizer.bits)
     config["hash"] = codec_hash(folder, config).hex()
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")

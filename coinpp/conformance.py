@@ -61,6 +61,8 @@ def sample_signals(modality: str = "image") -> dict[str, Signal]:
     generated 0.3 s clip (chirp plus seeded noise), mono and stereo, odd length."""
     from importlib.resources import files
 
+    if modality == "climate":
+        return {"uk-6x9x13": _climate_sample()}
     if modality == "audio":
         t = np.arange(4801) / 16000
         rng = np.random.default_rng(0)
@@ -78,6 +80,36 @@ def sample_signals(modality: str = "image") -> dict[str, Signal]:
     gray = np.rint(gray * 255) / 255
     return {"rgb-47x61": Signal(rgb.copy(), {"channels": 3}), "gray-47x61": Signal(gray.astype(np.float32),
                                                                                    {"channels": 1})}
+
+
+def _climate_sample() -> Signal:
+    """6 hours of a smooth 2 m temperature field on 9 x 13 points of the UK grid (descending
+    latitude, 0.5 degrees), with one missing point: written as NetCDF and read back."""
+    import tempfile
+
+    import netCDF4
+
+    lat, lon = 56.0 - 0.5 * np.arange(9), -8.0 + 0.5 * np.arange(13)
+    la, lo = np.meshgrid(np.deg2rad(lat), np.deg2rad(lon), indexing="ij")
+    values = np.stack([275 + 6 * np.cos(3 * la + 0.1 * h) * np.sin(2 * lo) + 0.4 * h for h in range(6)])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "uk.nc"
+        with netCDF4.Dataset(str(path), "w") as ds:
+            ds.Conventions = "CF-1.7"
+            for name, n in (("time", None), ("latitude", 9), ("longitude", 13)):
+                ds.createDimension(name, n)
+            t = ds.createVariable("time", "i4", ("time",))
+            t.units, t[:] = "hours since 2019-03-01", np.arange(6)
+            y = ds.createVariable("latitude", "f8", ("latitude",))
+            y.units, y[:] = "degrees_north", lat
+            x = ds.createVariable("longitude", "f8", ("longitude",))
+            x.units, x[:] = "degrees_east", lon
+            v = ds.createVariable("t2m", "f4", ("time", "latitude", "longitude"), fill_value=np.float32(-9999))
+            v.units, v.long_name = "K", "2 metre temperature"
+            data = np.ma.masked_array(values, mask=np.zeros(values.shape, bool))
+            data[2, 4, 6] = np.ma.masked
+            v[...] = data
+        return modalities.get("climate").read(path)
 
 
 def write(root: Path = ROOT, codec_names: list[str] | None = None) -> list[Path]:
@@ -130,7 +162,8 @@ def write_coin(root: Path = ROOT) -> list[Path]:
 
 
 def _quantized(modality: str, values: np.ndarray) -> np.ndarray:
-    """The decoded output as its file stores it: 8-bit images, 16-bit audio."""
+    """The decoded output as its file stores it: 8-bit images; 16-bit levels of audio and of the
+    normalised climate values."""
     if modality == "image":
         return to_uint8(values)
     return np.clip(np.rint(values * 65535.0), 0, 65535).astype(np.uint16)

@@ -73,3 +73,15 @@ def evaluate_grid(net: LatentModulatedSiren, latents: torch.Tensor, shape: tuple
         s = shifts[torch.from_numpy(pid[sl]).to(dev)]
         out[sl] = net.forward_points(c, s).cpu().numpy()
     return out.reshape(*out_shape, net.cfg.out_dim)
+
+
+@torch.no_grad()
+def evaluate_fields(net: LatentModulatedSiren, latents: torch.Tensor, coords: torch.Tensor, device: str = "auto",
+                    chunk: int = EVAL_CHUNK) -> np.ndarray:
+    """Every latent (F, D) evaluated at the same points coords (N, I) -> (F, N, C) float32."""
+    dev = pick_device(device)
+    net = net.to(dev)
+    coords = coords.to(dev)
+    per = max(1, chunk // max(1, coords.shape[0]))  # fields per chunk
+    out = [net(coords, part.to(dev)).cpu() for part in latents.split(per)]
+    return torch.cat(out).numpy() if out else np.zeros((0, coords.shape[0], net.cfg.out_dim), np.float32)

@@ -15,7 +15,7 @@ import torch
 from . import codec as codecs
 from . import container, entropy, modalities
 from .errors import CodecError, FormatError, InputError, LimitError
-from .fit import evaluate_grid, fit_latents
+from .fit import evaluate_fields, evaluate_grid, fit_latents
 from .modalities import Modality, Signal
 from .patching import patch_coordinates, split
 
@@ -47,6 +47,8 @@ def fit_signals(signals: list[Signal], modality: Modality, codec: codecs.Codec, 
     if steps < 0 or steps > 10_000:
         raise InputError("--steps must be between 0 and 10000")
     out_dim = codec.net.cfg.out_dim
+    if modality.absolute_coordinates:
+        return [_fit_fields(signal, modality, codec, steps, device) for signal in signals]
     parts = []
     for signal in signals:
         if len(signal.spatial) != len(codec.patch):
@@ -58,13 +60,23 @@ def fit_signals(signals: list[Signal], modality: Modality, codec: codecs.Codec, 
     return list(latents.split([len(p) for p in parts]))
 
 
+def _fit_fields(signal: Signal, modality: Modality, codec: codecs.Codec, steps: int, device: str) -> torch.Tensor:
+    """One latent per whole field, the network seeing where each sample lies (climate)."""
+    if len(signal.spatial) != modality.spatial_dims:
+        raise InputError(f"{modality.name} data must be {modality.spatial_dims}-D")
+    coords = torch.from_numpy(modality.coordinates(signal.meta))
+    values = modality.to_network(signal, codec.net.cfg.out_dim)
+    targets = values.reshape(values.shape[0], -1, values.shape[-1])  # (fields, points, C)
+    return fit_latents(codec.net, coords, targets, steps, device)
+
+
 def pack(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codecs.Codec) -> Encoded:
     """Quantize and entropy code fitted latents into .coin bytes."""
     symbols = codec.quantizer.quantize(latents)
     f = container.CoinFile(
         codec_name=codec.name, codec_hash=codec.hash, modality=modality.code, shape=signal.spatial,
-        channels=signal.channels, patch=codec.patch, bits=codec.bits,
-        latent_dim=codec.net.cfg.latent_dim, payload=entropy.encode(symbols, codec.table),
+        channels=signal.channels, patch=modality.file_patch(codec.patch, signal.spatial), bits=codec.bits,
+        latent_dim=codec.net.cfg.latent_dim, payload=entropy.encode(symbols, codec.table, codec.delta_table),
         modality_meta=modality.encode_meta(signal.meta),
         groups=modality.coded_channels(signal.channels, codec.net.cfg.out_dim) // codec.net.cfg.out_dim)
     return Encoded(container.write_bytes(f), symbols, codec)
@@ -92,6 +104,8 @@ def parse(data: bytes, allow_huge: bool = False) -> Parsed:
         raise FormatError(f"unknown modality code {f.modality}; upgrade coin")
     modality = modalities.BY_CODE[f.modality]
     meta = modality.decode_meta(f.modality_meta, f.channels)
+    if not modality.consistent(meta, f.shape):
+        raise FormatError(f"corrupted header ({modality.name} fields disagree with the grid)")
     if isinstance(f, container.NetworkFile):
         if len(f.shape) != modality.spatial_dims:
             raise FormatError(f"corrupted header ({len(f.shape)}-D {modality.name})")
@@ -104,7 +118,10 @@ def parse(data: bytes, allow_huge: bool = False) -> Parsed:
     if codec.hash != f.codec_hash:
         raise CodecError(f"codec {f.codec_name!r} installed here differs from the one that wrote "
                          f"this file (hash {codec.hash.hex()[:12]} vs {f.codec_hash.hex()[:12]})")
-    if (f.latent_dim, f.bits, f.patch) != (codec.net.cfg.latent_dim, codec.bits, codec.patch):
+    if codec.modality != modality.name:
+        raise FormatError(f"corrupted header (codec {codec.name!r} is for {codec.modality}, not {modality.name})")
+    patch = modality.file_patch(codec.patch, f.shape)
+    if (f.latent_dim, f.bits, f.patch) != (codec.net.cfg.latent_dim, codec.bits, patch):
         raise FormatError("corrupted header (latent size, bits or patch disagree with the codec)")
     coded = modality.coded_channels(f.channels, codec.net.cfg.out_dim)
     if coded % codec.net.cfg.out_dim or f.groups != coded // codec.net.cfg.out_dim:
@@ -115,7 +132,7 @@ def parse(data: bytes, allow_huge: bool = False) -> Parsed:
 def decode_symbols(p: Parsed) -> np.ndarray:
     if p.codec is None:
         raise FormatError("a COIN file holds network weights, not latent symbols")
-    return entropy.decode(p.file.payload, p.file.num_patches, p.codec.table)
+    return entropy.decode(p.file.payload, p.file.num_patches, p.codec.table, p.codec.delta_table)
 
 
 def output_shape(shape: tuple[int, ...], scale: float | None = None,
@@ -132,8 +149,14 @@ def output_shape(shape: tuple[int, ...], scale: float | None = None,
 
 
 def decode_parsed(p: Parsed, scale: float | None = None, size: tuple[int, ...] | None = None,
-                  device: str = "auto", allow_huge: bool = False) -> Signal:
-    """A parsed file -> decoded Signal (values clipped to [0, 1]) at the requested resolution."""
+                  device: str = "auto", allow_huge: bool = False, target_meta: dict | None = None) -> Signal:
+    """A parsed file -> decoded Signal (values clipped to [0, 1]) at the requested resolution.
+
+    For modalities with absolute coordinates, `target_meta` (from the modality, e.g. another
+    latitude/longitude grid) says where to evaluate; scale and size do not apply.
+    """
+    if p.modality.absolute_coordinates and p.codec is not None:
+        return _decode_fields(p, target_meta or p.meta, device, allow_huge)
     shape = output_shape(p.file.shape, scale, size)
     if not allow_huge and math.prod(shape) > container.MAX_SAMPLES:
         raise LimitError(f"requested output {'x'.join(map(str, shape))} exceeds the safety cap; "
@@ -147,6 +170,19 @@ def decode_parsed(p: Parsed, scale: float | None = None, size: tuple[int, ...] |
                              for group in latents.chunk(p.file.groups)], axis=-1)
     values = p.modality.from_network(np.clip(values, 0.0, 1.0), p.meta)
     return Signal(values.astype(np.float32), p.modality.resampled(p.meta, p.file.shape, shape))
+
+
+def _decode_fields(p: Parsed, meta: dict, device: str, allow_huge: bool) -> Signal:
+    """Evaluate every field's latent at the points `meta` describes (any grid)."""
+    coords = torch.from_numpy(p.modality.coordinates(meta))
+    fields = p.file.shape[0]
+    if not allow_huge and fields * coords.shape[0] > container.MAX_SAMPLES:
+        raise LimitError("requested output exceeds the safety cap; pass --allow-huge")
+    latents = torch.from_numpy(p.codec.quantizer.dequantize(decode_symbols(p)))
+    values = evaluate_fields(p.codec.net, latents, coords, device)  # (fields, points, C)
+    spatial = (fields, *(int(d["size"]) for d in meta["dims"][-2:]))
+    values = np.clip(values, 0.0, 1.0).reshape(*spatial, -1)
+    return Signal(p.modality.from_network(values, meta).astype(np.float32), meta)
 
 
 def decode_bytes(data: bytes, scale: float | None = None, size: tuple[int, ...] | None = None,

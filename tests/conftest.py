@@ -22,6 +22,9 @@ def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int 
     if modality == "audio":
         cfg = SirenConfig(in_dim=1, out_dim=1, width=16, depth=2, latent_dim=8, w0=30.0, coord_scale=5.0)
         patch = [50]
+    elif modality == "climate":
+        cfg = SirenConfig(in_dim=3, out_dim=1, width=16, depth=2, latent_dim=8, w0=30.0, coord_scale=4.0)
+        patch = [1, 6, 9]
     else:
         cfg = SirenConfig(width=16, depth=2, latent_dim=8, w0=30.0)
         patch = [8, 8]
@@ -31,7 +34,12 @@ def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int 
     q = Quantizer.fit(latents, bits)
     table = frequency_table(q.quantize(latents), q.levels)
     config = {"name": name, "modality": modality, "model": cfg.to_dict(), "patch": patch, "encode_steps": 2}
-    return codecs.write_folder(root / name, config, net, q, table, f"# {name}\n\ntest codec\n")
+    delta = None
+    if modality == "climate":  # a series codec: fields coded as differences from the field before
+        from coinpp.entropy import residuals
+
+        delta = frequency_table(residuals(q.quantize(latents), q.levels), 2 * q.levels - 1, prior=0.1)
+    return codecs.write_folder(root / name, config, net, q, table, f"# {name}\n\ntest codec\n", delta)
 
 
 @pytest.fixture()
@@ -54,6 +62,67 @@ def tiny_audio_codec(tiny_codec, monkeypatch) -> codecs.Codec:
     c = make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-audio-b5", bits=5, modality="audio")
     monkeypatch.setitem(codecs.DEFAULT_CODECS, "audio", c.name)
     return c
+
+
+@pytest.fixture()
+def tiny_climate_codec(tiny_codec, monkeypatch) -> codecs.Codec:
+    """A tiny climate codec (points on the sphere) next to the tiny image codec."""
+    c = make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-climate-b6", bits=6, modality="climate")
+    monkeypatch.setitem(codecs.DEFAULT_CODECS, "climate", c.name)
+    return c
+
+
+def write_netcdf(path: Path, lat: np.ndarray, lon: np.ndarray, times: int = 3, levels: int | None = None,
+                 missing: bool = False, packed: bool = False, seed: int = 0, name: str = "t2m",
+                 extra_var: str | None = None) -> np.ndarray:
+    """A small smooth temperature field (time[, level], lat, lon) in Kelvin; returns the values
+    written (masked where missing)."""
+    import netCDF4
+
+    rng = np.random.default_rng(seed)
+    la, lo = np.meshgrid(np.deg2rad(lat), np.deg2rad(lon), indexing="ij")
+    lead = (times,) if levels is None else (times, levels)
+    base = 280 + 15 * np.cos(la) + 3 * np.sin(2 * lo)
+    values = base + rng.normal(0, 0.3, size=(*lead, *base.shape)) + np.arange(times).reshape(
+        (times,) + (1,) * (len(lead) + 1)) * 0.5
+    values = np.ma.masked_array(values, mask=np.zeros(values.shape, bool))
+    if missing:
+        values[..., 0, 0] = np.ma.masked
+        values[0, ..., 1, 2] = np.ma.masked
+    with netCDF4.Dataset(str(path), "w") as ds:
+        ds.title = "test field"
+        ds.createDimension("time", None)
+        if levels is not None:
+            ds.createDimension("level", levels)
+        ds.createDimension("lat", len(lat))
+        ds.createDimension("lon", len(lon))
+        t = ds.createVariable("time", "i4", ("time",))
+        t.units = "hours since 2019-03-01"
+        t[:] = np.arange(times) * 6
+        if levels is not None:
+            lv = ds.createVariable("level", "f4", ("level",))
+            lv.units = "millibar"
+            lv[:] = np.linspace(1000, 500, levels)
+        y = ds.createVariable("lat", "f4", ("lat",))
+        y.units = "degrees_north"
+        y[:] = lat
+        x = ds.createVariable("lon", "f4", ("lon",))
+        x.units = "degrees_east"
+        x[:] = lon
+        dims = ("time",) + (("level",) if levels is not None else ()) + ("lat", "lon")
+        if packed:
+            v = ds.createVariable(name, "i2", dims, fill_value=np.int16(-32767))
+            v.scale_factor = 0.01
+            v.add_offset = 280.0
+        else:
+            v = ds.createVariable(name, "f4", dims, fill_value=np.float32(-9.96921e36))
+        v.units = "K"
+        v.long_name = "2 metre temperature"
+        v[...] = values
+        if extra_var:
+            w = ds.createVariable(extra_var, "f4", dims)
+            w[...] = values
+        return v[...]
 
 
 def smooth_image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:

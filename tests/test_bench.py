@@ -127,3 +127,27 @@ def test_speech_suite_measures_kbps_psnr_snr_with_delay_trimmed(tiny_audio_codec
     assert json.loads((out / "bd-rate.json").read_text())["anchor"] == "mp3"
     r = CliRunner().invoke(cli, ["bench", str(d), "--codecs", "jpeg", "--out", str(out)])
     assert r.exit_code == 1 and "not for audio" in r.output
+
+
+def test_climate_suite_measures_bits_per_value_rmse_and_ratio(tiny_climate_codec, tmp_path):
+    from conftest import write_netcdf
+
+    d = tmp_path / "fields"
+    d.mkdir()
+    write_netcdf(d / "uk.nc", np.arange(58.0, 49.9, -0.5), np.arange(-10.0, 2.01, 0.5), times=6)
+    out = tmp_path / "res"
+    r = CliRunner().invoke(cli, ["bench", str(d), "--codecs", "default,zfp,sz3,jpeg2000-map", "--out", str(out),
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    for name in ("tiny-climate-b6", "zfp", "sz3", "jpeg2000-map"):
+        doc = json.loads((out / f"{name}.json").read_text())
+        assert doc["unit"] == "bits/value" and {"bpp", "psnr", "rmse", "max_error"} <= set(doc["results"])
+    sz3 = json.loads((out / "sz3.json").read_text())["results"]
+    bounds = [float(s[3:]) for s in sz3["setting"]]
+    assert all(m <= b * 1.001 for m, b in zip(sz3["max_error"], bounds, strict=True))  # SZ3 keeps its bound
+    zfp = json.loads((out / "zfp.json").read_text())["results"]
+    tol = {s: m for s, m in zip(zfp["setting"], zfp["max_error"], strict=True)}
+    assert tol["tol0.5"] <= 0.5 and tol["tol64"] > tol["tol0.5"]  # fixed-accuracy mode holds its tolerance
+    at = json.loads((out / "at-rmse-0.5.json").read_text())
+    assert at["raw_bits_per_value"] == 32 and set(at["curves"]) >= {"zfp", "sz3", "tiny-climate"}
+    assert json.loads((out / "bd-rate.json").read_text())["anchor"] == "sz3"

@@ -53,3 +53,29 @@ def test_random_payload_never_crashes():
             assert out.shape == (10, 8) and out.min() >= 0 and out.max() < 16
         except FormatError:
             pass
+
+
+def test_previous_row_context_round_trips_and_saves():
+    rng = np.random.default_rng(0)
+    walk = np.clip(np.cumsum(rng.integers(-1, 2, size=(200, 6)), axis=0) + 8, 0, 15).astype(np.int32)
+    table = entropy.frequency_table(walk, 16)
+    delta = entropy.frequency_table(entropy.residuals(walk, 16), 31, prior=0.1)
+    plain, ctx = entropy.encode(walk, table), entropy.encode(walk, table, delta)
+    assert np.array_equal(entropy.decode(ctx, 200, table, delta), walk)
+    assert len(ctx) < len(plain) / 2  # a slow random walk: differences are cheap
+    assert np.array_equal(entropy.decode(entropy.encode(walk[:1], table, delta), 1, table, delta), walk[:1])
+
+
+def test_previous_row_context_rejects_symbols_out_of_range():
+    import constriction
+
+    table = entropy.frequency_table(np.zeros((4, 2), np.int32), 16)
+    delta = entropy.frequency_table(np.full((4, 2), 30, np.int32), 31)
+    # A stream no encoder writes: row 0 at the top level 15, then a residual of +15 on top of it.
+    coder = constriction.stream.queue.RangeEncoder()
+    model = constriction.stream.model.Categorical(perfect=False)
+    coder.encode(np.array([15, 15], np.int32), model, table.astype(np.float32) / 65536)
+    coder.encode(np.array([30, 30], np.int32), model, delta.astype(np.float32) / 65536)
+    data = coder.get_compressed().astype("<u4").tobytes()
+    with pytest.raises(FormatError, match="out of range"):
+        entropy.decode(data, 2, table, delta)

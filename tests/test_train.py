@@ -119,3 +119,33 @@ def test_divergence_returns_to_best_weights_at_half_the_rate(tmp_path, monkeypat
     assert log[2]["lr"] == pytest.approx(log[0]["lr"] / 2)
     _, last, _ = load_checkpoint(tmp_path / "run" / "last")
     assert last["lr_scale"] == 0.5 and last["best_step"] == 10
+
+
+def test_cli_train_climate_on_whole_fields_with_held_out_hours(tmp_path, monkeypatch):
+    from conftest import write_netcdf
+
+    from coinpp import modalities
+    from coinpp.pipeline import decode_bytes, encode_signal
+
+    d = tmp_path / "nc"
+    d.mkdir()
+    write_netcdf(d / "a.nc", np.arange(58.0, 49.9, -1.0), np.arange(-10.0, 2.01, 1.0), times=10)
+    r = CliRunner().invoke(cli, ["train", str(d), "--modality", "climate", "--out", str(tmp_path / "run"),
+                                 "--width", "16", "--depth", "2", "--latent", "4", "--steps", "6",
+                                 "--val-every", "3", "--encode-steps", "2", "--coord-scale", "4",
+                                 "--export", "clim-t", "--bits", "5", "--codecs-dir", str(tmp_path / "codecs"),
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "fields 0..7 train, 8..9 validation" in r.output
+    c = codecs.load_folder(tmp_path / "codecs" / "clim-t-b5")
+    assert c.net.cfg.in_dim == 3 and c.net.cfg.coord_scale == 4 and c.delta_table is not None
+    assert c.delta_table.shape == (4, 63) and "difference from the field before" in (c.folder / "MODEL_CARD.md").read_text()
+    monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
+    codecs._load_cached.cache_clear()
+    climate = modalities.get("climate")
+    signal = climate.read(d / "a.nc")
+    decoded, _ = decode_bytes(encode_signal(signal, climate, c).data)
+    assert decoded.values.shape == signal.values.shape
+    r = CliRunner().invoke(cli, ["train", str(d), "--modality", "climate", "--out", str(tmp_path / "r2"),
+                                 "--patch", "8"])
+    assert r.exit_code == 1 and "whole fields" in r.output

@@ -7,9 +7,10 @@ from pathlib import Path
 from ..errors import InputError
 from .audio import AudioModality
 from .base import Modality, Signal
+from .climate import ClimateModality
 from .image import ImageModality
 
-_ALL: list[Modality] = [ImageModality(), AudioModality()]
+_ALL: list[Modality] = [ImageModality(), AudioModality(), ClimateModality()]
 BY_NAME = {m.name: m for m in _ALL}
 BY_CODE = {m.code: m for m in _ALL}
 

@@ -38,6 +38,35 @@ class Modality:
     spatial_dims: ClassVar[int]
     network_channels: ClassVar[int]  # outputs of this modality's codec networks (image: RGB = 3)
     coord_scale: ClassVar[float] = 1.0  # coordinates in [-s, s] per patch (published: audio time 5)
+    # False: every patch sees the same local coordinates (pixel centres of its cell, patching.py).
+    # True: the network sees where each sample lies (climate: points on the sphere), one latent per
+    # whole field along the last axes (`file_patch`), and `coordinates` gives the points.
+    absolute_coordinates: ClassVar[bool] = False
+
+    @property
+    def network_in_dim(self) -> int:
+        """Inputs of this modality's codec networks (patch coordinates: one per spatial axis)."""
+        return self.spatial_dims
+
+    def file_patch(self, codec_patch: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The patch shape a file of spatial `shape` is cut into by a codec with `codec_patch`."""
+        return tuple(codec_patch)
+
+    def coordinates(self, meta: dict) -> np.ndarray:
+        """(N, network_in_dim) network inputs of one field (absolute_coordinates modalities only)."""
+        raise NotImplementedError
+
+    def consistent(self, meta: dict, shape: tuple[int, ...]) -> bool:
+        """Whether header fields read from a file agree with its grid shape."""
+        return True
+
+    def fields(self, signal: Signal, start: int, stop: int) -> Signal:
+        """Part of a series along its first axis (climate: some hours), as a file of its own."""
+        raise NotImplementedError(f"{self.name} signals are not series of fields")
+
+    def describe_quality(self, q: dict[str, float], meta: dict | None = None) -> str:
+        """One line for the CLI."""
+        return ", ".join(f"{k.upper()} {v:.2f} dB" for k, v in q.items())
 
     def read(self, path: Path) -> Signal:
         raise NotImplementedError
