@@ -436,6 +436,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
         arch = SirenConfig.from_dict(cfg["model"])
         patch_text = f"{patch[0]}-sample" if len(patch) == 1 else "x".join(map(str, patch))
         patch_text = f"{patch_text} patches" if coords is None else "one latent per whole field (points on the sphere)"
+        series = " (each field coded as its difference from the field before)" if delta is not None else ""
         held_out = "random crops; 3 files held out for validation" if coords is None else \
             "whole fields; the latest fields of each file held out for validation"
         card = (f"# {name}\n\nCOIN++ {cfg['modality']} codec: LatentModulatedSiren {arch.tag} "
@@ -443,7 +444,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                 f"meta-SGD {'on' if arch.meta_sgd else 'off'}"
                 f"{f', coordinates x{arch.coord_scale:g}' if arch.coord_scale != 1 else ''}), {patch_text}, "
                 f"{encode_steps} encode steps, {bits}-bit per-dimension quantization (mean ± {clip:g} std), "
-                f"per-dimension entropy tables{' (each field coded as its difference from the field before)' if coords is not None else ''}.\n\n## Training\n\n- data: `{cfg['data']}` ({held_out})\n"
+                f"per-dimension entropy tables{series}.\n\n## Training\n\n- data: `{cfg['data']}` ({held_out})\n"
                 f"- outer steps: {state['step']} (best at {state['best_step']}), "
                 f"wall time {state['elapsed_s'] / 60:.1f} min, batch {cfg['batch']}, {cfg['inner_steps']} "
                 f"inner steps, Adam lr {cfg['outer_lr']} with cosine decay over the last 30 %\n"
