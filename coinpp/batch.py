@@ -335,10 +335,11 @@ def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = Fal
 
 
 def _output_name(dst: Path, modality: Modality, ext: str | None) -> Path:
+    own = modality.extension_of(dst)
     if ext is not None:
         if ext.lower() not in modality.extensions:
             raise InputError(f"--ext {ext}: {modality.name} is written as one of {', '.join(modality.extensions)}")
-        return dst.with_name(dst.name + ext) if dst.suffix.lower() not in modality.extensions else dst.with_suffix(ext)
-    if dst.suffix.lower() in modality.extensions:
+        return dst.with_name((dst.name[: -len(own)] if own else dst.name) + ext)
+    if own:
         return dst
     return dst.with_name(dst.name + modality.extensions[0])

@@ -94,7 +94,7 @@ def suite_files(suite: str, data_root: Path) -> tuple[Suite, list[Path]]:
         # A folder is measured whole (no file list, no held-out part) with its modality's defaults.
         spec = dataclasses.replace(base, name=folder.name, folder=str(folder), published={}, files=(), holdout=0.0)
     m = modalities.get(spec.modality)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in m.extensions
+    files = sorted(p for p in folder.iterdir() if m.extension_of(p)
                    and (not spec.files or p.name in spec.files))
     if not files:
         raise InputError(f"{folder}: no {spec.modality} files")

@@ -226,6 +226,7 @@ def _encode_overfit(signal, modality, bpp, arch, iters, time_limit, lr, weight_b
 @click.option("--scale", type=float, help="Decode at SCALE times the original resolution (e.g. 2).")
 @click.option("--size", help="Decode at this size, WIDTHxHEIGHT.")
 @click.option("--sample-rate", type=int, help="Audio: decode at this sample rate, same duration (e.g. 48000).")
+@click.option("--voxel-size", help="MRI: decode at this voxel size in mm, X,Y,Z (same field of view).")
 @click.option("--grid", type=float, help="Climate: decode onto a regular grid of this spacing in degrees.")
 @click.option("--lat", "lat_spec", help="Climate: latitudes FIRST:LAST:N (e.g. 50:58:161).")
 @click.option("--lon", "lon_spec", help="Climate: longitudes FIRST:LAST:N (e.g. -10:2:241).")
@@ -235,7 +236,7 @@ def _encode_overfit(signal, modality, bpp, arch, iters, time_limit, lr, weight_b
 @FORCE
 @HUGE
 def decode(input: str, output: str, scale: float | None, size: str | None, sample_rate: int | None,
-           grid: float | None, lat_spec: str | None, lon_spec: str | None,
+           voxel_size: str | None, grid: float | None, lat_spec: str | None, lon_spec: str | None,
            ext: str | None, shard: str | None, jobs: int, as_json: bool, device: str, force: bool,
            allow_huge: bool) -> None:
     """Decompress a .coin file (or a folder of them, or - for stdin), at its own or any other resolution."""
@@ -244,20 +245,23 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
     from .pipeline import decode_parsed, parse
 
     grid_options = (grid, lat_spec, lon_spec)
+    resolution = (scale, size, sample_rate, voxel_size)
     if Path(input).is_dir():
-        if scale is not None or size is not None or sample_rate is not None or any(v is not None for v in grid_options):
-            raise InputError("--scale, --size, --sample-rate, --grid, --lat and --lon apply to single files")
+        if any(v is not None for v in resolution + grid_options):
+            raise InputError("--scale, --size, --sample-rate, --voxel-size, --grid, --lat and --lon apply to "
+                             "single files")
         _decode_folder(input, output, ext, shard, jobs, as_json, device, force)
         return
-    if sum(v is not None for v in (scale, size, sample_rate)) > 1:
-        raise InputError("give one of --scale, --size and --sample-rate")
+    if sum(v is not None for v in resolution) > 1:
+        raise InputError("give one of --scale, --size, --sample-rate and --voxel-size")
     to_stdout = output == "-"
     if not to_stdout:
         check_writable(Path(output), force)
     data = sys.stdin.buffer.read() if input == "-" else _read_coin(input)
     parsed = parse(data, allow_huge)  # header only: refuse a wrong extension before decoding
     modality = parsed.modality
-    suffix = ("." + ext.lstrip(".")) if ext else (modality.extensions[0] if to_stdout else Path(output).suffix)
+    suffix = ("." + ext.lstrip(".")) if ext else (modality.extensions[0] if to_stdout else
+                                                 modality.extension_of(output) or Path(output).suffix)
     if suffix.lower() not in modality.extensions:
         raise InputError(f"{output}: {modality.name} cannot be written as {suffix or 'a file without extension'}; "
                          f"use one of {', '.join(modality.extensions)}")
@@ -273,6 +277,16 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
     elif any(v is not None for v in grid_options):
         raise InputError(f"--grid, --lat and --lon apply to climate data, not to {modality.name}")
     out_size = _parse_size(size)
+    if voxel_size is not None:
+        if modality.name != "mri":
+            raise InputError(f"--voxel-size applies to MRI volumes, not to {modality.name}")
+        try:
+            sizes = tuple(float(v) for v in voxel_size.split(","))
+        except ValueError:
+            raise InputError(f"--voxel-size {voxel_size!r}: expected X,Y,Z in mm, e.g. 1,1,1") from None
+        out_size = modality.shape_for_voxel_size(parsed.meta, parsed.file.shape, sizes)
+    elif size is not None and modality.name == "mri":
+        out_size = (out_size[1], out_size[0], *out_size[2:])  # volumes: X x Y x Z is already array order
     if sample_rate is not None:
         if "sample_rate" not in parsed.meta:
             raise InputError(f"--sample-rate applies to audio, not to {modality.name}")
@@ -297,6 +311,9 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
         shape = f"{signal.spatial[0]} samples at {signal.meta['sample_rate']} Hz"
     if modality.absolute_coordinates:
         shape = f"{signal.spatial[0]} fields of {signal.spatial[1]} latitudes x {signal.spatial[2]} longitudes"
+    if modality.name == "mri":
+        zooms = "x".join(f"{z:.3g}" for z in modality.voxel_size(signal.meta))
+        shape = f"{'x'.join(map(str, signal.spatial))} voxels of {zooms} mm"
     (err_console if to_stdout else console).print(f"{input} -> {output}: {shape} (decode {t_dec:.1f} s)")
 
 

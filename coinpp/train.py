@@ -331,7 +331,7 @@ def load_folder(folder: str | Path, modality_name: str, val_files: int, seed: in
     from . import modalities
 
     modality = modalities.get(modality_name)
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in modality.extensions)
+    paths = sorted(p for p in Path(folder).rglob("*") if modality.extension_of(p))
     if len(paths) < val_files + 1:
         raise InputError(f"{folder}: need at least {val_files + 1} {modality_name} files to train")
     order = np.random.default_rng(seed).permutation(len(paths))
@@ -359,7 +359,7 @@ def load_fields(folder: str | Path, modality_name: str, val_fraction: float, var
     from . import modalities
 
     modality = modalities.get(modality_name)
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in modality.extensions)
+    paths = sorted(p for p in Path(folder).rglob("*") if modality.extension_of(p))
     if not paths:
         raise InputError(f"{folder}: no {modality_name} files")
     train_f, val_f, coords, notes = [], [], None, []

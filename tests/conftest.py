@@ -22,6 +22,9 @@ def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int 
     if modality == "audio":
         cfg = SirenConfig(in_dim=1, out_dim=1, width=16, depth=2, latent_dim=8, w0=30.0, coord_scale=5.0)
         patch = [50]
+    elif modality == "mri":
+        cfg = SirenConfig(in_dim=3, out_dim=1, width=16, depth=2, latent_dim=8, w0=30.0)
+        patch = [8, 8, 8]
     elif modality == "climate":
         cfg = SirenConfig(in_dim=3, out_dim=1, width=16, depth=2, latent_dim=8, w0=30.0, coord_scale=4.0)
         patch = [1, 6, 9]
@@ -70,6 +73,40 @@ def tiny_climate_codec(tiny_codec, monkeypatch) -> codecs.Codec:
     c = make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-climate-b6", bits=6, modality="climate")
     monkeypatch.setitem(codecs.DEFAULT_CODECS, "climate", c.name)
     return c
+
+
+@pytest.fixture()
+def tiny_mri_codec(tiny_codec, monkeypatch) -> codecs.Codec:
+    """A tiny MRI codec (8x8x8 patches) next to the tiny image codec."""
+    c = make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-mri-b5", bits=5, modality="mri")
+    monkeypatch.setitem(codecs.DEFAULT_CODECS, "mri", c.name)
+    return c
+
+
+def write_nifti(path: Path, shape=(13, 11, 9), dtype=np.int16, zooms=(1.0, 1.0, 2.0), version: int = 1,
+                values: np.ndarray | None = None):
+    """A smooth blob volume with an oblique affine (sform and qform), returns the nibabel image."""
+    import nibabel as nib
+
+    if values is None:
+        grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape[:3]], indexing="ij")
+        blob = np.exp(-(grid[0] ** 2 + 2 * grid[1] ** 2 + grid[2] ** 2) * 2)
+        values = (blob * 1000).astype(dtype)
+        if len(shape) == 4:
+            values = np.stack([values * (1 + 0.1 * t) for t in range(shape[3])], -1).astype(dtype)
+    theta = 0.3
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag(zooms)
+    affine[:3, 3] = [-20.0, 15.0, -30.0]
+    cls = nib.Nifti2Image if version == 2 else nib.Nifti1Image
+    img = cls(values, affine)
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 4)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["descrip"] = b"coin test volume"
+    nib.save(img, str(path))
+    return img
 
 
 def write_netcdf(path: Path, lat: np.ndarray, lon: np.ndarray, times: int = 3, levels: int | None = None,

@@ -9,8 +9,9 @@ from .audio import AudioModality
 from .base import Modality, Signal
 from .climate import ClimateModality
 from .image import ImageModality
+from .mri import MRIModality
 
-_ALL: list[Modality] = [ImageModality(), AudioModality(), ClimateModality()]
+_ALL: list[Modality] = [ImageModality(), AudioModality(), ClimateModality(), MRIModality()]
 BY_NAME = {m.name: m for m in _ALL}
 BY_CODE = {m.code: m for m in _ALL}
 
@@ -22,10 +23,11 @@ def get(name: str) -> Modality:
 
 
 def for_path(path: Path) -> Modality:
-    ext = Path(path).suffix.lower()
+    name = Path(path).name.lower()
     for m in _ALL:
-        if ext in m.extensions:
+        if name.endswith(m.extensions):  # by the full name: .nii.gz has two suffixes
             return m
+    ext = Path(path).suffix.lower()
     raise InputError(f"{path}: unknown file type {ext or '(no extension)'!r}")
 
 

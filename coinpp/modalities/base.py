@@ -68,6 +68,11 @@ class Modality:
         """One line for the CLI."""
         return ", ".join(f"{k.upper()} {v:.2f} dB" for k, v in q.items())
 
+    def extension_of(self, path: Path | str) -> str | None:
+        """The modality's extension that `path` ends with (by full name: .nii.gz), or None."""
+        name = Path(path).name.lower()
+        return next((e for e in self.extensions if name.endswith(e)), None)
+
     def read(self, path: Path) -> Signal:
         raise NotImplementedError
 

@@ -1,0 +1,233 @@
+"""MRI: NIfTI-1/2 volumes (.nii, .nii.gz) through nibabel, with their geometry kept.
+
+A 3-D volume is one channel; a 4-D series (fMRI, multi-echo, ...) is coded volume by volume as
+channel groups of a one-channel codec (a latent per patch and volume). Intensities are
+normalised to [0, 1] between the minimum and a robust maximum (the 99.99th percentile, as in
+COIN++); values above it are clipped, and the clipped fraction is reported.
+
+The container keeps the whole NIfTI header (compressed): shape, sform and qform with their
+codes, voxel sizes and units, data type, scaling slope/intercept, description and intent, so the
+decoded file overlays the original in a viewer. A decode on another grid (`--scale`,
+`--voxel-size`) writes the affine of that grid: the same field of view at the new voxel size.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FormatError, InputError, OutputError
+from .base import Modality, Signal, psnr
+
+MAX_VOXELS = 1 << 28
+MAX_VOLUMES = 256
+ROBUST_PERCENTILE = 99.99
+HEADER_VERSIONS = {1: 348, 2: 540}  # NIfTI-1 / NIfTI-2 header sizes
+
+
+def _nibabel():
+    import nibabel
+
+    return nibabel
+
+
+class MRIModality(Modality):
+    name = "mri"
+    code = 4
+    extensions = (".nii.gz", ".nii")
+    spatial_dims = 3
+    network_channels = 1
+
+    def read(self, path: Path) -> Signal:
+        nib = _nibabel()
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        try:
+            img = nib.load(str(path))
+        except Exception as e:  # nibabel raises many kinds (ImageFileError, ValueError, EOFError, gzip errors)
+            raise InputError(f"{path}: not a readable NIfTI file ({_first_line(e)})") from None
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise InputError(f"{path}: not a NIfTI-1/2 image ({type(img).__name__})")
+        shape = tuple(int(s) for s in img.shape)
+        if len(shape) == 5 and shape[3] == 1:  # NIfTI's (x, y, z, 1, n): a series stored in the 5th axis
+            shape = shape[:3] + shape[4:]
+        if len(shape) not in (3, 4):
+            raise InputError(f"{path}: {len(shape)}-D data; coin codes 3-D volumes and 4-D series")
+        if min(shape) < 1 or math.prod(shape) > MAX_VOXELS:
+            raise InputError(f"{path}: {'x'.join(map(str, shape))} voxels is empty or larger than coin handles")
+        if len(shape) == 4 and shape[3] > MAX_VOLUMES:
+            raise InputError(f"{path}: {shape[3]} volumes (coin codes series of up to {MAX_VOLUMES})")
+        try:
+            data = np.asarray(img.dataobj, dtype=np.float64).reshape(shape)
+        except Exception as e:
+            raise InputError(f"{path}: cannot read the voxels ({_first_line(e)})") from None
+        if not np.all(np.isfinite(data)):
+            raise InputError(f"{path}: the volume contains NaN or infinite values")
+        low = float(data.min())
+        high = float(np.percentile(data, ROBUST_PERCENTILE))
+        if high <= low:  # e.g. mostly-constant volumes: fall back to the true maximum
+            high = float(data.max())
+        span = high - low if high > low else 1.0
+        clipped = float(np.mean(data > high))
+        values = np.clip((data - low) / span, 0.0, 1.0)
+        if values.ndim == 3:
+            values = values[..., None]
+        version = 2 if isinstance(img, nib.Nifti2Image) else 1
+        meta = {"header": bytes(img.header.binaryblock), "version": version, "low": low, "high": high,
+                "clipped": clipped, "volumes": values.shape[-1]}
+        return Signal(values.astype(np.float32), meta)
+
+    def to_network(self, signal: Signal, out_dim: int) -> np.ndarray:
+        if out_dim != 1:
+            raise InputError(f"cannot code MRI with a {out_dim}-channel codec")
+        return signal.values
+
+    def coded_channels(self, channels: int, out_dim: int) -> int:
+        return channels
+
+    # --- geometry --------------------------------------------------------------------------------
+
+    def header(self, meta: dict):
+        nib = _nibabel()
+        cls = nib.Nifti2Header if meta["version"] == 2 else nib.Nifti1Header
+        return cls(binaryblock=meta["header"], check=False)
+
+    def voxel_size(self, meta: dict) -> tuple[float, float, float]:
+        return tuple(float(z) for z in self.header(meta).get_zooms()[:3])
+
+    def shape_for_voxel_size(self, meta: dict, shape: tuple[int, ...], size: tuple[float, float, float]
+                             ) -> tuple[int, ...]:
+        """Samples per axis covering the same field of view at voxel size `size` (mm)."""
+        if len(size) != 3 or not all(math.isfinite(s) and s > 0 for s in size):
+            raise InputError("--voxel-size needs three positive sizes, e.g. 1,1,1")
+        return tuple(max(1, round(n * z / s)) for n, z, s in zip(shape, self.voxel_size(meta), size, strict=True))
+
+    def resampled(self, meta: dict, shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict:
+        """The header of the same field of view sampled on `out_shape`: voxel sizes and both
+        affines scaled so that output voxel centres land where the decoder evaluated them."""
+        if tuple(out_shape) == tuple(shape):
+            return dict(meta)
+        h = self.header(meta).copy()
+        f = np.array([n / m for n, m in zip(shape, out_shape, strict=True)], dtype=np.float64)
+        # Output voxel i sits at input index (i + 0.5) * f - 0.5 (pixel centres, see fit.py).
+        to_old = np.eye(4)
+        to_old[:3, :3] = np.diag(f)
+        to_old[:3, 3] = 0.5 * f - 0.5
+        sform, scode = h.get_sform(coded=True)
+        qform, qcode = h.get_qform(coded=True)
+        zooms = list(h.get_zooms())
+        zooms[:3] = [z * k for z, k in zip(zooms[:3], f, strict=True)]
+        h.set_data_shape((*out_shape, *h.get_data_shape()[3:]))
+        h.set_zooms(zooms)
+        if qform is not None:
+            h.set_qform(qform @ to_old, int(qcode))
+        if sform is not None:
+            h.set_sform(sform @ to_old, int(scode))
+        return dict(meta, header=bytes(h.binaryblock))
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def physical(self, signal: Signal) -> np.ndarray:
+        m = signal.meta
+        span = m["high"] - m["low"] if m["high"] > m["low"] else 1.0
+        data = signal.values.astype(np.float64) * span + m["low"]
+        return data[..., 0] if data.shape[-1] == 1 else data
+
+    def write(self, signal: Signal, path: Path) -> None:
+        nib = _nibabel()
+        name = Path(path).name.lower()
+        if not name.endswith(self.extensions):
+            raise OutputError(f"{path}: NIfTI output needs a .nii or .nii.gz name")
+        h = self.header(signal.meta).copy()
+        data = self.physical(signal)
+        dtype = h.get_data_dtype()
+        slope, inter = h.get_slope_inter()
+        if dtype.kind in "iu" and slope in (None, 1.0) and inter in (None, 0.0):
+            info = np.iinfo(dtype)  # store the integers themselves, as the original did
+            data = np.clip(np.rint(data), info.min, info.max).astype(dtype)
+            h.set_slope_inter(np.nan, np.nan)
+        h.set_data_shape(data.shape)
+        cls = nib.Nifti2Image if signal.meta["version"] == 2 else nib.Nifti1Image
+        img = cls(data, None, header=h)
+        # nibabel takes the affines from the header when none is given; keep both codes as stored.
+        img.set_sform(*h.get_sform(coded=True))
+        img.set_qform(*h.get_qform(coded=True))
+        try:
+            # A temporary name ending in .tmp would make nibabel refuse it: write through a file object.
+            gz = name.endswith(".gz")
+            with open(path, "wb") as f:
+                if gz:
+                    import gzip
+
+                    with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as z:
+                        z.write(img.to_bytes())
+                else:
+                    f.write(img.to_bytes())
+        except (OSError, ValueError) as e:
+            raise OutputError(f"{path}: cannot write NIfTI: {e}") from None
+
+    # --- measuring -------------------------------------------------------------------------------
+
+    def quality(self, original: Signal, decoded: Signal) -> dict[str, float]:
+        """PSNR over the whole volume on intensities normalised to [0, 1] (the published measure)."""
+        return {"psnr": psnr(original.values, decoded.values)}
+
+    def describe_quality(self, q: dict[str, float], meta: dict | None = None) -> str:
+        text = f"PSNR {q['psnr']:.2f} dB"
+        if meta and meta.get("clipped", 0) > 0:
+            text += f" ({100 * meta['clipped']:.3f} % of voxels clipped at the {ROBUST_PERCENTILE}th percentile)"
+        return text
+
+    def rate(self, nbytes: int, signal_shape: tuple[int, ...], meta: dict | None = None) -> dict[str, float]:
+        volumes = (meta or {}).get("volumes", 1)
+        return {"bpp": nbytes * 8 / (math.prod(signal_shape) * volumes)}
+
+    # --- container fields --------------------------------------------------------------------------
+
+    def encode_meta(self, meta: dict) -> bytes:
+        """u8 header version, f64 low, f64 high, then the zlib-compressed NIfTI header."""
+        return struct.pack("<Bdd", meta["version"], meta["low"], meta["high"]) + zlib.compress(meta["header"], 9)
+
+    def decode_meta(self, data: bytes, channels: int) -> dict:
+        bad = FormatError("corrupted MRI fields in the header")
+        if len(data) < 17:
+            raise bad
+        version, low, high = struct.unpack("<Bdd", data[:17])
+        if version not in HEADER_VERSIONS or not (math.isfinite(low) and math.isfinite(high)):
+            raise bad
+        try:
+            d = zlib.decompressobj()
+            header = d.decompress(data[17:], HEADER_VERSIONS[version] + 1)
+        except zlib.error:
+            raise bad from None
+        if len(header) != HEADER_VERSIONS[version] or not d.eof or d.unconsumed_tail:
+            raise bad
+        meta = {"header": header, "version": version, "low": low, "high": high, "clipped": 0.0,
+                "volumes": channels}
+        try:
+            h = self.header(meta)
+            h.get_zooms()
+            h.get_sform(coded=True)
+            h.get_qform(coded=True)
+            h.get_data_dtype()
+        except Exception:  # nibabel validates lazily and raises several kinds
+            raise bad from None
+        return meta
+
+    def consistent(self, meta: dict, shape: tuple[int, ...]) -> bool:
+        try:
+            stored = tuple(int(s) for s in self.header(meta).get_data_shape())
+        except Exception:
+            return False
+        if len(stored) == 5 and stored[3] == 1:
+            stored = stored[:3] + stored[4:]
+        return stored[:3] == tuple(shape) and (stored[3] if len(stored) > 3 else 1) == meta["volumes"]
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__

@@ -1,0 +1,116 @@
+"""MRI modality: NIfTI volumes keep their geometry, decode at any voxel size, errors are clear."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_nifti
+
+from coinpp import modalities
+from coinpp.cli import cli
+from coinpp.errors import InputError
+from coinpp.pipeline import decode_bytes, encode_signal
+
+MRI = modalities.get("mri")
+
+
+def _roundtrip(tmp_path, codec, src, out_name="out.nii.gz", *args):
+    r = CliRunner().invoke(cli, ["encode", str(src), "-o", str(tmp_path / "v.coin"), "--force"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "v.coin"), "-o", str(tmp_path / out_name), "--force", *args])
+    assert r.exit_code == 0, r.output
+    return nib.load(str(tmp_path / out_name)), r.output
+
+
+def test_affine_header_and_dtype_round_trip(tmp_path, tiny_mri_codec):
+    src = tmp_path / "v.nii.gz"
+    orig = write_nifti(src)
+    out, _ = _roundtrip(tmp_path, tiny_mri_codec, src)
+    assert out.shape == orig.shape and out.get_data_dtype() == np.int16
+    assert np.allclose(out.affine, orig.affine)
+    assert np.allclose(out.header.get_sform(), orig.affine) and int(out.header["sform_code"]) == 4
+    assert np.allclose(out.header.get_qform(), orig.affine) and int(out.header["qform_code"]) == 1
+    assert out.header.get_zooms() == pytest.approx(orig.header.get_zooms())
+    assert out.header.get_xyzt_units() == ("mm", "sec") and out.header["descrip"] == b"coin test volume"
+    data = np.asarray(out.dataobj)
+    assert data.dtype == np.int16 and data.min() >= 0 and data.max() <= 1000
+
+
+def test_voxel_size_decode_keeps_the_field_of_view(tmp_path, tiny_mri_codec):
+    src = tmp_path / "v.nii"
+    orig = write_nifti(src, shape=(16, 12, 8), zooms=(1.0, 1.0, 2.0))
+    out, line = _roundtrip(tmp_path, tiny_mri_codec, src, "fine.nii.gz", "--voxel-size", "0.5,0.5,1")
+    assert out.shape == (32, 24, 16) and out.header.get_zooms() == pytest.approx((0.5, 0.5, 1.0))
+    assert "32x24x16 voxels of 0.5x0.5x1 mm" in line
+
+    def corner(affine, shape, sign):  # world position of the outer face of the first/last voxel
+        idx = np.array([-0.5 if sign < 0 else n - 0.5 for n in shape] + [1.0])
+        return (affine @ idx)[:3]
+
+    for sign in (-1, 1):
+        assert np.allclose(corner(out.affine, out.shape, sign), corner(orig.affine, orig.shape, sign))
+        assert np.allclose(corner(out.header.get_qform(), out.shape, sign), corner(orig.affine, orig.shape, sign))
+    out2, _ = _roundtrip(tmp_path, tiny_mri_codec, src, "half.nii", "--scale", "0.5")
+    assert out2.shape == (8, 6, 4) and out2.header.get_zooms() == pytest.approx((2.0, 2.0, 4.0))
+
+
+def test_series_float_and_nifti2(tmp_path, tiny_mri_codec):
+    src = tmp_path / "s.nii.gz"
+    write_nifti(src, shape=(9, 10, 11, 3))
+    s = MRI.read(src)
+    assert s.values.shape == (9, 10, 11, 3)
+    enc = encode_signal(s, MRI, tiny_mri_codec)
+    decoded, p = decode_bytes(enc.data)
+    assert p.file.groups == 3 and decoded.values.shape == (9, 10, 11, 3)
+    assert MRI.rate(len(enc.data), s.spatial, s.meta)["bpp"] == pytest.approx(len(enc.data) * 8 / (990 * 3))
+    f32 = tmp_path / "f.nii"
+    write_nifti(f32, dtype=np.float32, version=2)
+    out, _ = _roundtrip(tmp_path, tiny_mri_codec, f32, "f-out.nii")
+    assert isinstance(out, nib.Nifti2Image) and out.get_data_dtype() == np.float32
+
+
+def test_robust_range_clips_outliers_and_reports_them(tmp_path):
+    vals = np.zeros((20, 20, 20), np.float32)
+    vals[5:15, 5:15, 5:15] = 100
+    vals[0, 0, 0] = 1e6  # one hot voxel: above the 99.99th percentile
+    src = tmp_path / "o.nii"
+    write_nifti(src, shape=vals.shape, values=vals)
+    s = MRI.read(src)
+    assert s.meta["high"] < 1e6 and s.meta["clipped"] == pytest.approx(1 / 8000)
+    assert "clipped at the 99.99th percentile" in MRI.describe_quality({"psnr": 30.0}, s.meta)
+
+
+def test_constant_volume_decodes_to_a_constant(tmp_path, tiny_mri_codec):
+    src = tmp_path / "c.nii"
+    write_nifti(src, values=np.full((8, 8, 8), 7, np.int16))
+    out, _ = _roundtrip(tmp_path, tiny_mri_codec, src, "c-out.nii")
+    data = np.asarray(out.dataobj)
+    assert data.dtype == np.int16 and data.min() >= 7  # a constant range: everything maps back to 7..8
+
+
+def test_bad_inputs_give_one_clear_line(tmp_path, tiny_mri_codec):
+    flat = tmp_path / "flat.nii"
+    nib.save(nib.Nifti1Image(np.zeros((10, 10), np.int16), np.eye(4)), str(flat))
+    five = tmp_path / "five.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2, 2), np.int16), np.eye(4)), str(five))
+    nan = tmp_path / "nan.nii"
+    v = np.ones((6, 6, 6), np.float32)
+    v[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(v, np.eye(4)), str(nan))
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"\x1f\x8b not really gzip")
+    for path, msg in ((flat, "2-D data"), (five, "5-D data"), (nan, "NaN"), (junk, "not a readable NIfTI")):
+        with pytest.raises(InputError, match=msg):
+            MRI.read(path)
+        r = CliRunner().invoke(cli, ["encode", str(path), "-o", str(tmp_path / "x.coin")])
+        assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output
+    src = tmp_path / "v.nii.gz"
+    write_nifti(src)
+    CliRunner().invoke(cli, ["encode", str(src), "-o", str(tmp_path / "v.coin")])
+    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "v.coin"), "-o", str(tmp_path / "o.nii"),
+                                 "--voxel-size", "1,0,1"])
+    assert r.exit_code == 1 and "three positive sizes" in r.output
+    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "v.coin"), "-o", str(tmp_path / "o.png")])
+    assert r.exit_code == 1 and ".nii.gz, .nii" in r.output
