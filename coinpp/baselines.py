@@ -246,4 +246,42 @@ CLIMATE_BASELINES = [
              _map_jpeg2000_encode, _map_jpeg2000_decode, _feature("jpg_2000"), lambda s: f"{s:g}bpv"),
 ]
 
-BY_NAME = {b.name: b for b in IMAGE_BASELINES + AUDIO_BASELINES + CLIMATE_BASELINES}
+
+
+# MRI: native data is the volume normalised to [0, 1] as 8-bit (X, Y, Z, V); slices along the third
+# axis are coded one by one as grayscale images (as published for FastMRI).
+def _slices_encode(image_encode: Callable[[np.ndarray, float], bytes]) -> Callable[[np.ndarray, float], bytes]:
+    def enc(vol: np.ndarray, setting: float) -> bytes:
+        out = [np.asarray(vol.shape, dtype="<u4").tobytes()]
+        for v in range(vol.shape[3]):
+            for z in range(vol.shape[2]):
+                data = image_encode(np.ascontiguousarray(vol[:, :, z, v])[:, :, None], setting)
+                out += [np.uint32(len(data)).tobytes(), data]
+        return b"".join(out)
+
+    return enc
+
+
+def _slices_decode(data: bytes) -> np.ndarray:
+    shape = tuple(int(v) for v in np.frombuffer(data[:16], dtype="<u4"))
+    vol = np.empty(shape, dtype=np.uint8)
+    pos = 16
+    for v in range(shape[3]):
+        for z in range(shape[2]):
+            n = int(np.frombuffer(data[pos : pos + 4], dtype="<u4")[0])
+            vol[:, :, z, v] = _pil_decode(data[pos + 4 : pos + 4 + n])[:, :, 0]
+            pos += 4 + n
+    return vol
+
+
+MRI_BASELINES = [
+    Baseline("jpeg-slices", "mri", "JPEG (Pillow/libjpeg) of every slice (third axis) as an 8-bit image, "
+             "quality sweep", (1, 3, 5, 10, 20, 40, 60, 80, 95), _slices_encode(_pil_encode("JPEG")),
+             _slices_decode, _feature("jpg"), lambda s: f"q{s:g}"),
+    Baseline("jpeg2000-slices", "mri", "JPEG 2000 (Pillow/OpenJPEG, irreversible 9/7) of every slice (third axis) "
+             "as an 8-bit image, rate sweep in bits per voxel of each slice",
+             (0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.4, 0.7, 1.0), _slices_encode(_jpeg2000_encode), _slices_decode,
+             _feature("jpg_2000"), lambda s: f"{s:g}bpp"),
+]
+
+BY_NAME = {b.name: b for b in IMAGE_BASELINES + AUDIO_BASELINES + CLIMATE_BASELINES + MRI_BASELINES}

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,13 +62,24 @@ PUBLISHED_ERA5 = {  # global ERA5 46x90 in the papers, PSNR over that data set's
     "COIN++ (published, global ERA5)": "coinpp/era5/coinpp.json",
     "JPEG2000 (published, global ERA5)": "coinpp/era5/jpeg2000.json",
 }
+PUBLISHED_FASTMRI = {  # FastMRI brain slices in the papers: other scans, other normalisation
+    "COIN++ (published, FastMRI)": "coinpp/fastmri/coinpp.json",
+    "JPEG2000 (published, FastMRI)": "coinpp/fastmri/jpeg2000.json",
+}
 SUITES = {
     "kodak": Suite("kodak", "image", "kodak", "bpp", "jpeg", "default,jpeg,jpeg2000,webp,avif,hevc-444,jpegxl",
                    PUBLISHED_KODAK, 1.0),
     "speech": Suite("speech", "audio", "speech/test", "kbps", "mp3", "default,mp3,opus", PUBLISHED_SPEECH, 40.0),
+    # The test volumes: never trained on (the MRI codecs train on the other four, see their model cards).
+    "mri": Suite("mri", "mri", "mri", "bpp", "jpeg2000-slices", "default,jpeg-slices,jpeg2000-slices",
+                 PUBLISHED_FASTMRI, 0.4, files=("MR_Gd.nii.gz", "T2w_axial.nii.gz"), published_comparable=False),
     "climate": Suite("climate", "climate", "climate", "bits/value", "sz3", "default,zfp,sz3,jpeg2000-map",
                      PUBLISHED_ERA5, 0.3, files=("era5_t2m_uk_2019-03-01_24.nc",), holdout=0.2, target_rmse=0.5,
                      published_comparable=False),
+    # NCEP/NCAR daily air temperature, 17 pressure levels on the 2.5-degree globe: the last day held out.
+    "climate-global": Suite("climate-global", "climate", "climate", "bits/value", "sz3", "default,zfp,sz3,jpeg2000-map",
+                            {}, files=("ncep_r1_air_2022_day5.nc",), holdout=0.2, target_rmse=0.5,
+                            published_comparable=False),
 }
 
 
@@ -105,8 +117,10 @@ def read_signal(modality: Modality, path: Path, suite: Suite) -> Signal:
     """A suite's test signal: the file, or only its held-out last fields (climate)."""
     signal = modality.read(path)
     if suite.holdout:
-        n = signal.spatial[0]
-        signal = modality.fields(signal, n - max(1, round(n * suite.holdout)), n)
+        dims = signal.meta["dims"]
+        per = math.prod(d["size"] for d in dims[1:-2])
+        start = modality.held_out_start(signal.meta, suite.holdout) // per
+        signal = modality.fields(signal, start, dims[0]["size"])
     return signal
 
 
@@ -117,11 +131,13 @@ def _to_native(modality: Modality, signal: Signal) -> object:
         return to_uint8(signal.values)
     if modality.name == "climate":
         return np.ma.getdata(modality.physical(signal)).astype(np.float32).reshape(signal.values.shape[:-1])
+    if modality.name == "mri":
+        return to_uint8(signal.values)
     return signal.values.astype(np.float64) * 2 - 1, signal.meta["sample_rate"]
 
 
 def _from_native(modality: Modality, decoded: np.ndarray, signal: Signal) -> Signal:
-    if modality.name == "image":
+    if modality.name in ("image", "mri"):
         return Signal(decoded.reshape(signal.values.shape).astype(np.float32) / 255, signal.meta)
     if modality.name == "climate":  # not clipped: the baselines' own errors are measured as they are
         m = signal.meta
@@ -306,7 +322,12 @@ def write_results(out: Path, rows: list[dict], descriptions: dict[str, str],
     return summary
 
 
-def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, unit: str = "bpp") -> list[str]:
+QUALITY_NOTE = {"image": "8-bit RGB output", "audio": "waveform normalised to [0, 1]",
+                "mri": "whole volume, intensities normalised to [0, 1]", "climate": "over the file's value range"}
+
+
+def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, unit: str = "bpp",
+                     modality: str = "image") -> list[str]:
     """Write the measured point of each coin codec into its config.json ("measured") and model card.
 
     Neither is part of the codec hash, so files written before stay decodable.
@@ -321,17 +342,20 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, u
         p, folder = pts[0], folders[name]
         cfg_path = folder / "config.json"
         cfg = json.loads(cfg_path.read_text())
-        cfg["measured"] = {"data": suite, "files": p["files"], unit: round(p["bpp"], 4),
+        cfg["measured"] = {"data": suite, "files": p["files"], "unit": unit, unit: round(p["bpp"], 4),
                            "psnr_db": round(p["psnr"], 3), "encode_s": round(p["encode_s"], 2),
                            "decode_s": round(p["decode_s"], 2), "command": command}
-        if "snr" in p:
-            cfg["measured"]["snr_db"] = round(p["snr"], 3)
+        for k in ("snr", "rmse", "max_error"):
+            if k in p:
+                cfg["measured"][k if k != "snr" else "snr_db"] = round(p[k], 4)
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
         card_path = folder / "MODEL_CARD.md"
         card = card_path.read_text().split("\n## Measured")[0].rstrip() + "\n"
-        quality = (f"- PSNR {p['psnr']:.2f} dB (8-bit RGB output, mean over files)\n" if unit == "bpp" else
-                   f"- PSNR {p['psnr']:.2f} dB (waveform normalised to [0, 1]), SNR {p.get('snr', float('nan')):.2f}"
-                   " dB (mean over files)\n")
+        quality = f"- PSNR {p['psnr']:.2f} dB ({QUALITY_NOTE.get(modality, modality)}, mean over files)\n"
+        if "snr" in p:
+            quality += f"- SNR {p['snr']:.2f} dB\n"
+        if "rmse" in p:
+            quality += f"- RMSE {p['rmse']:.4g}, maximum error {p['max_error']:.4g} (the variable's units)\n"
         card += (f"\n## Measured on {suite} ({p['files']} files)\n\n"
                  f"- rate {p['bpp']:.4f} {unit} (real file sizes, headers included)\n{quality}"
                  f"- encode {p['encode_s']:.1f} s, decode {p['decode_s']:.2f} s per file on "
@@ -422,9 +446,10 @@ def plot(measured: dict[str, list[tuple[float, float]]], published: dict[str, li
         if pts:
             ax.plot(*zip(*pts, strict=True), ls="--", lw=1, marker=".", alpha=0.8, label=name)
     kind = suite.modality if suite is not None else "image"
-    ax.set_xlabel({"audio": "kbps", "climate": "bits per value"}.get(kind, "bits per pixel") + " (real file sizes)")
-    ax.set_ylabel({"audio": "PSNR (dB, waveform in [0, 1])", "climate": "PSNR (dB over the file's value range)"}
-                  .get(kind, "PSNR (dB, 8-bit RGB)"))
+    ax.set_xlabel({"audio": "kbps", "climate": "bits per value", "mri": "bits per voxel"}.get(kind, "bits per pixel")
+                  + " (real file sizes)")
+    ax.set_ylabel({"audio": "PSNR (dB, waveform in [0, 1])", "climate": "PSNR (dB over the file's value range)",
+                   "mri": "PSNR (dB, whole volume, intensities in [0, 1])"}.get(kind, "PSNR (dB, 8-bit RGB)"))
     ax.set_title(title)
     ax.set_xlim(0, max_bpp)
     ax.grid(alpha=0.3)

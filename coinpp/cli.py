@@ -442,8 +442,8 @@ def list_codecs(as_json: bool) -> None:
         measured = cfg.get("measured", {})
         rows.append({"name": name, "modality": cfg.get("modality", "?"), "bits": cfg.get("bits"),
                      "default": codecs.DEFAULT_CODECS.get(cfg.get("modality")) == name,
-                     "rate": measured.get("bpp", measured.get("kbps")),
-                     "unit": "kbps" if "kbps" in measured else "bpp", "psnr": measured.get("psnr_db"),
+                     "rate": measured.get(unit := measured.get("unit", "kbps" if "kbps" in measured else "bpp")),
+                     "unit": unit, "psnr": measured.get("psnr_db"),
                      "measured_on": measured.get("data"), "folder": str(folder)})
     if as_json:
         click.echo(json.dumps(rows, indent=1))
@@ -467,7 +467,7 @@ def list_codecs(as_json: bool) -> None:
 @click.option("--depth", default=5, show_default=True, help="Number of sine layers (plus one linear output).")
 @click.option("--latent", "latent_dim", default=64, show_default=True)
 @click.option("--w0", default=30.0, show_default=True)
-@click.option("--patch", type=int, help="Patch size per axis (default: image 32, audio 200 samples).")
+@click.option("--patch", type=int, help="Patch size per axis (default: image 32, audio 200 samples, MRI 8).")
 @click.option("--batch", default=16, show_default=True)
 @click.option("--inner-steps", default=3, show_default=True)
 @click.option("--encode-steps", default=10, show_default=True, help="Steps at validation and in the codec.")
@@ -551,7 +551,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
                 console.print(f"wrote codec {folder}")
 
 
-DEFAULT_PATCH = {"image": 32, "audio": 200}
+DEFAULT_PATCH = {"image": 32, "audio": 200, "mri": 8}
 
 
 def _parse_list(text: str, option: str, kind: type, low: float, high: float) -> list:
@@ -702,7 +702,7 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
                   f"results, rd.png and bd-rate.json in {out}")
     if record_in_codecs:
         command = "coin bench " + " ".join(sys.argv[2:]).replace(" --record-in-codecs", "")
-        for name in benchmod.record_in_codecs(summary, spec.name, command, spec.unit):
+        for name in benchmod.record_in_codecs(summary, spec.name, command, spec.unit, spec.modality):
             console.print(f"recorded in codec {name}")
 
 

@@ -56,8 +56,20 @@ def fit_signals(signals: list[Signal], modality: Modality, codec: codecs.Codec, 
         values = modality.to_network(signal, out_dim)
         groups = [values[..., g : g + out_dim] for g in range(0, values.shape[-1], out_dim)]
         parts.append(np.concatenate([split(v, codec.patch)[0] for v in groups]))  # (G*P, N, C)
-    latents = fit_latents(codec.net, patch_coordinates(codec.patch), np.concatenate(parts), steps, device)
+    latents = _fit_unique(codec, patch_coordinates(codec.patch), np.concatenate(parts), steps, device)
     return list(latents.split([len(p) for p in parts]))
+
+
+def _fit_unique(codec: codecs.Codec, coords: torch.Tensor, targets: np.ndarray, steps: int,
+                device: str) -> torch.Tensor:
+    """Fit each distinct patch once: identical patches (the empty background of an MRI volume,
+    flat sky) get identical latents anyway, and a brain volume is often half background."""
+    flat = targets.reshape(len(targets), -1)
+    unique, inverse = np.unique(flat, axis=0, return_inverse=True)
+    if len(unique) > 0.9 * len(flat):
+        return fit_latents(codec.net, coords, targets, steps, device)
+    fitted = fit_latents(codec.net, coords, unique.reshape(-1, *targets.shape[1:]), steps, device)
+    return fitted[torch.from_numpy(inverse.reshape(-1))]
 
 
 def _fit_fields(signal: Signal, modality: Modality, codec: codecs.Codec, steps: int, device: str) -> torch.Tensor:

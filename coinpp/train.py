@@ -370,13 +370,12 @@ def load_fields(folder: str | Path, modality_name: str, val_fraction: float, var
             raise InputError(f"{p}: grid differs from the other training files (one grid per training run)")
         coords = c
         fields = signal.values.reshape(signal.values.shape[0], -1, signal.channels)
-        n_val = int(round(len(fields) * val_fraction))
-        if n_val < 1 or n_val >= len(fields):
+        start = modality.held_out_start(signal.meta, val_fraction)
+        if start < 1:
             raise InputError(f"{p}: {len(fields)} fields cannot be split {1 - val_fraction:.0%}/{val_fraction:.0%}")
-        train_f.append(fields[:-n_val])
-        val_f.append(fields[-n_val:])
-        notes.append(f"{p.name}: fields 0..{len(fields) - n_val - 1} train, {len(fields) - n_val}.."
-                     f"{len(fields) - 1} validation")
+        train_f.append(fields[:start])
+        val_f.append(fields[start:])
+        notes.append(f"{p.name}: fields 0..{start - 1} train, {start}..{len(fields) - 1} validation")
     return np.concatenate(train_f), np.concatenate(val_f), coords, signal.spatial[1:], "; ".join(notes)
 
 

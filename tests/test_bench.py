@@ -151,3 +151,21 @@ def test_climate_suite_measures_bits_per_value_rmse_and_ratio(tiny_climate_codec
     at = json.loads((out / "at-rmse-0.5.json").read_text())
     assert at["raw_bits_per_value"] == 32 and set(at["curves"]) >= {"zfp", "sz3", "tiny-climate"}
     assert json.loads((out / "bd-rate.json").read_text())["anchor"] == "sz3"
+
+
+def test_mri_suite_codes_slices_with_the_image_codecs(tiny_mri_codec, tmp_path):
+    from conftest import write_nifti
+
+    d = tmp_path / "vols"
+    d.mkdir()
+    write_nifti(d / "v.nii.gz", shape=(64, 56, 4))
+    out = tmp_path / "res"
+    r = CliRunner().invoke(cli, ["bench", str(d), "--codecs", "default,jpeg-slices,jpeg2000-slices", "--out",
+                                 str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    j2k = json.loads((out / "jpeg2000-slices.json").read_text())
+    assert j2k["unit"] == "bpp" and len(j2k["results"]["bpp"]) == 9
+    assert max(j2k["results"]["psnr"]) > 35  # a smooth blob at 1 bit per voxel (slices big enough for the JPEG 2000 header)
+    rows = (out / "rows.csv").read_text()
+    assert "tiny-mri-b5,b5,v.nii.gz" in rows and "jpeg-slices,q95,v.nii.gz" in rows
+    assert json.loads((out / "bd-rate.json").read_text())["anchor"] == "jpeg2000-slices"

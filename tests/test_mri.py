@@ -114,3 +114,19 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_mri_codec):
     assert r.exit_code == 1 and "three positive sizes" in r.output
     r = CliRunner().invoke(cli, ["decode", str(tmp_path / "v.coin"), "-o", str(tmp_path / "o.png")])
     assert r.exit_code == 1 and ".nii.gz, .nii" in r.output
+
+
+def test_identical_patches_are_fitted_once(tmp_path, tiny_mri_codec, monkeypatch):
+    from coinpp import pipeline
+
+    vals = np.zeros((32, 32, 16), np.int16)  # 32 patches of 8^3, 31 of them empty background
+    vals[2:6, 3:7, 1:5] = 500
+    src = tmp_path / "bg.nii"
+    write_nifti(src, values=vals)
+    s = MRI.read(src)
+    seen = []
+    real = pipeline.fit_latents
+    monkeypatch.setattr(pipeline, "fit_latents", lambda net, c, t, *a: seen.append(len(t)) or real(net, c, t, *a))
+    z = pipeline.fit_signal(s, MRI, tiny_mri_codec)
+    assert seen == [2] and len(z) == 32
+    assert (z[1:] == z[-1]).all() and not (z[0] == z[-1]).all()

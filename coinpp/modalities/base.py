@@ -60,6 +60,10 @@ class Modality:
         """Whether header fields read from a file agree with its grid shape."""
         return True
 
+    def held_out_start(self, meta: dict, fraction: float) -> int:
+        """First field of the part of a series held out for validation (climate)."""
+        raise NotImplementedError(f"{self.name} signals are not series of fields")
+
     def fields(self, signal: Signal, start: int, stop: int) -> Signal:
         """Part of a series along its first axis (climate: some hours), as a file of its own."""
         raise NotImplementedError(f"{self.name} signals are not series of fields")

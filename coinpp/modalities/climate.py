@@ -369,6 +369,14 @@ class ClimateModality(Modality):
             out["mask"] = meta["mask"][:, ilat][:, :, dlon.argmin(axis=1)]
         return out
 
+    def held_out_start(self, meta: dict, fraction: float) -> int:
+        """Index of the first field of the last `fraction` of the first leading dimension (the
+        latest hours, every level of them): what training holds out and benchmarks measure."""
+        dims = meta["dims"]
+        n = dims[0]["size"] if len(dims) > 2 else 1
+        per = math.prod(d["size"] for d in dims[1:-2])
+        return (n - max(1, round(n * fraction))) * per
+
     def fields(self, signal: Signal, start: int, stop: int) -> Signal:
         """Entries start..stop-1 of the first leading dimension (e.g. some hours of a series), as a
         file holding only those would read: its coordinate values cut, its own value range."""
