@@ -165,7 +165,7 @@ def test_mri_suite_codes_slices_with_the_image_codecs(tiny_mri_codec, tmp_path):
     assert r.exit_code == 0, r.output
     j2k = json.loads((out / "jpeg2000-slices.json").read_text())
     assert j2k["unit"] == "bpp" and len(j2k["results"]["bpp"]) == 9
-    assert max(j2k["results"]["psnr"]) > 35  # a smooth blob at 1 bit per voxel (slices big enough for the JPEG 2000 header)
+    assert max(j2k["results"]["psnr"]) > 35  # a smooth blob at 1 bpp (slices large enough for the header)
     rows = (out / "rows.csv").read_text()
     assert "tiny-mri-b5,b5,v.nii.gz" in rows and "jpeg-slices,q95,v.nii.gz" in rows
     assert json.loads((out / "bd-rate.json").read_text())["anchor"] == "jpeg2000-slices"
