@@ -419,7 +419,8 @@ def info(input: str, as_json: bool, allow_huge: bool) -> None:
         rec = {"file": input, "method": "coin++", "codec": f.codec_name, "codec_hash": f.codec_hash.hex(),
                "modality": p.modality.name, "shape": list(f.shape), "channels": f.channels,
                "patch": list(f.patch), "patches": f.num_patches, "latent_dim": f.latent_dim, "bits": f.bits}
-    rec |= {"bytes": len(data), "payload_bytes": len(f.payload), **{k: round(v, 6) for k, v in rate.items()}}
+    rec |= {"bytes": len(data), "payload_bytes": len(f.payload), "modality_fields_bytes": len(f.modality_meta),
+            **p.modality.summary(p.meta), **{k: round(v, 6) for k, v in rate.items()}}
     if as_json:
         click.echo(json.dumps(rec))
         return

@@ -184,3 +184,16 @@ def test_corrupt_climate_header_is_a_format_error(tmp_path, tiny_climate_codec):
     f.modality_meta = CLIMATE.encode_meta(meta)
     with pytest.raises(FormatError, match="disagree"):
         parse(container.write_bytes(f))
+
+
+def test_info_shows_the_variable_grid_and_header_size(tmp_path, tiny_climate_codec):
+    import json
+
+    src = tmp_path / "a.nc"
+    write_netcdf(src, UK_LAT, UK_LON, times=2, missing=True)
+    CliRunner().invoke(cli, ["encode", str(src), "-o", str(tmp_path / "a.coin")])
+    r = CliRunner().invoke(cli, ["info", str(tmp_path / "a.coin"), "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.output)
+    assert rec["variable"] == "t2m" and rec["units"] == "K" and rec["missing_values"] == 3
+    assert rec["latitudes"] == "58..50 (9)" and rec["modality_fields_bytes"] > 0 and "bits/value" in rec

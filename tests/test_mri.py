@@ -130,3 +130,13 @@ def test_identical_patches_are_fitted_once(tmp_path, tiny_mri_codec, monkeypatch
     z = pipeline.fit_signal(s, MRI, tiny_mri_codec)
     assert seen == [2] and len(z) == 32
     assert (z[1:] == z[-1]).all() and not (z[0] == z[-1]).all()
+
+
+def test_info_shows_voxel_size_and_codes(tmp_path, tiny_mri_codec):
+    import json
+
+    src = tmp_path / "v.nii.gz"
+    write_nifti(src)
+    CliRunner().invoke(cli, ["encode", str(src), "-o", str(tmp_path / "v.coin")])
+    rec = json.loads(CliRunner().invoke(cli, ["info", str(tmp_path / "v.coin"), "--json"]).output)
+    assert rec["voxel_size_mm"] == [1.0, 1.0, 2.0] and rec["sform_code"] == 4 and rec["dtype"] == "int16"

@@ -68,6 +68,10 @@ class Modality:
         """Part of a series along its first axis (climate: some hours), as a file of its own."""
         raise NotImplementedError(f"{self.name} signals are not series of fields")
 
+    def summary(self, meta: dict) -> dict:
+        """What `coin info` shows of the modality's header fields."""
+        return {}
+
     def describe_quality(self, q: dict[str, float], meta: dict | None = None) -> str:
         """One line for the CLI."""
         return ", ".join(f"{k.upper()} {v:.2f} dB" for k, v in q.items())

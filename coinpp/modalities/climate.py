@@ -398,6 +398,14 @@ class ClimateModality(Modality):
         meta = dict(m, dims=dims, low=low, high=high, mask=mask if mask is not None and mask.any() else None)
         return Signal(((phys - low) / span)[..., None].astype(np.float32), meta)
 
+    def summary(self, meta: dict) -> dict:
+        lat, lon = self.lat_lon(meta)
+        return {"variable": meta["var"], "units": str(meta["attrs"].get("units", "")),
+                "dims": [f"{d['name']}={d['size']}" for d in meta["dims"]],
+                "latitudes": f"{lat[0]:g}..{lat[-1]:g} ({lat.size})",
+                "longitudes": f"{lon[0]:g}..{lon[-1]:g} ({lon.size})", "value_range": [meta["low"], meta["high"]],
+                "missing_values": 0 if meta.get("mask") is None else int(meta["mask"].sum())}
+
     # --- writing ---------------------------------------------------------------------------------
 
     def physical(self, signal: Signal) -> np.ma.MaskedArray:

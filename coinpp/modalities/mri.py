@@ -130,6 +130,12 @@ class MRIModality(Modality):
             h.set_sform(sform @ to_old, int(scode))
         return dict(meta, header=bytes(h.binaryblock))
 
+    def summary(self, meta: dict) -> dict:
+        h = self.header(meta)
+        return {"voxel_size_mm": [round(float(z), 6) for z in h.get_zooms()[:3]], "volumes": meta["volumes"],
+                "dtype": str(h.get_data_dtype()), "sform_code": int(h["sform_code"]),
+                "qform_code": int(h["qform_code"]), "intensity_range": [meta["low"], meta["high"]]}
+
     # --- writing ---------------------------------------------------------------------------------
 
     def physical(self, signal: Signal) -> np.ndarray:
