@@ -459,6 +459,39 @@ def plot(measured: dict[str, list[tuple[float, float]]], published: dict[str, li
     plt.close(fig)
 
 
+def plot_rmse(summary: dict[str, list[dict]], path: Path, title: str, coin_curves: set[str], units: str = "",
+              target: float | None = None) -> None:
+    """Climate: RMSE in the variable's units against bits per value, both logarithmic, so codecs
+    hundreds of times apart in rate share one plot; coin codecs of one network joined."""
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    joined: dict[str, list[tuple[float, float]]] = {}
+    for codec, pts in summary.items():
+        joined.setdefault(re.sub(r"-b\d+$", "", codec), []).extend((p["bpp"], p["rmse"]) for p in pts if "rmse" in p)
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    for name, pts in joined.items():
+        coin = name in coin_curves
+        ax.plot(*zip(*sorted(pts), strict=True), marker="o", lw=2.5 if coin else 1.3, ms=5 if coin else 3,
+                label=f"coin {name}" if coin else name, zorder=3 if coin else 2)
+    if target is not None:
+        ax.axhline(target, color="grey", ls=":", lw=1, label=f"RMSE {target:g}{units and ' ' + units}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per value (real file sizes; 32 = raw float32)")
+    ax.set_ylabel(f"RMSE{f' ({units})' if units else ''}")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 FIELDS = ["codec", "setting", "file", "bytes", "bpp", "psnr", "snr", "rmse", "max_error", "encode_s", "decode_s"]
 
 

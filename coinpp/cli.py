@@ -684,6 +684,9 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
     console.print(t)
     if spec.target_rmse is not None:
         _ratio_at_rmse(summary, spec, files, out_dir)
+        units = str(benchmod.read_signal(modalities.get(spec.modality), files[0], spec).meta["attrs"].get("units", ""))
+        benchmod.plot_rmse(summary, out_dir / "rmse.png", f"{spec.name}: {', '.join(p.name for p in files)}",
+                           coin_curves, units, spec.target_rmse)
     bd = {}
     all_curves = {**measured, **published} if spec.published_comparable else dict(measured)
     if anchor in all_curves:
