@@ -236,7 +236,7 @@ def _map_jpeg2000_decode(data: bytes) -> np.ndarray:
 
 CLIMATE_BASELINES = [
     Baseline("zfp", "climate", "ZFP (zfpy), fixed-accuracy mode on the whole (fields, lat, lon) float32 array, "
-             "tolerance sweep in the variable's units", (0.5, 1, 2, 4, 8, 16, 32, 64),
+             "tolerance sweep in the variable's units", (0.5, 1, 2, 4, 8, 16, 32, 64, 128),
              _zfp_encode, _zfp_decode, _module_check("zfpy", "zfpy"), lambda s: f"tol{s:g}"),
     Baseline("sz3", "climate", "SZ3 (pysz), absolute error bound on the whole (fields, lat, lon) float32 array, "
              "bound sweep in the variable's units", (0.25, 0.5, 1, 1.5, 2, 3, 4, 6),

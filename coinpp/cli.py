@@ -728,10 +728,28 @@ def _ratio_at_rmse(summary: dict, spec, files: list[Path], out_dir: Path) -> Non
         t.add_row(name, "outside the measured range" if rate is None else f"{rate:.4f}",
                   "" if rate is None else f"{bits_raw / rate:.0f}x")
     console.print(t)
+    # Each coin point against every other curve at the same RMSE: how many times smaller coin's file is.
+    coin = {n for n in summary if codecs.available().get(n)}
+    others = {n: pts for n, pts in joined.items() if not any(re.sub(r"-b\d+$", "", c) == n for c in coin)}
+    matched = []
+    for name in sorted(coin):
+        for p in summary[name]:
+            row = {"codec": name, "rate": p["bpp"], "rmse": p.get("rmse")}
+            for other, pts in others.items():
+                r = benchmod.rate_at_rmse(pts, p["rmse"]) if p.get("rmse") else None
+                row[f"{other}_rate"] = r
+                row[f"{other}_over_coin"] = None if r is None else r / p["bpp"]
+            matched.append(row)
+    if matched:
+        mt = Table("coin point", "RMSE", spec.unit, *[f"{o} / coin" for o in others])
+        for row in matched:
+            mt.add_row(row["codec"], f"{row['rmse']:.4g}", f"{row['rate']:.4f}",
+                       *["-" if row[f"{o}_over_coin"] is None else f"{row[f'{o}_over_coin']:.2f}x" for o in others])
+        console.print(mt)
     (out_dir / f"at-rmse-{spec.target_rmse:g}.json").write_text(json.dumps(
         {"rmse": spec.target_rmse, "unit": spec.unit, "raw_bits_per_value": bits_raw,
-         "method": "log rate interpolated linearly in log RMSE between measured points", "curves": rec},
-        indent=1) + "\n")
+         "method": "log rate interpolated linearly in log RMSE between measured points", "curves": rec,
+         "coin_points_matched": matched}, indent=1) + "\n")
 
 
 def main() -> None:
