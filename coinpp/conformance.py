@@ -63,6 +63,8 @@ def sample_signals(modality: str = "image") -> dict[str, Signal]:
 
     if modality == "climate":
         return {"uk-6x9x13": _climate_sample()}
+    if modality == "mri":
+        return {"blob-13x11x9": _mri_sample()}
     if modality == "audio":
         t = np.arange(4801) / 16000
         rng = np.random.default_rng(0)
@@ -110,6 +112,26 @@ def _climate_sample() -> Signal:
             data[2, 4, 6] = np.ma.masked
             v[...] = data
         return modalities.get("climate").read(path)
+
+
+def _mri_sample() -> Signal:
+    """A 13 x 11 x 9 int16 volume (a smooth blob, 1 x 1 x 2 mm, oblique affine): written as NIfTI
+    and read back, so the stored header is a real one."""
+    import tempfile
+
+    import nibabel as nib
+
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in (13, 11, 9)], indexing="ij")
+    values = (1000 * np.exp(-2 * (grid[0] ** 2 + 2 * grid[1] ** 2 + grid[2] ** 2))).astype(np.int16)
+    affine = np.array([[0.96, -0.3, 0, -20], [0.3, 0.96, 0, 15], [0, 0, 2, -30], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(values, affine)
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 4)
+    img.header.set_xyzt_units("mm", "sec")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "blob.nii"
+        nib.save(img, str(path))
+        return modalities.get("mri").read(path)
 
 
 def write(root: Path = ROOT, codec_names: list[str] | None = None) -> list[Path]:
@@ -163,7 +185,7 @@ def write_coin(root: Path = ROOT) -> list[Path]:
 
 def _quantized(modality: str, values: np.ndarray) -> np.ndarray:
     """The decoded output as its file stores it: 8-bit images; 16-bit levels of audio and of the
-    normalised climate values."""
+    normalised climate and MRI values."""
     if modality == "image":
         return to_uint8(values)
     return np.clip(np.rint(values * 65535.0), 0, 65535).astype(np.uint16)
