@@ -3,7 +3,7 @@
 header with and without the preset dictionary, and encode steps. Writes
 benchmarks/results/climate/levers.json.
 
-    python benchmarks/climate_levers.py [codec-prefix]      (default era5-t2m-4x128-l16)
+    python benchmarks/climate_levers.py [codec-prefix]      (default era5-t2m-5x128-l16)
 """
 
 import json
@@ -18,7 +18,7 @@ from coinpp.bench import SUITES, read_signal
 from coinpp.modalities.climate import ClimateModality
 from coinpp.pipeline import decode_bytes, fit_signal, pack
 
-PREFIX = sys.argv[1] if len(sys.argv) > 1 else "era5-t2m-4x128-l16"
+PREFIX = sys.argv[1] if len(sys.argv) > 1 else "era5-t2m-5x128-l16"
 DATA = Path("../shared/data")
 OUT = Path("benchmarks/results/climate/levers.json")
 

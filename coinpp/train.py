@@ -449,7 +449,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                 f"inner steps, Adam lr {cfg['outer_lr']} with cosine decay over the last 30 %\n"
                 f"- hardware: {state.get('hardware', 'unknown')}\n"
                 f"- validation PSNR ({encode_steps} steps, unquantized): {state['best_val_psnr']:.2f} dB\n"
-                f"- tables from {table_patches} training crops\n{extra_card}")
+                f"- tables from {table_patches} training {'crops' if coords is None else 'fields'}\n{extra_card}")
         write_folder(root / name, config, net, q, table, card, delta)
         written.append(root / name)
     return written
