@@ -186,13 +186,13 @@ def decode_parsed(p: Parsed, scale: float | None = None, size: tuple[int, ...] |
 
 def _decode_fields(p: Parsed, meta: dict, device: str, allow_huge: bool) -> Signal:
     """Evaluate every field's latent at the points `meta` describes (any grid)."""
-    coords = torch.from_numpy(p.modality.coordinates(meta))
     fields = p.file.shape[0]
-    if not allow_huge and fields * coords.shape[0] > container.MAX_SAMPLES:
-        raise LimitError("requested output exceeds the safety cap; pass --allow-huge")
+    spatial = (fields, *(int(d["size"]) for d in meta["dims"][-2:]))
+    if not allow_huge and math.prod(spatial) > container.MAX_SAMPLES:  # before the grid is allocated
+        raise LimitError(f"requested output {'x'.join(map(str, spatial))} exceeds the safety cap; pass --allow-huge")
+    coords = torch.from_numpy(p.modality.coordinates(meta))
     latents = torch.from_numpy(p.codec.quantizer.dequantize(decode_symbols(p)))
     values = evaluate_fields(p.codec.net, latents, coords, device)  # (fields, points, C)
-    spatial = (fields, *(int(d["size"]) for d in meta["dims"][-2:]))
     values = np.clip(values, 0.0, 1.0).reshape(*spatial, -1)
     return Signal(p.modality.from_network(values, meta).astype(np.float32), meta)
 

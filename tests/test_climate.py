@@ -197,3 +197,13 @@ def test_info_shows_the_variable_grid_and_header_size(tmp_path, tiny_climate_cod
     rec = json.loads(r.output)
     assert rec["variable"] == "t2m" and rec["units"] == "K" and rec["missing_values"] == 3
     assert rec["latitudes"] == "58..50 (9)" and rec["modality_fields_bytes"] > 0 and "bits/value" in rec
+
+
+def test_huge_requested_grid_is_refused_before_allocating(tmp_path, tiny_climate_codec):
+    src = tmp_path / "a.nc"
+    write_netcdf(src, UK_LAT, UK_LON, times=2, missing=True)  # a mask to resample too
+    r = CliRunner().invoke(cli, ["encode", str(src), "-o", str(tmp_path / "a.coin")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "a.coin"), "-o", str(tmp_path / "b.nc"),
+                                 "--lat", "50:58:20000", "--lon", "-10:2:20000"])
+    assert r.exit_code == 1 and "safety cap" in r.output
