@@ -276,8 +276,8 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
         from .container import MAX_SAMPLES
 
         if not allow_huge and parsed.file.shape[0] * new_lat.size * new_lon.size > MAX_SAMPLES:  # before the mask
-            raise InputError(f"requested grid of {new_lat.size}x{new_lon.size} points per field exceeds the safety cap; "
-                             "pass --allow-huge")
+            raise InputError(f"requested grid of {new_lat.size}x{new_lon.size} points per field exceeds the "
+                             "safety cap; pass --allow-huge")
         target_meta = modality.regridded(parsed.meta, new_lat, new_lon)
     elif any(v is not None for v in grid_options):
         raise InputError(f"--grid, --lat and --lon apply to climate data, not to {modality.name}")
