@@ -436,7 +436,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
         patch_text = f"{patch[0]}-sample" if len(patch) == 1 else "x".join(map(str, patch))
         patch_text = f"{patch_text} patches" if coords is None else "one latent per whole field (points on the sphere)"
         series = " (each field coded as its difference from the field before)" if delta is not None else ""
-        held_out = "random crops; 3 files held out for validation" if coords is None else \
+        held_out = f"random crops; {cfg['val_files']} file(s) held out for validation" if coords is None else \
             "whole fields; the latest fields of each file held out for validation"
         card = (f"# {name}\n\nCOIN++ {cfg['modality']} codec: LatentModulatedSiren {arch.tag} "
                 f"({arch.depth} sine layers of width {arch.width}, w0 {arch.w0}, latent {arch.latent_dim}, "
