@@ -91,8 +91,9 @@ def test_default_climate_codec_on_held_out_hours():
     dec, _ = decode_bytes(enc.data, device="cpu")
     q = climate.quality(sig, dec)
     rate = climate.rate(len(enc.data), sig.spatial, sig.meta)
-    # The card measures RMSE ~0.7 K at ~570x over the last 115 hours; a broken fit or table lands far off.
-    assert q["rmse"] < 1.2 and rate["ratio"] > 150
+    # Measured RMSE 0.49 K at 129x when shipped (24 hours: the ~0.6 KB of attributes and coordinates weigh
+    # more than over the card's 115 hours, 311x); a broken fit or table lands far off.
+    assert q["rmse"] < 0.8 and rate["ratio"] > 90
 
 
 def test_default_mri_codec_on_a_held_out_volume(tmp_path):
