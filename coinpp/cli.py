@@ -365,8 +365,8 @@ def _print_summary(rec: dict) -> None:
               + (f" ({rec['files_per_s']:.2f} files/s, {rec['mb_per_s']:.2f} MB/s)" if rec["done"] else ""))
     t.add_row("bytes", f"{rec['bytes_in']:,} -> {rec['bytes_out']:,}"
               + (f" (ratio {rec['ratio']:.1f})" if rec["ratio"] else ""))
-    for k, v in rec["mean_quality"].items():
-        t.add_row(f"mean {k.upper()}", f"{v:.2f} dB")
+    for k, v in rec["mean_quality"].items():  # RMSE and max error are in each file's own units
+        t.add_row(f"mean {k.upper().replace('_', ' ')}", f"{v:.2f} dB" if k in ("psnr", "snr") else f"{v:.4g}")
     if rec["existing_skipped"]:
         t.add_row("already there", f"{rec['existing_skipped']} skipped (use --force to redo)")
     if rec["unknown_skipped"]:
