@@ -688,8 +688,9 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
                       *[f"{p.get(k, float('nan')):.4g}" for k in extra], f"{p['encode_s']:.2f}", f"{p['decode_s']:.2f}")
     console.print(t)
     if spec.target_rmse is not None:
-        _ratio_at_rmse(summary, spec, files, out_dir)
-        units = str(benchmod.read_signal(modalities.get(spec.modality), files[0], spec).meta["attrs"].get("units", ""))
+        meta = benchmod.read_signal(modalities.get(spec.modality), files[0], spec).meta
+        _ratio_at_rmse(summary, spec, meta, out_dir)
+        units = str(meta["attrs"].get("units", ""))
         benchmod.plot_rmse(summary, out_dir / "rmse.png", f"{spec.name}: {', '.join(p.name for p in files)}",
                            coin_curves, units, spec.target_rmse)
     bd = {}
@@ -715,16 +716,14 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
             console.print(f"recorded in codec {name}")
 
 
-def _ratio_at_rmse(summary: dict, spec, files: list[Path], out_dir: Path) -> None:
+def _ratio_at_rmse(summary: dict, spec, meta: dict, out_dir: Path) -> None:
     """Each curve's rate and compression ratio at the suite's target RMSE (interpolated)."""
     from . import bench as benchmod
 
     joined: dict[str, list[dict]] = {}
     for codec, pts in summary.items():
         joined.setdefault(re.sub(r"-b\d+$", "", codec), []).extend(pts)
-    modality = modalities.get(spec.modality)
-    signal = benchmod.read_signal(modality, files[0], spec)
-    bits_raw = 8 * np.dtype(signal.meta.get("dtype", "<f4")).itemsize
+    bits_raw = 8 * np.dtype(meta.get("dtype", "<f4")).itemsize
     rec = {}
     t = Table("curve", f"{spec.unit} at RMSE {spec.target_rmse:g}", "compression ratio")
     for name, pts in joined.items():

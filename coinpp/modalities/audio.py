@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError, OutputError
-from .base import Modality, Signal, psnr
+from .base import Modality, Signal, first_line, psnr
 
 MAX_SAMPLE_RATE = 1_000_000
 MAX_SAMPLES = 1 << 28  # frames x channels read into memory; the container caps the rest
@@ -49,7 +49,7 @@ class AudioModality(Modality):
         try:
             info = sf.info(str(path))
         except (RuntimeError, sf.LibsndfileError) as e:  # LibsndfileError is a RuntimeError in new versions
-            raise InputError(f"{path}: not a readable audio file ({_first_line(e)})") from None
+            raise InputError(f"{path}: not a readable audio file ({first_line(e)})") from None
         if info.subtype not in SUBTYPE_CODES:
             raise InputError(f"{path}: audio sample format {info.subtype} is not supported "
                              f"(supported: {', '.join(SUBTYPE_CODES)})")
@@ -62,7 +62,7 @@ class AudioModality(Modality):
         try:
             data, rate = sf.read(str(path), dtype="float64", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as e:
-            raise InputError(f"{path}: cannot read audio: {_first_line(e)}") from None
+            raise InputError(f"{path}: cannot read audio: {first_line(e)}") from None
         if data.shape[0] == 0:
             raise InputError(f"{path}: empty audio (no samples)")
         if not np.all(np.isfinite(data)):
@@ -85,7 +85,7 @@ class AudioModality(Modality):
         try:
             sf.write(str(path), samples, int(signal.meta["sample_rate"]), subtype=subtype, format=fmt)
         except (RuntimeError, sf.LibsndfileError) as e:
-            raise OutputError(f"{path}: cannot write audio: {_first_line(e)}") from None
+            raise OutputError(f"{path}: cannot write audio: {first_line(e)}") from None
 
     def to_network(self, signal: Signal, out_dim: int) -> np.ndarray:
         if out_dim != 1 and signal.channels != out_dim:
@@ -125,7 +125,3 @@ class AudioModality(Modality):
         if not 1 <= rate <= MAX_SAMPLE_RATE or code not in SUBTYPES or channels > MAX_CHANNELS:
             raise FormatError("corrupted audio fields in the header")
         return {"sample_rate": rate, "subtype": SUBTYPES[code], "channels": channels}
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__

@@ -124,3 +124,8 @@ class Modality:
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+def first_line(e: Exception) -> str:
+    """The first line of a library's error message (some span several lines), for one-line errors."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__

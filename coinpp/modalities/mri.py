@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError, OutputError
-from .base import Modality, Signal, psnr
+from .base import Modality, Signal, first_line, psnr
 
 MAX_VOXELS = 1 << 28
 MAX_VOLUMES = 256
@@ -50,7 +50,7 @@ class MRIModality(Modality):
         try:
             img = nib.load(str(path))
         except Exception as e:  # nibabel raises many kinds (ImageFileError, ValueError, EOFError, gzip errors)
-            raise InputError(f"{path}: not a readable NIfTI file ({_first_line(e)})") from None
+            raise InputError(f"{path}: not a readable NIfTI file ({first_line(e)})") from None
         if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
             raise InputError(f"{path}: not a NIfTI-1/2 image ({type(img).__name__})")
         shape = tuple(int(s) for s in img.shape)
@@ -65,7 +65,7 @@ class MRIModality(Modality):
         try:
             data = np.asarray(img.dataobj, dtype=np.float64).reshape(shape)
         except Exception as e:
-            raise InputError(f"{path}: cannot read the voxels ({_first_line(e)})") from None
+            raise InputError(f"{path}: cannot read the voxels ({first_line(e)})") from None
         if not np.all(np.isfinite(data)):
             raise InputError(f"{path}: the volume contains NaN or infinite values")
         low = float(data.min())
@@ -233,7 +233,3 @@ class MRIModality(Modality):
         if len(stored) == 5 and stored[3] == 1:
             stored = stored[:3] + stored[4:]
         return stored[:3] == tuple(shape) and (stored[3] if len(stored) > 3 else 1) == meta["volumes"]
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
