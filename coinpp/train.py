@@ -312,6 +312,10 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
             save_checkpoint(last, net, opt, state)
             log.write(json.dumps({"step": step, "final": True, "val_psnr": v,
                                   "elapsed_s": round(state["elapsed_s"], 1)}) + "\n")
+        if distributed:
+            # The other ranks wait for rank 0's final validation and checkpoint: one that tore its
+            # process group down first aborted gloo now and then ("terminate called ...", 2 runs in 15).
+            dist.barrier()
     finally:
         if bar is not None:
             bar.stop()
