@@ -174,7 +174,7 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
     """Encode every file of a known type under `root` into `out` (COIN++ codecs): each with the
     default codec of its modality, or all files of `codec_name`'s modality with that codec."""
     from .device import pick_device
-    from .pipeline import decode_bytes, fit_signals, pack
+    from .pipeline import decode_bytes, fit_signals, pack, refine_signal
 
     forced = codecs.load(codec_name) if codec_name else None
     batch_patches = batch_patches or BATCH_PATCHES[pick_device(device).type]
@@ -218,7 +218,7 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
         share = (time.perf_counter() - started) / len(group)
         for ((item, _, dst), signal, _, _), lat in zip(group, latents, strict=True):
             with _outcome(item, dst, report, notify, share):
-                enc = pack(lat, signal, modality, codec)
+                enc = pack(refine_signal(lat, signal, modality, codec, device), signal, modality, codec)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(dst, enc.data, force)
                 item.bytes_out = len(enc.data)

@@ -24,7 +24,7 @@ from .baselines import Baseline
 from .errors import InputError
 from .modalities import Modality, Signal
 from .modalities.image import to_uint8
-from .pipeline import decode_bytes, fit_signal, pack
+from .pipeline import decode_bytes, fit_signal, pack, refine_signal
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
             t_fit = time.perf_counter() - t0
             for c in group:
                 t0 = time.perf_counter()
-                enc = pack(latents, signal, image, c)
+                enc = pack(refine_signal(latents, signal, image, c, device), signal, image, c)
                 t_enc = t_fit + time.perf_counter() - t0
                 t0 = time.perf_counter()
                 decoded, _ = decode_bytes(enc.data, device=device)

@@ -26,6 +26,7 @@ from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 
 from .container import HASH_BYTES
+from .entropy import ContextModel
 from .errors import CodecError
 from .model import LatentModulatedSiren, SirenConfig
 from .quantize import Quantizer
@@ -48,7 +49,10 @@ def search_path() -> list[Path]:
 
 def codec_hash(folder: Path, config: dict) -> bytes:
     h = hashlib.sha256()
-    h.update(json.dumps({k: config.get(k) for k in _DECODE_FIELDS}, sort_keys=True).encode())
+    fields = {k: config.get(k) for k in _DECODE_FIELDS}
+    if "context" in config:  # only where present, so codecs written before it keep their hash
+        fields["context"] = config["context"]
+    h.update(json.dumps(fields, sort_keys=True).encode())
     for name in ("weights.safetensors", "tables.safetensors"):
         h.update((folder / name).read_bytes())
     return h.digest()[:HASH_BYTES]
@@ -66,6 +70,8 @@ class Codec:
     # (D, 2 * levels - 1) int32: rows after the first coded as differences from the row before
     # (series of fields); None: every row coded with `table`.
     delta_table: np.ndarray | None = None
+    # Neighbour context adapted to the file (images); None: the static tables above.
+    context: ContextModel | None = None
 
     @property
     def modality(self) -> str:
@@ -82,6 +88,12 @@ class Codec:
     @property
     def bits(self) -> int:
         return self.quantizer.bits
+
+    @property
+    def refine(self) -> dict | None:
+        """Encoder-only: Adam steps after the SGD steps, e.g. {"steps": 10, "lr": 0.5, "quantized": true}
+        (lr as a fraction of each dimension's quantizer step). Files decode the same either way."""
+        return self.config.get("refine")
 
 
 def load_folder(folder: Path) -> Codec:
@@ -104,11 +116,20 @@ def load_folder(folder: Path) -> Codec:
         delta = t["delta_table"].astype(np.int32) if "delta_table" in t else None
         if delta is not None and delta.shape != (table.shape[0], 2 * table.shape[1] - 1):
             raise ValueError("delta_table does not match table")
+        context = None
+        if "context" in config:
+            spec, prior = config["context"], t["context_prior"].astype(np.int32)
+            expected = (table.shape[0], spec["buckets"], table.shape[1])
+            if spec.get("model") != "neighbour-mean" or prior.shape != expected:
+                raise ValueError("context_prior does not match the context model or the table")
+            if not 1 <= int(spec["adapt"]) <= 1 << 16:
+                raise ValueError("context adapt out of range")
+            context = ContextModel(prior, int(spec["adapt"]))
     except CodecError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, SafetensorError) as e:
         raise CodecError(f"codec folder {folder} is incomplete or unreadable ({e.__class__.__name__}: {e})") from None
-    return Codec(name, folder, config, net, quantizer, table, actual, delta)
+    return Codec(name, folder, config, net, quantizer, table, actual, delta, context)
 
 
 def available() -> dict[str, Path]:
@@ -148,7 +169,8 @@ def default_for(modality: str) -> str:
 
 
 def write_folder(folder: Path, config: dict, net: LatentModulatedSiren, quantizer: Quantizer,
-                 table: np.ndarray, model_card: str, delta_table: np.ndarray | None = None) -> Codec:
+                 table: np.ndarray, model_card: str, delta_table: np.ndarray | None = None,
+                 context_prior: np.ndarray | None = None) -> Codec:
     """Write a codec folder (config gets its hash) and load it back to verify."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -158,6 +180,8 @@ def write_folder(folder: Path, config: dict, net: LatentModulatedSiren, quantize
               "table": table.astype(np.int32)}
     if delta_table is not None:
         tables["delta_table"] = delta_table.astype(np.int32)
+    if context_prior is not None:
+        tables["context_prior"] = context_prior.astype(np.int32)
     save_np(tables, str(folder / "tables.safetensors"))
     config = dict(config, bits=quantizer.bits)
     config["hash"] = codec_hash(folder, config).hex()

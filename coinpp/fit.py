@@ -17,6 +17,7 @@ import torch
 
 from .device import pick_device
 from .model import LatentModulatedSiren
+from .quantize import Quantizer
 
 FIT_CHUNK = 64  # patches per chunk: past ~16-64 the CPU gains nothing and memory grows
 # A GPU needs far larger batches to be busy (about 3 MB per 32x32 patch at width 128): this is what
@@ -38,6 +39,44 @@ def fit_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.nda
     for part in t.split(chunk):
         out.append(net.inner_loop(coords, part.to(dev), steps).cpu())
     return torch.cat(out) if out else torch.zeros(0, net.cfg.latent_dim)
+
+
+@torch.no_grad()
+def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.ndarray | torch.Tensor,
+                   latents: torch.Tensor, steps: int, lr: np.ndarray, quantizer: Quantizer | None = None,
+                   device: str = "auto", chunk: int | None = None) -> torch.Tensor:
+    """Adam on the latents after the meta-learned SGD steps, optionally quantization-aware.
+
+    With a quantizer, every gradient is taken at the quantized latents and passed straight
+    through the rounding, so the latents move to where their *quantized* values fit the patch.
+    `lr` (D,) is per dimension (the codec sets it as a fraction of each dimension's quantizer
+    step). Each patch keeps the best latent it visited, judged on the loss at its quantized
+    value, so refinement never ends worse than it started.
+    """
+    dev = pick_device(device)
+    chunk = chunk or (FIT_CHUNK_CUDA if dev.type == "cuda" else FIT_CHUNK)
+    net = net.to(dev)
+    coords = coords.to(dev)
+    t = torch.as_tensor(targets, dtype=torch.float32)
+    rate = torch.as_tensor(lr, dtype=torch.float32, device=dev)
+    b1, b2, eps = 0.9, 0.999, 1e-12
+    out = []
+    for part, z0 in zip(t.split(chunk), latents.split(chunk), strict=True):
+        part, z = part.to(dev), z0.to(dev).clone()
+        m, v = torch.zeros_like(z), torch.zeros_like(z)
+        best, best_loss = z.clone(), torch.full((len(z),), float("inf"), device=dev)
+        for k in range(1, steps + 1):
+            at = quantizer.quantize_ste(z) if quantizer is not None else z
+            loss, g = net.loss_and_latent_grad(coords, at, part)
+            better = loss < best_loss
+            best[better], best_loss[better] = z[better], loss[better]
+            if k == steps:
+                break
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            z = z - rate * (m / (1 - b1**k)) / ((v / (1 - b2**k)).sqrt() + eps)
+        out.append(best.cpu())
+    return torch.cat(out) if out else latents
 
 
 def _axis_samples(size: int, out_size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:

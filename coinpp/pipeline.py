@@ -15,7 +15,7 @@ import torch
 from . import codec as codecs
 from . import container, entropy, modalities
 from .errors import CodecError, FormatError, InputError, LimitError
-from .fit import evaluate_fields, evaluate_grid, fit_latents
+from .fit import evaluate_fields, evaluate_grid, fit_latents, refine_latents
 from .modalities import Modality, Signal
 from .patching import patch_coordinates, split
 
@@ -82,22 +82,50 @@ def _fit_fields(signal: Signal, modality: Modality, codec: codecs.Codec, steps: 
     return fit_latents(codec.net, coords, targets, steps, device)
 
 
+def refine_signal(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codecs.Codec,
+                  device: str = "auto") -> torch.Tensor:
+    """The codec's encoder-side refinement (Adam, through the quantizer) of fitted latents; the
+    latents unchanged when the codec has none."""
+    spec = codec.refine
+    if not spec or not spec.get("steps") or modality.absolute_coordinates:
+        return latents
+    out_dim = codec.net.cfg.out_dim
+    values = modality.to_network(signal, out_dim)
+    targets = np.concatenate([split(values[..., g : g + out_dim], codec.patch)[0]
+                              for g in range(0, values.shape[-1], out_dim)])
+    quantizer = codec.quantizer if spec.get("quantized", True) else None
+    return refine_latents(codec.net, patch_coordinates(codec.patch), targets, latents, int(spec["steps"]),
+                          float(spec["lr"]) * codec.quantizer.step, quantizer, device)
+
+
+def _patch_grid(codec: codecs.Codec, shape: tuple[int, ...], groups: int) -> tuple[int, int, int]:
+    """(groups, rows, cols) of patches, the order the neighbour context walks them."""
+    if len(shape) != 2 or len(codec.patch) != 2:
+        raise CodecError(f"codec {codec.name!r}: the neighbour context needs 2-D data")
+    return (groups, *(math.ceil(s / p) for s, p in zip(shape, codec.patch, strict=True)))
+
+
 def pack(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codecs.Codec) -> Encoded:
     """Quantize and entropy code fitted latents into .coin bytes."""
     symbols = codec.quantizer.quantize(latents)
+    groups = modality.coded_channels(signal.channels, codec.net.cfg.out_dim) // codec.net.cfg.out_dim
+    if codec.context is not None:
+        payload = entropy.encode_context(symbols, _patch_grid(codec, signal.spatial, groups), codec.context)
+    else:
+        payload = entropy.encode(symbols, codec.table, codec.delta_table)
     f = container.CoinFile(
         codec_name=codec.name, codec_hash=codec.hash, modality=modality.code, shape=signal.spatial,
         channels=signal.channels, patch=modality.file_patch(codec.patch, signal.spatial), bits=codec.bits,
-        latent_dim=codec.net.cfg.latent_dim, payload=entropy.encode(symbols, codec.table, codec.delta_table),
-        modality_meta=modality.encode_meta(signal.meta),
-        groups=modality.coded_channels(signal.channels, codec.net.cfg.out_dim) // codec.net.cfg.out_dim)
+        latent_dim=codec.net.cfg.latent_dim, payload=payload, modality_meta=modality.encode_meta(signal.meta),
+        groups=groups)
     return Encoded(container.write_bytes(f), symbols, codec)
 
 
 def encode_signal(signal: Signal, modality: Modality, codec: codecs.Codec, steps: int | None = None,
                   device: str = "auto") -> Encoded:
-    """Fit, quantize and entropy code one signal; returns the .coin bytes."""
-    return pack(fit_signal(signal, modality, codec, steps, device), signal, modality, codec)
+    """Fit (and refine), quantize and entropy code one signal; returns the .coin bytes."""
+    latents = refine_signal(fit_signal(signal, modality, codec, steps, device), signal, modality, codec, device)
+    return pack(latents, signal, modality, codec)
 
 
 @dataclass
@@ -144,6 +172,9 @@ def parse(data: bytes, allow_huge: bool = False) -> Parsed:
 def decode_symbols(p: Parsed) -> np.ndarray:
     if p.codec is None:
         raise FormatError("a COIN file holds network weights, not latent symbols")
+    if p.codec.context is not None:
+        grid = _patch_grid(p.codec, p.file.shape, p.file.groups)
+        return entropy.decode_context(p.file.payload, grid, p.codec.context)
     return entropy.decode(p.file.payload, p.file.num_patches, p.codec.table, p.codec.delta_table)
 
 

@@ -248,7 +248,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
         bar.start()
     t_start = time.time() - state["elapsed_s"]
     step = state["step"]
-    recent: list[float] = []
+    recent: list[torch.Tensor] = []
     try:
         while True:
             prog = progress_of(step, time.time() - t_start)
@@ -266,11 +266,12 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
             loss.backward()
             opt.step()
             step += 1
-            recent = (recent + [loss.item()])[-50:]
+            # Kept on the device: reading the loss every step would make a GPU wait for each step.
+            recent = (recent + [loss.detach()])[-50:]
             if bar is not None:
-                train_psnr = psnr_from_mse(torch.tensor(np.mean(recent))).item()
+                train_psnr = psnr_from_mse(torch.stack(recent).mean()).item()
                 bar.update(task, completed=int(1000 * prog),
-                           info=f"step {step} loss {np.mean(recent):.5f} psnr {train_psnr:.2f} "
+                           info=f"step {step} loss {torch.stack(recent).mean().item():.5f} psnr {train_psnr:.2f} "
                                 f"best val {state['best_val_psnr']:.2f}")
             if step % cfg.val_every:
                 continue
@@ -279,7 +280,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
                 v = validate(net, coords, val, cfg.test_steps)
                 state.update(step=step, elapsed_s=time.time() - t_start)
                 rec = {"step": step, "elapsed_s": round(state["elapsed_s"], 1),
-                       "train_loss": float(np.mean(recent)), "val_psnr": v,
+                       "train_loss": torch.stack(recent).mean().item(), "val_psnr": v,
                        "lr": opt.param_groups[0]["lr"], "device": device.type, "world": world}
                 if v > state["best_val_psnr"]:
                     state.update(best_val_psnr=v, best_step=step)
@@ -386,15 +387,21 @@ def load_fields(folder: str | Path, modality_name: str, val_fraction: float, var
 def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root: Path, name_prefix: str,
                   bits_list: list[int], encode_steps: int, table_patches: int = 4096,
                   seed: int = 0, device: str = "auto", extra_card: str = "",
-                  clip_std: float | list[float] = 3.0, coords: np.ndarray | None = None) -> list[Path]:
+                  clip_std: float | list[float] = 3.0, coords: np.ndarray | None = None,
+                  context: tuple[int, list[int]] | None = None, refine: dict | None = None) -> list[Path]:
     """Turn a checkpoint into codec folders, one per bit depth (one rate point each).
 
     Latents are fitted to `table_patches` random crops of the training signals at the encode
     step count; their per-dimension statistics give the quantizer ranges, and their symbols
     the integer entropy tables.
+
+    `context` (buckets, adapt per bit depth) gives image codecs the neighbour context of entropy.py:
+    the latents are then fitted to the patch grids of whole training images (in a seeded order,
+    until `table_patches` patches), whose neighbours train its prior. `refine` is stored as the
+    codecs' encoder-side refinement (pipeline.refine_signal).
     """
     from .codec import write_folder
-    from .entropy import frequency_table, residuals
+    from .entropy import context_prior, frequency_table, residuals
     from .fit import fit_latents
     from .quantize import Quantizer
 
@@ -402,7 +409,22 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
     net.eval().requires_grad_(False)
     cfg = state["config"]
     patch = tuple(cfg["patch"])
-    if coords is None:
+    grids: list[tuple[int, ...]] = []
+    if context is not None:
+        if coords is not None or len(patch) != 2:
+            raise InputError("the neighbour context is for 2-D patch grids (images)")
+        from .patching import split
+
+        parts = []
+        for k in np.random.default_rng(seed + 99).permutation(len(signals)):
+            p, grid = split(signals[k], patch)
+            parts.append(p)
+            grids.append(grid.counts)
+            if sum(len(x) for x in parts) >= table_patches:
+                break
+        crops, points = torch.from_numpy(np.concatenate(parts)).float(), patch_coordinates(patch)
+        table_patches = len(crops)
+    elif coords is None:
         crops = CropSampler(signals, patch, seed=seed + 99).sample(table_patches)
         points = patch_coordinates(patch)
     else:  # every training field once, in order (no need to draw)
@@ -425,6 +447,13 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
             # differences from the field before. On ERA5 validation hours this took the payload to about
             # a third; a small prior (0.1) fitted the held-out hours better than Laplace's 1.
             delta = frequency_table(residuals(symbols, q.levels), 2 * q.levels - 1, prior=0.1)
+        prior = None
+        if context is not None:
+            buckets, adapts = context
+            sizes = [int(np.prod(g)) for g in grids]
+            pieces = np.split(symbols, np.cumsum(sizes)[:-1])
+            prior = context_prior([s.reshape(*g, -1) for s, g in zip(pieces, grids, strict=True)],
+                                  q.levels, buckets)
         name = f"{name_prefix}-b{bits}"
         config = {
             "name": name, "modality": cfg["modality"], "model": cfg["model"], "patch": list(patch),
@@ -436,10 +465,21 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                          "hardware": state.get("hardware", "unknown"),
                          "table_patches": table_patches, "quantizer_clip_std": clip},
         }
+        if context is not None:
+            config["context"] = {"model": "neighbour-mean", "buckets": context[0],
+                                 "adapt": context[1][bits_list.index(bits)]}
+        if refine:
+            config["refine"] = refine
         arch = SirenConfig.from_dict(cfg["model"])
         patch_text = f"{patch[0]}-sample" if len(patch) == 1 else "x".join(map(str, patch))
         patch_text = f"{patch_text} patches" if coords is None else "one latent per whole field (points on the sphere)"
         series = " (each field coded as its difference from the field before)" if delta is not None else ""
+        if context is not None:
+            series = (f", adapted to each file and chosen by the mean of the left and upper neighbours' symbols "
+                      f"({context[0]} buckets per dimension, prior worth {config['context']['adapt']} symbols)")
+        if refine:
+            series += (f"; encoding adds {refine['steps']} Adam steps (lr {refine['lr']} quantizer steps)"
+                       f"{' through the quantizer' if refine.get('quantized', True) else ''}")
         held_out = f"random crops; {cfg['val_files']} file(s) held out for validation" if coords is None else \
             "whole fields; the latest fields of each file held out for validation"
         card = (f"# {name}\n\nCOIN++ {cfg['modality']} codec: LatentModulatedSiren {arch.tag} "
@@ -454,6 +494,6 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                 f"- hardware: {state.get('hardware', 'unknown')}\n"
                 f"- validation PSNR ({encode_steps} steps, unquantized): {state['best_val_psnr']:.2f} dB\n"
                 f"- tables from {table_patches} training {'crops' if coords is None else 'fields'}\n{extra_card}")
-        write_folder(root / name, config, net, q, table, card, delta)
+        write_folder(root / name, config, net, q, table, card, delta, prior)
         written.append(root / name)
     return written

@@ -17,7 +17,7 @@ from coinpp.quantize import Quantizer
 
 
 def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int = 0,
-                    modality: str = "image") -> codecs.Codec:
+                    modality: str = "image", context: bool = False) -> codecs.Codec:
     torch.manual_seed(seed)
     if modality == "audio":
         cfg = SirenConfig(in_dim=1, out_dim=1, width=16, depth=2, latent_dim=8, w0=30.0, coord_scale=5.0)
@@ -42,7 +42,14 @@ def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int 
         from coinpp.entropy import residuals
 
         delta = frequency_table(residuals(q.quantize(latents), q.levels), 2 * q.levels - 1, prior=0.1)
-    return codecs.write_folder(root / name, config, net, q, table, f"# {name}\n\ntest codec\n", delta)
+    prior = None
+    if context:  # neighbour context and quantization-aware refinement (the image levers)
+        from coinpp.entropy import context_prior
+
+        prior = context_prior([q.quantize(latents).reshape(40, 50, -1)], q.levels, 4)
+        config["context"] = {"model": "neighbour-mean", "buckets": 4, "adapt": 16}
+        config["refine"] = {"steps": 3, "lr": 0.5, "quantized": True}
+    return codecs.write_folder(root / name, config, net, q, table, f"# {name}\n\ntest codec\n", delta, prior)
 
 
 @pytest.fixture()
@@ -57,6 +64,12 @@ def tiny_codec(tmp_path_factory, monkeypatch) -> codecs.Codec:
     codecs._load_cached.cache_clear()
     yield c
     codecs._load_cached.cache_clear()
+
+
+@pytest.fixture()
+def tiny_context_codec(tiny_codec, monkeypatch) -> codecs.Codec:
+    """A tiny image codec with the neighbour context and refinement, next to the tiny image codec."""
+    return make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-ctx-b4", context=True)
 
 
 @pytest.fixture()

@@ -79,3 +79,43 @@ def test_previous_row_context_rejects_symbols_out_of_range():
     data = coder.get_compressed().astype("<u4").tobytes()
     with pytest.raises(FormatError, match="out of range"):
         entropy.decode(data, 2, table, delta)
+
+
+def _smooth_grid(rows=12, cols=9, d=5, levels=16, seed=4):
+    """Symbols of a patch grid whose neighbours are alike (a smooth image's latents)."""
+    rng = np.random.default_rng(seed)
+    base = np.cumsum(np.cumsum(rng.integers(-1, 2, size=(rows, cols, d)), axis=0), axis=1) // 3
+    return np.clip(base + levels // 2, 0, levels - 1).astype(np.int32)
+
+
+def test_neighbour_context_round_trips_and_beats_the_static_table():
+    grid = _smooth_grid()
+    symbols = grid.reshape(-1, grid.shape[-1])
+    table = entropy.frequency_table(_symbols(16, d=5, seed=5), 16)  # a broad training table
+    prior = entropy.context_prior([_smooth_grid(seed=6), _smooth_grid(seed=7)], 16, 4)
+    model = entropy.ContextModel(prior, 16)
+    data = entropy.encode_context(symbols, (1, 12, 9), model)
+    assert np.array_equal(entropy.decode_context(data, (1, 12, 9), model), symbols)
+    assert len(data) < 0.8 * len(entropy.encode(symbols, table))
+    # Two channel groups share one history; each walks its own grid.
+    two = np.concatenate([symbols, symbols[::-1]])
+    assert np.array_equal(entropy.decode_context(entropy.encode_context(two, (2, 12, 9), model), (2, 12, 9), model),
+                          two)
+
+
+def test_adaptive_rows_are_integer_and_sum_exactly():
+    counts = np.array([[1, 0, 0, 5], [7, 7, 7, 7], [10**9, 1, 1, 1]], dtype=np.int64) + 1
+    rows = entropy.adaptive_rows(counts)
+    assert rows.dtype == np.int64 and (rows.sum(axis=1) == 1 << entropy.TABLE_PRECISION).all() and rows.min() >= 1
+
+
+def test_neighbour_context_random_payload_never_crashes():
+    model = entropy.ContextModel(entropy.context_prior([_smooth_grid()], 16, 4), 8)
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        data = rng.integers(0, 256, size=4 * int(rng.integers(0, 20)), dtype=np.uint8).tobytes()
+        try:
+            out = entropy.decode_context(data, (1, 3, 4), model)
+            assert out.shape == (12, 5) and out.min() >= 0 and out.max() < 16
+        except FormatError:
+            pass

@@ -1,0 +1,73 @@
+"""The image rate-distortion levers: refinement through the quantizer, the neighbour context."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from coinpp import codec as codecs
+from coinpp import modalities
+from coinpp.errors import CodecError
+from coinpp.fit import fit_latents, refine_latents
+from coinpp.modalities import Signal
+from coinpp.patching import patch_coordinates, split
+from coinpp.pipeline import decode_bytes, decode_symbols, encode_signal, fit_signal, pack, parse, refine_signal
+
+
+def _image(h=40, w=56, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / 20.0
+    v = np.stack([np.sin(x + y), np.cos(2 * x), np.sin(3 * y)], -1) * 0.3 + 0.5 + rng.normal(0, 0.02, (h, w, 3))
+    return Signal(np.clip(v, 0, 1).astype(np.float32), {"channels": 3})
+
+
+def test_refinement_never_ends_worse_than_it_starts(tiny_codec):
+    signal = _image()
+    targets = split(signal.values, tiny_codec.patch)[0]
+    coords = patch_coordinates(tiny_codec.patch)
+    z = fit_latents(tiny_codec.net, coords, targets, 2, "cpu")
+    q = tiny_codec.quantizer
+    refined = refine_latents(tiny_codec.net, coords, targets, z, 6, 0.5 * q.step, q, "cpu")
+    t = torch.from_numpy(targets)
+
+    def loss(lat):
+        return tiny_codec.net.loss_and_latent_grad(coords, torch.from_numpy(q.dequantize(q.quantize(lat))), t)[0]
+
+    before, after = loss(z), loss(refined)
+    assert (after <= before + 1e-7).all() and after.mean() < before.mean()
+
+
+def test_context_codec_round_trips_through_the_pipeline(tiny_context_codec):
+    signal = _image()
+    enc = encode_signal(signal, modalities.get("image"), tiny_context_codec, device="cpu")
+    p = parse(enc.data)
+    assert p.codec.context is not None and np.array_equal(decode_symbols(p), enc.symbols)
+    decoded, _ = decode_bytes(enc.data, device="cpu")
+    assert decoded.values.shape == signal.values.shape
+
+
+def test_refinement_is_what_encode_does(tiny_context_codec):
+    """encode_signal = fit, refine through the codec's quantizer, pack; bench and batch do the same."""
+    image = modalities.get("image")
+    signal = _image(seed=1)
+    fitted = fit_signal(signal, image, tiny_context_codec, device="cpu")
+    refined = refine_signal(fitted, signal, image, tiny_context_codec, "cpu")
+    assert not torch.equal(refined, fitted)
+    assert encode_signal(signal, image, tiny_context_codec, device="cpu").data == \
+        pack(refined, signal, image, tiny_context_codec).data
+
+
+def test_context_config_is_covered_by_the_hash(tiny_context_codec):
+    folder = tiny_context_codec.folder
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["context"]["adapt"] = 32
+    (folder / "config.json").write_text(json.dumps(cfg))
+    codecs._load_cached.cache_clear()
+    with pytest.raises(CodecError, match="hash"):
+        codecs.load(tiny_context_codec.name)
+
+
+def test_codecs_without_context_keep_their_hash(tiny_codec):
+    cfg = json.loads((tiny_codec.folder / "config.json").read_text())
+    assert "context" not in cfg and codecs.codec_hash(tiny_codec.folder, cfg).hex() == cfg["hash"]
