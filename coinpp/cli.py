@@ -488,6 +488,12 @@ def list_codecs(as_json: bool) -> None:
 @click.option("--bits", default="4,5", show_default=True, help="Bit depths to export (one codec each).")
 @click.option("--clip-std", default="3", show_default=True,
               help="Quantizer range, mean +- K std: one K, or one per bit depth (e.g. 3,4,5,6).")
+@click.option("--context", "context_buckets", default=0, show_default=True,
+              help="Images: code latents with the neighbour context, this many buckets per dimension (0: static "
+                   "tables).")
+@click.option("--refine-steps", default=0, show_default=True,
+              help="Exported codecs add this many Adam steps through the quantizer when encoding.")
+@click.option("--refine-lr", default=0.25, show_default=True, help="Their rate, in quantizer steps.")
 @click.option("--codecs-dir", default="codecs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming from OUT/last.")
 @click.option("--coord-scale", type=float, help="Multiply coordinates by this (default per modality; "
@@ -499,7 +505,8 @@ def list_codecs(as_json: bool) -> None:
 def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim: int, w0: float, patch: int | None,
           batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int, minutes: float,
           val_every: int, seed: int, val_files: int, no_meta_sgd: bool, export_name: str | None, bits: str,
-          clip_std: str, codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
+          clip_std: str, context_buckets: int, refine_steps: int, refine_lr: float, codecs_dir: str, fresh: bool,
+          coord_scale: float | None, var: str | None,
           val_fraction: float, device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
@@ -522,6 +529,10 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
         raise InputError("--coord-scale must be in (0, 1000]")
     if not 0 < val_fraction < 1:
         raise InputError("--val-fraction must be in (0, 1)")
+    if not 0 <= context_buckets <= 64 or not 0 <= refine_steps <= 1000 or not 0 < refine_lr <= 10:
+        raise InputError("--context must be in 0..64, --refine-steps in 0..1000, --refine-lr in (0, 10]")
+    if context_buckets and mod.spatial_dims != 2:
+        raise InputError("--context applies to images")
     coords = None
     if mod.absolute_coordinates:
         if patch is not None:
@@ -553,7 +564,10 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
                       f"checkpoint {best}.safetensors")
         if export_name:
             for folder in export_codecs(best, train_s, Path(codecs_dir), export_name, bit_list, encode_steps,
-                                        device=device, clip_std=clips, coords=coords):
+                                        device=device, clip_std=clips, coords=coords,
+                                        context=context_buckets or None, val_signals=val_s,
+                                        refine={"steps": refine_steps, "lr": refine_lr, "quantized": True}
+                                        if refine_steps else None):
                 console.print(f"wrote codec {folder}")
 
 

@@ -384,24 +384,29 @@ def load_fields(folder: str | Path, modality_name: str, val_fraction: float, var
     return np.concatenate(train_f), np.concatenate(val_f), coords, signal.spatial[1:], "; ".join(notes)
 
 
+ADAPT_CHOICES = (4, 8, 16, 32, 64, 128, 256)  # weights of the context prior, in symbols, tried on validation
+
+
 def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root: Path, name_prefix: str,
                   bits_list: list[int], encode_steps: int, table_patches: int = 4096,
                   seed: int = 0, device: str = "auto", extra_card: str = "",
                   clip_std: float | list[float] = 3.0, coords: np.ndarray | None = None,
-                  context: tuple[int, list[int]] | None = None, refine: dict | None = None) -> list[Path]:
+                  context: int | None = None, refine: dict | None = None,
+                  val_signals: list[np.ndarray] | None = None) -> list[Path]:
     """Turn a checkpoint into codec folders, one per bit depth (one rate point each).
 
     Latents are fitted to `table_patches` random crops of the training signals at the encode
     step count; their per-dimension statistics give the quantizer ranges, and their symbols
     the integer entropy tables.
 
-    `context` (buckets, adapt per bit depth) gives image codecs the neighbour context of entropy.py:
-    the latents are then fitted to the patch grids of whole training images (in a seeded order,
-    until `table_patches` patches), whose neighbours train its prior. `refine` is stored as the
-    codecs' encoder-side refinement (pipeline.refine_signal).
+    `context` (a bucket count) gives image codecs the neighbour context of entropy.py: the latents
+    are then fitted to windows of 8 x 8 patches from every training image (until `table_patches`
+    patches), whose neighbours train its prior, and the prior's weight is the one
+    of ADAPT_CHOICES that codes the whole `val_signals` images shortest. `refine` is stored as
+    the codecs' encoder-side refinement (pipeline.refine_signal).
     """
     from .codec import write_folder
-    from .entropy import context_prior, frequency_table, residuals
+    from .entropy import ContextModel, context_prior, encode_context, frequency_table, residuals
     from .fit import fit_latents
     from .quantize import Quantizer
 
@@ -415,15 +420,27 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
             raise InputError("the neighbour context is for 2-D patch grids (images)")
         from .patching import split
 
+        # Windows of 8 x 8 patches at random places in every training image: all images are
+        # represented (whole images from a few files gave narrower quantizer ranges that coded the
+        # validation images 13 % longer), and each window keeps its patches' neighbours.
+        rng = np.random.default_rng(seed + 99)
+        usable = [s for s in signals if all(a >= p for a, p in zip(s.shape, patch, strict=False))]
+        if not usable:
+            raise InputError(f"no training image is at least {patch[0]}x{patch[1]}")
         parts = []
-        for k in np.random.default_rng(seed + 99).permutation(len(signals)):
-            p, grid = split(signals[k], patch)
-            parts.append(p)
-            grids.append(grid.counts)
-            if sum(len(x) for x in parts) >= table_patches:
-                break
+        while sum(len(x) for x in parts) < table_patches:
+            for s in usable:
+                win = [min(8, a // p) * p for a, p in zip(s.shape, patch, strict=False)]  # smaller images: less
+                y, x = (int(rng.integers(0, a - w + 1)) for a, w in zip(s.shape, win, strict=False))
+                p, grid = split(np.ascontiguousarray(s[y : y + win[0], x : x + win[1]]), patch)
+                parts.append(p)
+                grids.append(grid.counts)
         crops, points = torch.from_numpy(np.concatenate(parts)).float(), patch_coordinates(patch)
         table_patches = len(crops)
+        if not val_signals:
+            raise InputError("the neighbour context needs validation images to choose its adaptation")
+        val_split = [split(v, patch) for v in val_signals]
+        val_latents = [fit_latents(net, points, p, encode_steps, device).numpy() for p, _ in val_split]
     elif coords is None:
         crops = CropSampler(signals, patch, seed=seed + 99).sample(table_patches)
         points = patch_coordinates(patch)
@@ -447,13 +464,14 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
             # differences from the field before. On ERA5 validation hours this took the payload to about
             # a third; a small prior (0.1) fitted the held-out hours better than Laplace's 1.
             delta = frequency_table(residuals(symbols, q.levels), 2 * q.levels - 1, prior=0.1)
-        prior = None
+        prior, adapt = None, 0
         if context is not None:
-            buckets, adapts = context
             sizes = [int(np.prod(g)) for g in grids]
             pieces = np.split(symbols, np.cumsum(sizes)[:-1])
-            prior = context_prior([s.reshape(*g, -1) for s, g in zip(pieces, grids, strict=True)],
-                                  q.levels, buckets)
+            prior = context_prior([s.reshape(*g, -1) for s, g in zip(pieces, grids, strict=True)], q.levels, context)
+            val_bytes = {a: sum(len(encode_context(q.quantize(z), (1, *g.counts), ContextModel(prior, a)))
+                                for z, (_, g) in zip(val_latents, val_split, strict=True)) for a in ADAPT_CHOICES}
+            adapt = min(val_bytes, key=val_bytes.get)
         name = f"{name_prefix}-b{bits}"
         config = {
             "name": name, "modality": cfg["modality"], "model": cfg["model"], "patch": list(patch),
@@ -466,8 +484,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                          "table_patches": table_patches, "quantizer_clip_std": clip},
         }
         if context is not None:
-            config["context"] = {"model": "neighbour-mean", "buckets": context[0],
-                                 "adapt": context[1][bits_list.index(bits)]}
+            config["context"] = {"model": "neighbour-mean", "buckets": context, "adapt": adapt}
         if refine:
             config["refine"] = refine
         arch = SirenConfig.from_dict(cfg["model"])
@@ -476,7 +493,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
         series = " (each field coded as its difference from the field before)" if delta is not None else ""
         if context is not None:
             series = (f", adapted to each file and chosen by the mean of the left and upper neighbours' symbols "
-                      f"({context[0]} buckets per dimension, prior worth {config['context']['adapt']} symbols)")
+                      f"({context} buckets per dimension, prior worth {adapt} symbols, the weight that coded "
+                      f"the validation images shortest)")
         if refine:
             series += (f"; encoding adds {refine['steps']} Adam steps (lr {refine['lr']} quantizer steps)"
                        f"{' through the quantizer' if refine.get('quantized', True) else ''}")

@@ -93,6 +93,32 @@ def test_cli_train_and_export(tmp_path):
     assert codecs.load_folder(tmp_path / "codecs" / "img-t-b4").bits == 4
 
 
+def test_cli_export_with_neighbour_context_and_refinement(tmp_path, monkeypatch):
+    from coinpp import modalities
+    from coinpp.pipeline import decode_bytes, encode_signal
+
+    d = _write_folder(tmp_path)
+    r = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run"), "--width", "16", "--depth", "2",
+                                 "--latent", "4", "--patch", "8", "--steps", "4", "--val-every", "2",
+                                 "--encode-steps", "2", "--export", "img-c", "--bits", "3,4", "--context", "4",
+                                 "--refine-steps", "3", "--val-files", "1",
+                                 "--codecs-dir", str(tmp_path / "codecs"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    c = codecs.load_folder(tmp_path / "codecs" / "img-c-b4")
+    assert c.context is not None and c.context.prior.shape == (4, 4, 16) and c.refine["steps"] == 3
+    from coinpp.train import ADAPT_CHOICES
+
+    assert c.context.adapt in ADAPT_CHOICES
+    assert "neighbours' symbols" in (c.folder / "MODEL_CARD.md").read_text()
+    monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
+    codecs._load_cached.cache_clear()
+    image = modalities.get("image")
+    sig = modalities.Signal(_signals(1)[0], {"channels": 3})
+    enc = encode_signal(sig, image, codecs.load("img-c-b4"), device="cpu")
+    assert decode_bytes(enc.data, device="cpu")[0].values.shape == sig.values.shape
+    codecs._load_cached.cache_clear()
+
+
 def test_distributed_training_two_cpu_processes(tmp_path):
     d = _write_folder(tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -1,0 +1,168 @@
+"""What each image lever buys on Kodak, one lever at a time against the same baseline codec.
+
+The baseline is the faithful COIN++ codec `image-6x128-l64` (CPU-trained, 10 SGD steps, static
+per-dimension tables). Every row changes one thing and is measured at the baseline's four bit
+depths (b3-b6): real coded bytes, PSNR of the real decode, encode time. Rows:
+
+    baseline        image-6x128-l64, 10 meta-SGD steps, per-dimension static tables
+    sgd-20          20 SGD steps instead of 10
+    adam-10         10 SGD steps + 10 Adam steps (lr 0.5 quantizer steps)
+    qat-10          10 SGD steps + 10 Adam steps through the quantizer (straight-through)
+    shared-table    one table for every dimension (COIN++'s single histogram)
+    context         the neighbour-context adaptive coder, prior = the static table (untrained)
+    gpu-training    the network of the new default (H200, 11 min), 10 SGD steps, static tables
+    all             the new default family's l64 codecs: GPU network, refinement, trained context
+
+BD-rates are against JPEG and JPEG2000 on the same files (their rows in benchmarks/results/kodak).
+Writes benchmarks/results/kodak-levers/levers.json and levers.md.
+
+    python benchmarks/image_levers.py [--files N] [--rows a,b,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from coinpp import codec as codecs
+from coinpp import entropy, modalities
+from coinpp.bench import bd_rate, interpolate_psnr
+from coinpp.fit import fit_latents, refine_latents
+from coinpp.patching import patch_coordinates, split
+from coinpp.pipeline import decode_bytes, pack, refine_signal
+
+BASELINE = "image-6x128-l64"
+NEW = "image-ctx-6x128-l64"  # the new default family's l64 network
+KODAK = Path("../shared/data/kodak")
+OUT = Path("benchmarks/results/kodak-levers")
+BITS = (3, 4, 5, 6)
+ROWS = ("baseline", "sgd-20", "adam-10", "qat-10", "shared-table", "context", "gpu-training", "all")
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--files", type=int, default=8, help="every (24/N)-th Kodak image (24: all)")
+ap.add_argument("--rows", default=",".join(ROWS))
+args = ap.parse_args()
+files = sorted(KODAK.glob("kodim*.png"))[:: max(1, 24 // args.files)][: args.files]
+rows_wanted = args.rows.split(",")
+image = modalities.get("image")
+OUT.mkdir(parents=True, exist_ok=True)
+cache = OUT / "rows.csv"  # one line per (row, bits, file): an interrupted run resumes
+done = {(r["row"], r["bits"], r["file"]) for r in csv.DictReader(cache.open())} if cache.exists() else set()
+
+
+def family(prefix: str) -> dict[int, codecs.Codec]:
+    return {b: codecs.load(f"{prefix}-b{b}") for b in BITS if f"{prefix}-b{b}" in codecs.available()}
+
+
+def shared_table(c: codecs.Codec) -> np.ndarray:
+    """The per-dimension tables pooled into one: every row sums to 2^16 from the same number of
+    training symbols, so their mean is the histogram of all training symbols together."""
+    pooled = c.table.astype(np.int64).sum(axis=0, keepdims=True)
+    return entropy.adaptive_rows(pooled).astype(np.int32)
+
+
+def measure(row: str, path: Path) -> list[dict]:
+    signal = image.read(path)
+    net_family = family(NEW if row in ("gpu-training", "all") else BASELINE)
+    first = next(iter(net_family.values()))
+    targets = split(image.to_network(signal, 3), first.patch)[0]
+    coords = patch_coordinates(first.patch)
+    t0 = time.perf_counter()
+    latents = fit_latents(first.net, coords, targets, 20 if row == "sgd-20" else 10, "cpu")
+    t_fit = time.perf_counter() - t0
+    if row == "adam-10":
+        latents = refine_latents(first.net, coords, targets, latents, 11, 0.5 * first.quantizer.step, None, "cpu")
+        t_fit = time.perf_counter() - t0
+    out = []
+    for bits, c in net_family.items():
+        t1 = time.perf_counter()
+        z = latents
+        if row == "qat-10":
+            z = refine_latents(c.net, coords, targets, latents, 11, 0.5 * c.quantizer.step, c.quantizer, "cpu")
+        elif row == "all":
+            z = refine_signal(latents, signal, image, c, "cpu")
+        enc = pack(z, signal, image, c)
+        t_enc = t_fit + time.perf_counter() - t1
+        nbytes = len(enc.data)
+        static = len(entropy.encode(enc.symbols, c.table))
+        if row == "shared-table":
+            nbytes += len(entropy.encode(enc.symbols, np.repeat(shared_table(c), c.table.shape[0], 0))) - static
+        elif row == "context":
+            model = entropy.ContextModel(np.repeat(c.table[:, None, :], 8, axis=1), 16)
+            grid = (1, *split(signal.values[..., :1], c.patch)[1].counts)
+            nbytes += len(entropy.encode_context(enc.symbols, grid, model)) - static
+        t1 = time.perf_counter()
+        decoded, _ = decode_bytes(enc.data, device="cpu")
+        t_dec = time.perf_counter() - t1
+        out.append({"row": row, "bits": bits, "file": path.name, "bytes": nbytes,
+                    "bpp": 8 * nbytes / (signal.spatial[0] * signal.spatial[1]),
+                    "psnr": image.quality(signal, decoded)["psnr"], "encode_s": t_enc, "decode_s": t_dec})
+    return out
+
+
+torch.set_num_threads(2)
+for row in rows_wanted:
+    for path in files:
+        if all((row, str(b), path.name) in done for b in BITS if b in family(BASELINE)):
+            continue
+        new = measure(row, path)
+        first = not cache.exists()
+        with cache.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(new[0]))
+            if first:
+                w.writeheader()
+            w.writerows(new)
+        print(row, path.name, " ".join(f"b{r['bits']} {r['bpp']:.3f}/{r['psnr']:.2f}" for r in new), flush=True)
+
+# Summary: mean over the files per (row, bits); anchors from the main Kodak run on the same files.
+names = {p.name for p in files}
+measured = [r for r in csv.DictReader(cache.open()) if r["file"] in names]
+anchors = {}
+for r in csv.DictReader(Path("benchmarks/results/kodak/rows.csv").open()):
+    if r["codec"] in ("jpeg", "jpeg2000") and r["file"] in names:
+        anchors.setdefault(r["codec"], {}).setdefault(r["setting"], []).append((float(r["bpp"]), float(r["psnr"])))
+anchor_curves = {k: sorted(tuple(np.mean(v, axis=0)) for v in s.values() if len(v) == len(names))
+                 for k, s in anchors.items()}
+table = []
+for row in ROWS:
+    pts = []
+    for b in BITS:
+        rs = [r for r in measured if r["row"] == row and int(r["bits"]) == b]
+        if len(rs) == len(names):
+            pts.append({"bits": b, **{k: float(np.mean([float(r[k]) for r in rs]))
+                                      for k in ("bpp", "psnr", "encode_s", "decode_s")}})
+    if not pts:
+        continue
+    curve = [(p["bpp"], p["psnr"]) for p in pts]
+    table.append({"row": row, "points": pts,
+                  "bd_rate_vs_jpeg": bd_rate(anchor_curves["jpeg"], curve),
+                  "bd_rate_vs_jpeg2000": bd_rate(anchor_curves["jpeg2000"], curve),
+                  "bd_rate_vs_baseline": bd_rate([(p["bpp"], p["psnr"]) for p in table[0]["points"]], curve)
+                  if table else 0.0,
+                  "psnr_at_0.25bpp": interpolate_psnr(pts, 0.25),
+                  "encode_s": float(np.mean([p["encode_s"] for p in pts])),
+                  "decode_s": float(np.mean([p["decode_s"] for p in pts]))})
+doc = {"files": sorted(names), "device": "cpu", "rows": table,
+       "command": f"python benchmarks/image_levers.py --files {args.files}"}
+(OUT / "levers.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+lines = ["| lever | BD-rate vs baseline | vs JPEG | vs JPEG2000 | PSNR @ 0.25 bpp | rate range (bpp) | encode s |",
+         "|---|---|---|---|---|---|---|"]
+for t in table:
+    rates = [p["bpp"] for p in t["points"]]
+    lines.append(f"| {t['row']} | {fmt(t['bd_rate_vs_baseline'], '+.1f')} % | {fmt(t['bd_rate_vs_jpeg'], '+.1f')} % "
+                 f"| {fmt(t['bd_rate_vs_jpeg2000'], '+.1f')} % | {fmt(t['psnr_at_0.25bpp'], '.2f')} dB "
+                 f"| {min(rates):.3f}–{max(rates):.3f} | {t['encode_s']:.1f} |")
+(OUT / "levers.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
