@@ -26,11 +26,12 @@ TIME_LIMIT_S = 5.0  # per case; the tiny codec decodes a valid stream in millise
 RSS_GROWTH_CAP_MB = 512
 
 
-@pytest.fixture(params=["coin++", "coin", "audio", "climate"])
-def stream(request, tiny_audio_codec, tiny_climate_codec, tiny_codec) -> bytes:
+@pytest.fixture(params=["coin++", "coin", "audio", "climate", "context"])
+def stream(request, tiny_audio_codec, tiny_climate_codec, tiny_context_codec, tiny_codec) -> bytes:
     """A valid stream of each codec kind (latents for a base network, an overfitted network) and
     of each modality (stereo audio: two channel groups, modality fields; climate: compressed
-    attributes and coordinates, a missing-value mask, fields coded as differences)."""
+    attributes and coordinates, a missing-value mask, fields coded as differences; context: the
+    neighbour-context entropy coder)."""
     if request.param == "climate":
         from coinpp.conformance import sample_signals
 
@@ -41,6 +42,8 @@ def stream(request, tiny_audio_codec, tiny_climate_codec, tiny_codec) -> bytes:
         wave = smooth_image(301, 2, 2)[:, 0, :].astype("float32") / 255
         sig = Signal(wave, {"sample_rate": 16000, "subtype": "PCM_16", "channels": 2})
         return encode_signal(sig, modalities.get("audio"), tiny_audio_codec, device="cpu").data
+    if request.param == "context":
+        return encode_signal(sig, modalities.get("image"), tiny_context_codec, device="cpu").data
     if request.param == "coin":
         arch = container.SirenArch(2, 3, 8, 2)
         return overfit.encode_signal(sig, modalities.get("image"), arch, iterations=5, device="cpu").data
