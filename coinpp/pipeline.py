@@ -46,18 +46,21 @@ def fit_signals(signals: list[Signal], modality: Modality, codec: codecs.Codec, 
     steps = codec.steps if steps is None else steps
     if steps < 0 or steps > 10_000:
         raise InputError("--steps must be between 0 and 10000")
-    out_dim = codec.net.cfg.out_dim
     if modality.absolute_coordinates:
         return [_fit_fields(signal, modality, codec, steps, device) for signal in signals]
-    parts = []
-    for signal in signals:
-        if len(signal.spatial) != len(codec.patch):
-            raise InputError(f"codec {codec.name!r} expects {len(codec.patch)}-D data")
-        values = modality.to_network(signal, out_dim)
-        groups = [values[..., g : g + out_dim] for g in range(0, values.shape[-1], out_dim)]
-        parts.append(np.concatenate([split(v, codec.patch)[0] for v in groups]))  # (G*P, N, C)
+    parts = [_patch_targets(signal, modality, codec) for signal in signals]
     latents = _fit_unique(codec, patch_coordinates(codec.patch), np.concatenate(parts), steps, device)
     return list(latents.split([len(p) for p in parts]))
+
+
+def _patch_targets(signal: Signal, modality: Modality, codec: codecs.Codec) -> np.ndarray:
+    """The patches a codec fits, (G*P, N, C): each channel group's patches, group-major."""
+    if len(signal.spatial) != len(codec.patch):
+        raise InputError(f"codec {codec.name!r} expects {len(codec.patch)}-D data")
+    out_dim = codec.net.cfg.out_dim
+    values = modality.to_network(signal, out_dim)
+    return np.concatenate([split(values[..., g : g + out_dim], codec.patch)[0]
+                           for g in range(0, values.shape[-1], out_dim)])
 
 
 def _fit_unique(codec: codecs.Codec, coords: torch.Tensor, targets: np.ndarray, steps: int,
@@ -89,13 +92,9 @@ def refine_signal(latents: torch.Tensor, signal: Signal, modality: Modality, cod
     spec = codec.refine
     if not spec or not spec.get("steps") or modality.absolute_coordinates:
         return latents
-    out_dim = codec.net.cfg.out_dim
-    values = modality.to_network(signal, out_dim)
-    targets = np.concatenate([split(values[..., g : g + out_dim], codec.patch)[0]
-                              for g in range(0, values.shape[-1], out_dim)])
     quantizer = codec.quantizer if spec.get("quantized", True) else None
-    return refine_latents(codec.net, patch_coordinates(codec.patch), targets, latents, int(spec["steps"]),
-                          float(spec["lr"]) * codec.quantizer.step, quantizer, device)
+    return refine_latents(codec.net, patch_coordinates(codec.patch), _patch_targets(signal, modality, codec),
+                          latents, int(spec["steps"]), float(spec["lr"]) * codec.quantizer.step, quantizer, device)
 
 
 def _patch_grid(codec: codecs.Codec, shape: tuple[int, ...], groups: int) -> tuple[int, int, int]:
