@@ -473,7 +473,12 @@ def list_codecs(as_json: bool) -> None:
 @click.option("--depth", default=5, show_default=True, help="Number of sine layers (plus one linear output).")
 @click.option("--latent", "latent_dim", default=64, show_default=True)
 @click.option("--w0", default=30.0, show_default=True)
-@click.option("--patch", type=int, help="Patch size per axis (default: image 32, audio 200 samples, MRI 8).")
+@click.option("--patch", type=int, help="Patch size per axis (default: image 32, audio 200 samples, MRI 8); "
+              "with --cell, the size of the training crops.")
+@click.option("--cell", default=0, show_default=True,
+              help="Images: a latent grid, one latent per CELL x CELL pixels interpolated between cell centres, "
+                   "instead of one latent per patch (0).")
+@click.option("--frequencies", default=4, show_default=True, help="With --cell: harmonics of the in-cell position.")
 @click.option("--batch", default=16, show_default=True)
 @click.option("--inner-steps", default=3, show_default=True)
 @click.option("--encode-steps", default=10, show_default=True, help="Steps at validation and in the codec.")
@@ -481,6 +486,8 @@ def list_codecs(as_json: bool) -> None:
 @click.option("--steps", default=100_000, show_default=True, help="Outer steps (upper bound).")
 @click.option("--minutes", default=0.0, show_default=True, help="Wall-time budget; 0 for none.")
 @click.option("--val-every", default=250, show_default=True)
+@click.option("--val-patches", default=256, show_default=True,
+              help="Validation crops (fixed, from the held-out files).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--val-files", default=3, show_default=True, help="Files held out for validation.")
 @click.option("--no-meta-sgd", is_flag=True, help="Fixed inner rate 1e-2 instead of learned per-dimension rates.")
@@ -503,10 +510,10 @@ def list_codecs(as_json: bool) -> None:
               help="Climate: the latest fields of each file held out for validation.")
 @DEVICE
 def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim: int, w0: float, patch: int | None,
-          batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int, minutes: float,
-          val_every: int, seed: int, val_files: int, no_meta_sgd: bool, export_name: str | None, bits: str,
-          clip_std: str, context_buckets: int, refine_steps: int, refine_lr: float, codecs_dir: str, fresh: bool,
-          coord_scale: float | None, var: str | None,
+          cell: int, frequencies: int, batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int,
+          minutes: float, val_every: int, val_patches: int, seed: int, val_files: int, no_meta_sgd: bool,
+          export_name: str | None, bits: str, clip_std: str, context_buckets: int, refine_steps: int,
+          refine_lr: float, codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
           val_fraction: float, device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
@@ -533,6 +540,11 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
         raise InputError("--context must be in 0..64, --refine-steps in 0..1000, --refine-lr in (0, 10]")
     if context_buckets and mod.spatial_dims != 2:
         raise InputError("--context applies to images")
+    if cell and (mod.spatial_dims != 2 or mod.absolute_coordinates or not 2 <= cell <= 256
+                 or not 1 <= frequencies <= 64):
+        raise InputError("--cell (2..256, with --frequencies 1..64) applies to images")
+    if not 1 <= val_patches <= 100_000:
+        raise InputError("--val-patches must be in 1..100000")
     coords = None
     if mod.absolute_coordinates:
         if patch is not None:
@@ -542,14 +554,15 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
     else:
         if var is not None:
             raise InputError("--var applies to climate data")
-        patch_shape = (patch or DEFAULT_PATCH[mod.name],) * mod.spatial_dims
+        patch_shape = (patch or (4 * cell if cell else DEFAULT_PATCH[mod.name]),) * mod.spatial_dims
     cfg = TrainConfig(data=data, out=out, modality=modality, patch=patch_shape,
                       model=SirenConfig(in_dim=mod.network_in_dim, out_dim=mod.network_channels, width=width,
                                         depth=depth, latent_dim=latent_dim, w0=w0, meta_sgd=not no_meta_sgd,
-                                        coord_scale=mod.coord_scale if coord_scale is None else coord_scale),
+                                        coord_scale=mod.coord_scale if coord_scale is None else coord_scale,
+                                        cell=cell, frequencies=frequencies if cell else 0),
                       batch=batch, inner_steps=inner_steps, test_steps=encode_steps, outer_lr=outer_lr,
-                      steps=steps, time_limit_min=minutes, val_every=val_every, val_files=val_files, seed=seed,
-                      device=device)
+                      steps=steps, time_limit_min=minutes, val_every=val_every, val_patches=val_patches,
+                      val_files=val_files, seed=seed, device=device)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if coords is None:
         train_s, val_s, val_names = load_folder(data, modality, cfg.val_files, seed)

@@ -28,7 +28,7 @@ from safetensors.torch import save_file as save_torch
 from .container import HASH_BYTES
 from .entropy import ContextModel
 from .errors import CodecError
-from .model import LatentModulatedSiren, SirenConfig
+from .model import LatentModulatedSiren, SirenConfig, build_network
 from .quantize import Quantizer
 
 DEFAULT_CODECS = {"image": "image-ctx-6x128-l64-b4", "audio": "speech-6x128-l64-b5", "climate": "era5-t2m-5x128-l48-b5",
@@ -107,7 +107,9 @@ def load_folder(folder: Path) -> Codec:
         if actual != expected:
             raise CodecError(f"codec {name!r} in {folder} fails its hash check (modified or damaged); "
                              "reinstall it")
-        net = LatentModulatedSiren(SirenConfig.from_dict(config["model"]))
+        net = build_network(SirenConfig.from_dict(config["model"]))
+        if net.cfg.cell and tuple(config["patch"]) != (net.cfg.cell, net.cfg.cell):
+            raise ValueError("a latent-grid codec's patch is its cell")
         net.load_state_dict(load_torch(str(folder / "weights.safetensors")))
         net.eval().requires_grad_(False)
         t = load_np(str(folder / "tables.safetensors"))

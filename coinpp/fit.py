@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .device import pick_device
-from .model import LatentModulatedSiren
+from .model import GridModulatedSiren, LatentModulatedSiren
+from .patching import CellLayout
 from .quantize import Quantizer
 
 FIT_CHUNK = 64  # patches per chunk: past ~16-64 the CPU gains nothing and memory grows
@@ -24,6 +25,10 @@ FIT_CHUNK = 64  # patches per chunk: past ~16-64 the CPU gains nothing and memor
 # lets folder mode fill it with the patches of many small files. Not measured here (no GPU).
 FIT_CHUNK_CUDA = 1024
 EVAL_CHUNK = 1 << 15  # points per chunk when evaluating
+# Latent grids: samples per band of rows in the fit. The gradient is summed over bands, so memory
+# stays bounded (about 1.5 kB per sample at width 64) whatever the image size.
+BAND_SAMPLES = 1 << 16
+BAND_SAMPLES_CUDA = 1 << 21
 
 
 @torch.no_grad()
@@ -124,3 +129,49 @@ def evaluate_fields(net: LatentModulatedSiren, latents: torch.Tensor, coords: to
     per = max(1, chunk // max(1, coords.shape[0]))  # fields per chunk
     out = [net(coords, part.to(dev)).cpu() for part in latents.split(per)]
     return torch.cat(out).numpy() if out else np.zeros((0, coords.shape[0], net.cfg.out_dim), np.float32)
+
+
+def _row_bands(layout: CellLayout, samples: int) -> list[tuple[int, int]]:
+    rows, cols = layout.shape
+    step = max(1, samples // max(1, cols))
+    return [(a, min(rows, a + step)) for a in range(0, rows, step)]
+
+
+@torch.no_grad()
+def fit_grid(net: GridModulatedSiren, values: np.ndarray, steps: int, device: str = "auto",
+             band: int | None = None) -> torch.Tensor:
+    """values (H, W, C) in [0, 1] -> the region's latent grid (ceil(H / cell) * ceil(W / cell), D)
+    on the CPU, row-major: `steps` SGD steps from zero with the meta-learned rates, each on the
+    gradient of the whole region (summed over bands of rows)."""
+    dev = pick_device(device)
+    band = band or (BAND_SAMPLES_CUDA if dev.type == "cuda" else BAND_SAMPLES)
+    net = net.to(dev)
+    h, w, c = values.shape
+    layout = CellLayout.for_region((h, w), net.cfg.cell, net.cfg.frequencies).to(dev)
+    targets = torch.as_tensor(np.ascontiguousarray(values), dtype=torch.float32).reshape(1, h * w, c).to(dev)
+    gy, gx = layout.nodes
+    z = torch.zeros(1, gy * gx, net.cfg.latent_dim, device=dev)
+    bands = _row_bands(layout, band)
+    lr = net.learning_rates()
+    for _ in range(steps):
+        g = torch.zeros_like(z)
+        for a, b in bands:
+            g += net.loss_and_latent_grad(layout.rows(a, b), z, targets[:, a * w : b * w])[1]
+        z = z - lr * g
+    return z[0].cpu()
+
+
+@torch.no_grad()
+def evaluate_latent_grid(net: GridModulatedSiren, latents: torch.Tensor, shape: tuple[int, int],
+                         out_shape: tuple[int, int], device: str = "auto", chunk: int = EVAL_CHUNK) -> np.ndarray:
+    """Decode a latent grid (Gy * Gx, D) of a region of `shape` samples onto `out_shape` samples
+    spanning it; (*out_shape, C) float32, not clipped."""
+    dev = pick_device(device)
+    net = net.to(dev)
+    layout = CellLayout.for_region(tuple(shape), net.cfg.cell, net.cfg.frequencies, tuple(out_shape)).to(dev)
+    z = latents.to(dev).unsqueeze(0)
+    out = np.empty((math.prod(out_shape), net.cfg.out_dim), dtype=np.float32)
+    cols = out_shape[1]
+    for a, b in _row_bands(layout, chunk):
+        out[a * cols : b * cols] = net(layout.rows(a, b), z)[0].cpu().numpy()
+    return out.reshape(*out_shape, net.cfg.out_dim)

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .patching import CellLayout
+
 
 @dataclass(frozen=True)
 class SirenConfig:
@@ -31,11 +33,16 @@ class SirenConfig:
     w0: float = 30.0
     meta_sgd: bool = True
     coord_scale: float = 1.0  # coordinates are multiplied by this first (audio: time in [-5, 5])
+    # Latent grid (GridModulatedSiren): one latent per `cell`-sample cell, interpolated between cell
+    # centres; the network sees `frequencies` harmonics of the position within the cell. 0: patches.
+    cell: int = 0
+    frequencies: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["coord_scale"] == 1.0:  # codecs written before the field existed keep their hash
-            del d["coord_scale"]
+        for k, default in (("coord_scale", 1.0), ("cell", 0), ("frequencies", 0)):
+            if d[k] == default:  # codecs written before the field existed keep their hash
+                del d[k]
         return d
 
     @classmethod
@@ -44,8 +51,14 @@ class SirenConfig:
 
     @property
     def tag(self) -> str:
-        """Short name of the architecture, e.g. '6x128-l64' (depth counts the linear layer)."""
-        return f"{self.depth + 1}x{self.width}-l{self.latent_dim}"
+        """Short name of the architecture, e.g. '6x128-l64' (depth counts the linear layer), 'g16-5x64-l16'."""
+        grid = f"g{self.cell}-" if self.cell else ""
+        return f"{grid}{self.depth + 1}x{self.width}-l{self.latent_dim}"
+
+    @property
+    def input_features(self) -> int:
+        """Width of the first layer's input: the coordinates, or the cell harmonics (sin and cos)."""
+        return 2 * self.in_dim * self.frequencies if self.cell else self.in_dim
 
 
 class LatentModulatedSiren(nn.Module):
@@ -57,7 +70,7 @@ class LatentModulatedSiren(nn.Module):
         w, L = cfg.width, cfg.depth
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        dims = [cfg.in_dim] + [w] * L
+        dims = [cfg.input_features] + [w] * L
         for i in range(L):
             n_in = dims[i]
             # SIREN init: first layer U(-1/n, 1/n), later U(-sqrt(6/n)/w0, sqrt(6/n)/w0).
@@ -101,7 +114,7 @@ class LatentModulatedSiren(nn.Module):
         Used by decoding at arbitrary coordinates, where points of different patches mix.
         """
         h = self.scaled(coords)
-        for W, b, s in zip(self.weights, self.biases, shifts.split(self.cfg.width, dim=1), strict=True):
+        for W, b, s in zip(self.weights, self.biases, shifts.split(self.cfg.width, dim=-1), strict=True):
             h = torch.sin(self.cfg.w0 * (h @ W.T + b + s))
         return h @ self.out_weight.T + self.out_bias + 0.5
 
@@ -151,6 +164,90 @@ class LatentModulatedSiren(nn.Module):
             _, g = self.loss_and_latent_grad(coords, latents, targets)
             latents = latents - lr * g
         return latents
+
+
+class GridModulatedSiren(LatentModulatedSiren):
+    """The same modulated SIREN, fed by a 2-D grid of latents instead of one latent per patch.
+
+    One latent per cell of `cell` x `cell` samples, at the cell's centre; every sample takes the
+    linear interpolation of the four nearest latents (patching.CellLayout), so latents are shared
+    across cell borders and the output is continuous everywhere: no seams, any resolution. The
+    input is the position within the cell as harmonics (patching.cell_harmonics); where a sample is
+    in the picture only the latents say. Latents of a region are (B, Gy * Gx, D), row-major.
+
+    The inner-loop gradient is again written out by hand; it is that of the squared error summed
+    over the samples and divided by cell^2 * C, so a latent's step does not depend on how big
+    the region is (training crops, whole images).
+    """
+
+    def pixel_latents(self, layout: CellLayout, latents: torch.Tensor) -> torch.Tensor:
+        """(B, Gy * Gx, D) -> (B, H * W, D) interpolated at every sample of the layout."""
+        (gy, gx), (h, w) = layout.nodes, layout.shape
+        z = latents.reshape(latents.shape[0], gy, gx, -1)
+        z = torch.einsum("xk,bgkd->bgxd", layout.col_weights, z)
+        z = torch.einsum("yg,bgxd->byxd", layout.row_weights, z)
+        return z.reshape(latents.shape[0], h * w, -1)
+
+    def _node_gradient(self, layout: CellLayout, g: torch.Tensor) -> torch.Tensor:
+        """Transpose of pixel_latents: (B, H * W, D) -> (B, Gy * Gx, D)."""
+        (h, w), b = layout.shape, g.shape[0]
+        g = torch.einsum("xk,byxd->bykd", layout.col_weights, g.reshape(b, h, w, -1))
+        g = torch.einsum("yg,bykd->bgkd", layout.row_weights, g)
+        return g.reshape(b, -1, g.shape[-1])
+
+    def forward(self, layout: CellLayout, latents: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """latents (B, Gy * Gx, D) -> features (B, H * W, C) at the layout's samples."""
+        s = self.latent_map(self.pixel_latents(layout, latents))  # (B, N, L*W)
+        return self.forward_points(layout.features, s)
+
+    def loss_and_latent_grad(  # type: ignore[override]
+        self, layout: CellLayout, latents: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-region MSE (B,) and the gradient (B, Gy * Gx, D) of SSE / (cell^2 C) by the latents."""
+        w0, width = self.cfg.w0, self.cfg.width
+        shifts = self.latent_map(self.pixel_latents(layout, latents)).split(width, dim=-1)
+        pre = []
+        h = layout.features
+        for W, b, s in zip(self.weights, self.biases, shifts, strict=True):
+            u = w0 * (h @ W.T + b + s)  # (B, N, W)
+            pre.append(u)
+            h = torch.sin(u)
+        out = h @ self.out_weight.T + self.out_bias + 0.5
+        err = out - targets
+        loss = err.pow(2).mean(dim=(1, 2))
+        g_h = (err * (2.0 / (self.cfg.cell**2 * err.shape[2]))) @ self.out_weight
+        a = self.latent_map.weight  # (L*W, D)
+        g_z = None
+        for i in range(len(pre) - 1, -1, -1):
+            g_u = g_h * (w0 * torch.cos(pre[i]))
+            part = g_u @ a[i * width : (i + 1) * width]  # (B, N, D)
+            g_z = part if g_z is None else g_z + part
+            if i > 0:
+                g_h = g_u @ self.weights[i]
+        return loss, self._node_gradient(layout, g_z)
+
+    def inner_loop(  # type: ignore[override]
+        self, layout: CellLayout, targets: torch.Tensor, steps: int, latents: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`steps` SGD steps on the region's latents from zero (or `latents`), meta-SGD rates."""
+        if latents is None:
+            gy, gx = layout.nodes
+            latents = torch.zeros(targets.shape[0], gy * gx, self.cfg.latent_dim, device=targets.device,
+                                  dtype=targets.dtype)
+        lr = self.learning_rates()
+        for _ in range(steps):
+            _, g = self.loss_and_latent_grad(layout, latents, targets)
+            latents = latents - lr * g
+        return latents
+
+
+def build_network(cfg: SirenConfig) -> LatentModulatedSiren:
+    """The base network a config describes: latents per patch, or on a grid (cfg.cell > 0)."""
+    if cfg.cell:
+        if cfg.in_dim != 2 or cfg.frequencies < 1:
+            raise ValueError("a latent grid needs 2-D data and at least one cell harmonic")
+        return GridModulatedSiren(cfg)
+    return LatentModulatedSiren(cfg)
 
 
 class Siren(nn.Module):

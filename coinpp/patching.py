@@ -85,3 +85,86 @@ def merge(patches: np.ndarray, grid: PatchGrid, scale: int | tuple[int, ...] = 1
     x = x.transpose(order).reshape(*[c * p for c, p in zip(grid.counts, sp, strict=True)], channels)
     crop = tuple(slice(0, s * k) for s, k in zip(grid.shape, scales, strict=True))
     return x[crop]
+
+
+# Latent grids (GridModulatedSiren): one latent per cell of `cell` x `cell` samples, placed at the
+# cell's centre and interpolated linearly in between (clamped past the outer centres), so the
+# latents of neighbouring cells blend and the decoded signal has no seams at any resolution.
+
+
+def sample_centres(size: int, out_size: int) -> np.ndarray:
+    """Centres of `out_size` samples spanning an axis of `size` input samples, in input units."""
+    return (np.arange(out_size, dtype=np.float64) + 0.5) * (size / out_size)
+
+
+def interpolation_weights(centres: np.ndarray, cell: int, nodes: int) -> np.ndarray:
+    """(len(centres), nodes) weights that interpolate latents at cell centres (k + 1/2) * cell
+    linearly at `centres` (input sample units); past the outer centres the edge latent holds."""
+    j = centres / cell - 0.5
+    j0 = np.floor(j)
+    t = j - j0
+    rows = np.arange(len(centres))
+    w = np.zeros((len(centres), nodes))
+    np.add.at(w, (rows, np.clip(j0.astype(np.int64), 0, nodes - 1)), 1.0 - t)
+    np.add.at(w, (rows, np.clip(j0.astype(np.int64) + 1, 0, nodes - 1)), t)
+    return w
+
+
+def cell_harmonics(centres: np.ndarray, cell: int, frequencies: int) -> np.ndarray:
+    """(len(centres), 2F): sin and cos of 2 pi k u, k = 1..F, u the position in cells. Periodic in
+    the cell, so the same within every cell and continuous across cell borders."""
+    angle = 2 * np.pi * np.outer(centres / cell, np.arange(1, frequencies + 1))
+    return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
+
+
+@dataclass
+class CellLayout:
+    """Where a 2-D latent grid is evaluated: rows x cols samples, with the grid's interpolation
+    weights and the cell harmonics per axis (both separable)."""
+
+    row_weights: torch.Tensor  # (H, Gy)
+    col_weights: torch.Tensor  # (W, Gx)
+    row_harmonics: torch.Tensor  # (H, 2F)
+    col_harmonics: torch.Tensor  # (W, 2F)
+
+    @classmethod
+    def build(cls, row_centres: np.ndarray, col_centres: np.ndarray, nodes: tuple[int, int], cell: int,
+              frequencies: int) -> CellLayout:
+        ry, rx = (torch.from_numpy(interpolation_weights(c, cell, n)).float()
+                  for c, n in zip((row_centres, col_centres), nodes, strict=True))
+        fy, fx = (torch.from_numpy(cell_harmonics(c, cell, frequencies)).float() for c in (row_centres, col_centres))
+        return cls(ry, rx, fy, fx)
+
+    @classmethod
+    def for_region(cls, shape: tuple[int, int], cell: int, frequencies: int,
+                   out_shape: tuple[int, int] | None = None) -> CellLayout:
+        """The whole region of `shape` samples, its grid of ceil(shape / cell) latents, sampled on
+        `out_shape` (default: the samples themselves)."""
+        out_shape = out_shape or shape
+        nodes = tuple(math.ceil(s / cell) for s in shape)
+        return cls.build(*(sample_centres(s, o) for s, o in zip(shape, out_shape, strict=True)), nodes, cell,
+                         frequencies)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.row_weights.shape[0], self.col_weights.shape[0]
+
+    @property
+    def nodes(self) -> tuple[int, int]:
+        return self.row_weights.shape[1], self.col_weights.shape[1]
+
+    @property
+    def features(self) -> torch.Tensor:
+        """(H * W, 4F): the row's harmonics, then the column's, for every sample (row-major)."""
+        (h, w), f = self.shape, self.row_harmonics.shape[1]
+        return torch.cat([self.row_harmonics[:, None, :].expand(h, w, f),
+                          self.col_harmonics[None, :, :].expand(h, w, f)], dim=-1).reshape(h * w, 2 * f)
+
+    def rows(self, start: int, stop: int) -> CellLayout:
+        """The band of sample rows [start, stop)."""
+        return CellLayout(self.row_weights[start:stop], self.col_weights, self.row_harmonics[start:stop],
+                          self.col_harmonics)
+
+    def to(self, device: torch.device | str) -> CellLayout:
+        return CellLayout(*(t.to(device) for t in (self.row_weights, self.col_weights, self.row_harmonics,
+                                                   self.col_harmonics)))

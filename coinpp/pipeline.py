@@ -15,7 +15,7 @@ import torch
 from . import codec as codecs
 from . import container, entropy, modalities
 from .errors import CodecError, FormatError, InputError, LimitError
-from .fit import evaluate_fields, evaluate_grid, fit_latents, refine_latents
+from .fit import evaluate_fields, evaluate_grid, evaluate_latent_grid, fit_grid, fit_latents, refine_latents
 from .modalities import Modality, Signal
 from .patching import patch_coordinates, split
 
@@ -48,6 +48,8 @@ def fit_signals(signals: list[Signal], modality: Modality, codec: codecs.Codec, 
         raise InputError("--steps must be between 0 and 10000")
     if modality.absolute_coordinates:
         return [_fit_fields(signal, modality, codec, steps, device) for signal in signals]
+    if codec.net.cfg.cell:
+        return [_fit_latent_grid(signal, modality, codec, steps, device) for signal in signals]
     parts = [_patch_targets(signal, modality, codec) for signal in signals]
     latents = _fit_unique(codec, patch_coordinates(codec.patch), np.concatenate(parts), steps, device)
     return list(latents.split([len(p) for p in parts]))
@@ -61,6 +63,17 @@ def _patch_targets(signal: Signal, modality: Modality, codec: codecs.Codec) -> n
     values = modality.to_network(signal, out_dim)
     return np.concatenate([split(values[..., g : g + out_dim], codec.patch)[0]
                            for g in range(0, values.shape[-1], out_dim)])
+
+
+def _fit_latent_grid(signal: Signal, modality: Modality, codec: codecs.Codec, steps: int, device: str
+                     ) -> torch.Tensor:
+    """A latent grid per channel group over the whole image (latents shared across cells)."""
+    if len(signal.spatial) != 2:
+        raise InputError(f"codec {codec.name!r} expects 2-D data")
+    out_dim = codec.net.cfg.out_dim
+    values = modality.to_network(signal, out_dim)
+    return torch.cat([fit_grid(codec.net, values[..., g : g + out_dim], steps, device)
+                      for g in range(0, values.shape[-1], out_dim)])
 
 
 def _fit_unique(codec: codecs.Codec, coords: torch.Tensor, targets: np.ndarray, steps: int,
@@ -90,8 +103,8 @@ def refine_signal(latents: torch.Tensor, signal: Signal, modality: Modality, cod
     """The codec's encoder-side refinement (Adam, through the quantizer) of fitted latents; the
     latents unchanged when the codec has none."""
     spec = codec.refine
-    if not spec or not spec.get("steps") or modality.absolute_coordinates:
-        return latents
+    if not spec or not spec.get("steps") or modality.absolute_coordinates or codec.net.cfg.cell:
+        return latents  # (not written for latent grids)
     quantizer = codec.quantizer if spec.get("quantized", True) else None
     return refine_latents(codec.net, patch_coordinates(codec.patch), _patch_targets(signal, modality, codec),
                           latents, int(spec["steps"]), float(spec["lr"]) * codec.quantizer.step, quantizer, device)
@@ -208,8 +221,12 @@ def decode_parsed(p: Parsed, scale: float | None = None, size: tuple[int, ...] |
 
         return decode_file(p.file, p.modality, p.meta, shape, device)
     latents = torch.from_numpy(p.codec.quantizer.dequantize(decode_symbols(p)))
-    values = np.concatenate([evaluate_grid(p.codec.net, group, p.file.shape, p.file.patch, shape, device)
-                             for group in latents.chunk(p.file.groups)], axis=-1)
+    if p.codec.net.cfg.cell:
+        values = np.concatenate([evaluate_latent_grid(p.codec.net, group, p.file.shape, shape, device)
+                                 for group in latents.chunk(p.file.groups)], axis=-1)
+    else:
+        values = np.concatenate([evaluate_grid(p.codec.net, group, p.file.shape, p.file.patch, shape, device)
+                                 for group in latents.chunk(p.file.groups)], axis=-1)
     values = p.modality.from_network(np.clip(values, 0.0, 1.0), p.meta)
     return Signal(values.astype(np.float32), p.modality.resampled(p.meta, p.file.shape, shape))
 

@@ -27,8 +27,8 @@ from torch import nn
 
 from .device import hardware_description, pick_device
 from .errors import InputError
-from .model import LatentModulatedSiren, SirenConfig
-from .patching import patch_coordinates
+from .model import LatentModulatedSiren, SirenConfig, build_network
+from .patching import CellLayout, patch_coordinates
 
 
 @dataclass
@@ -179,9 +179,23 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[Lat
     """-> (network, state dict from JSON, raw tensors incl. optimizer state)."""
     state = json.loads(path.with_suffix(".json").read_text())
     tensors = load_file(str(path.with_suffix(".safetensors")))
-    net = LatentModulatedSiren(SirenConfig.from_dict(state["config"]["model"]))
+    net = build_network(SirenConfig.from_dict(state["config"]["model"]))
     net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     return net.to(device), state, tensors
+
+
+def training_points(model: SirenConfig, patch: tuple[int, ...], coords: np.ndarray | None = None
+                    ) -> torch.Tensor | CellLayout:
+    """Where the network is evaluated on a training crop: the patch's coordinates, the crop's latent
+    grid (latent-grid networks, the crop holding crop / cell latents per axis), or the given fixed
+    coordinates of whole fields."""
+    if coords is not None:
+        return torch.as_tensor(coords, dtype=torch.float32)
+    if model.cell:
+        if len(patch) != 2 or any(p % model.cell for p in patch):
+            raise InputError(f"a latent grid trains on 2-D crops that are multiples of its cell ({model.cell})")
+        return CellLayout.for_region(tuple(patch), model.cell, model.frequencies)
+    return patch_coordinates(patch)
 
 
 def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals: list[np.ndarray] | np.ndarray,
@@ -206,7 +220,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
     last, best = out / "last", out / "best"
 
     torch.manual_seed(cfg.seed)
-    net = LatentModulatedSiren(cfg.model).to(device)
+    net = build_network(cfg.model).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
     state = {"step": 0, "elapsed_s": 0.0, "best_val_psnr": -1.0, "best_step": 0, "config": cfg.to_dict(),
              "hardware": hardware_description(device) + (f" x {world} processes" if world > 1 else "")}
@@ -225,7 +239,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
     learner = MetaLearner(net, cfg.inner_steps)
     engine = nn.parallel.DistributedDataParallel(learner) if distributed else learner
 
-    points = patch_coordinates(cfg.patch) if coords is None else torch.as_tensor(coords, dtype=torch.float32)
+    points = training_points(cfg.model, cfg.patch, coords)
     # Each rank and each resumed segment draws different crops, reproducibly.
     sampler = _sampler(signals, cfg.patch, cfg.seed * 1000 + rank + 7919 * state["step"], coords)
     val = _sampler(val_signals, cfg.patch, 12345, coords).sample(cfg.val_patches).to(device)
@@ -387,6 +401,21 @@ def load_fields(folder: str | Path, modality_name: str, val_fraction: float, var
 ADAPT_CHOICES = (4, 8, 16, 32, 64, 128, 256)  # weights of the context prior, in symbols, tried on validation
 
 
+def _fit_region(net: LatentModulatedSiren, patch: tuple[int, int], values: np.ndarray, steps: int, device: str
+                ) -> tuple[np.ndarray, tuple[int, int]]:
+    """The latents a codec fits to a whole 2-D region (its patches, or its latent grid) and their
+    (rows, cols)."""
+    from .fit import fit_grid, fit_latents
+    from .patching import split
+
+    values = np.ascontiguousarray(values)
+    if net.cfg.cell:
+        z = fit_grid(net, values, steps, device)
+    else:
+        z = fit_latents(net, patch_coordinates(patch), split(values, patch)[0], steps, device)
+    return z.numpy(), tuple(math.ceil(a / p) for a, p in zip(values.shape[:2], patch, strict=True))
+
+
 def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root: Path, name_prefix: str,
                   bits_list: list[int], encode_steps: int, table_patches: int = 4096,
                   seed: int = 0, device: str = "auto", extra_card: str = "",
@@ -413,16 +442,16 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
     net, state, _ = load_checkpoint(Path(checkpoint))
     net.eval().requires_grad_(False)
     cfg = state["config"]
-    patch = tuple(cfg["patch"])
+    cell = net.cfg.cell
+    patch = (cell, cell) if cell else tuple(cfg["patch"])  # a latent grid's codec tiles by its cell
     grids: list[tuple[int, ...]] = []
-    if context is not None:
+    if context is not None or cell:
         if coords is not None or len(patch) != 2:
             raise InputError("the neighbour context is for 2-D patch grids (images)")
-        from .patching import split
-
-        # Windows of 8 x 8 patches at random places in every training image: all images are
+        # Windows of 8 x 8 patches (cells) at random places in every training image: all images are
         # represented (whole images from a few files gave narrower quantizer ranges that coded the
-        # validation images 13 % longer), and each window keeps its patches' neighbours.
+        # validation images 13 % longer), and each window keeps its patches' neighbours. A latent
+        # grid is fitted over the whole window, as over a whole image when encoding.
         rng = np.random.default_rng(seed + 99)
         usable = [s for s in signals if all(a >= p for a, p in zip(s.shape, patch, strict=False))]
         if not usable:
@@ -432,22 +461,22 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
             for s in usable:
                 win = [min(8, a // p) * p for a, p in zip(s.shape, patch, strict=False)]  # smaller images: less
                 y, x = (int(rng.integers(0, a - w + 1)) for a, w in zip(s.shape, win, strict=False))
-                p, grid = split(np.ascontiguousarray(s[y : y + win[0], x : x + win[1]]), patch)
-                parts.append(p)
-                grids.append(grid.counts)
-        crops, points = torch.from_numpy(np.concatenate(parts)).float(), patch_coordinates(patch)
-        table_patches = len(crops)
-        if not val_signals:
-            raise InputError("the neighbour context needs validation images to choose its adaptation")
-        val_split = [split(v, patch) for v in val_signals]
-        val_latents = [fit_latents(net, points, p, encode_steps, device).numpy() for p, _ in val_split]
+                z, counts = _fit_region(net, patch, s[y : y + win[0], x : x + win[1]], encode_steps, device)
+                parts.append(z)
+                grids.append(counts)
+        latents = np.concatenate(parts)
+        table_patches = len(latents)
+        if context is not None:
+            if not val_signals:
+                raise InputError("the neighbour context needs validation images to choose its adaptation")
+            val_fits = [_fit_region(net, patch, v, encode_steps, device) for v in val_signals]
     elif coords is None:
         crops = CropSampler(signals, patch, seed=seed + 99).sample(table_patches)
-        points = patch_coordinates(patch)
+        latents = fit_latents(net, patch_coordinates(patch), crops, encode_steps, device).numpy()
     else:  # every training field once, in order (no need to draw)
-        crops, points = torch.from_numpy(signals).float(), torch.as_tensor(coords, dtype=torch.float32)
-        table_patches = len(crops)
-    latents = fit_latents(net, points, crops, encode_steps, device).numpy()
+        fields = torch.from_numpy(signals).float()
+        latents = fit_latents(net, torch.as_tensor(coords, dtype=torch.float32), fields, encode_steps, device).numpy()
+        table_patches = len(fields)
     written = []
     clips = clip_std if isinstance(clip_std, list) else [clip_std] * len(bits_list)
     if len(clips) != len(bits_list):
@@ -469,8 +498,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
             sizes = [int(np.prod(g)) for g in grids]
             pieces = np.split(symbols, np.cumsum(sizes)[:-1])
             prior = context_prior([s.reshape(*g, -1) for s, g in zip(pieces, grids, strict=True)], q.levels, context)
-            val_bytes = {a: sum(len(encode_context(q.quantize(z), (1, *g.counts), ContextModel(prior, a)))
-                                for z, (_, g) in zip(val_latents, val_split, strict=True)) for a in ADAPT_CHOICES}
+            val_bytes = {a: sum(len(encode_context(q.quantize(z), (1, *g), ContextModel(prior, a)))
+                                for z, g in val_fits) for a in ADAPT_CHOICES}
             adapt = min(val_bytes, key=val_bytes.get)
         name = f"{name_prefix}-b{bits}"
         config = {
@@ -490,6 +519,10 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
         arch = SirenConfig.from_dict(cfg["model"])
         patch_text = f"{patch[0]}-sample" if len(patch) == 1 else "x".join(map(str, patch))
         patch_text = f"{patch_text} patches" if coords is None else "one latent per whole field (points on the sphere)"
+        if arch.cell:
+            patch_text = (f"a latent grid (one latent per {cell}x{cell} cell at its centre, interpolated linearly "
+                          f"between centres; the network sees {arch.frequencies} harmonics of the position in the "
+                          f"cell; trained on {cfg['patch'][0]}x{cfg['patch'][1]} crops)")
         series = " (each field coded as its difference from the field before)" if delta is not None else ""
         if context is not None:
             series = (f", adapted to each file and chosen by the mean of the left and upper neighbours' symbols "
@@ -500,7 +533,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                        f"{' through the quantizer' if refine.get('quantized', True) else ''}")
         held_out = f"random crops; {cfg['val_files']} file(s) held out for validation" if coords is None else \
             "whole fields; the latest fields of each file held out for validation"
-        card = (f"# {name}\n\nCOIN++ {cfg['modality']} codec: LatentModulatedSiren {arch.tag} "
+        card = (f"# {name}\n\nCOIN++ {cfg['modality']} codec: "
+                f"{'GridModulatedSiren' if arch.cell else 'LatentModulatedSiren'} {arch.tag} "
                 f"({arch.depth} sine layers of width {arch.width}, w0 {arch.w0}, latent {arch.latent_dim}, "
                 f"meta-SGD {'on' if arch.meta_sgd else 'off'}"
                 f"{f', coordinates x{arch.coord_scale:g}' if arch.coord_scale != 1 else ''}), {patch_text}, "

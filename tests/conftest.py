@@ -12,12 +12,12 @@ from PIL import Image
 
 from coinpp import codec as codecs
 from coinpp.entropy import frequency_table
-from coinpp.model import LatentModulatedSiren, SirenConfig
+from coinpp.model import SirenConfig, build_network
 from coinpp.quantize import Quantizer
 
 
 def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int = 0,
-                    modality: str = "image", context: bool = False) -> codecs.Codec:
+                    modality: str = "image", context: bool = False, grid: bool = False) -> codecs.Codec:
     torch.manual_seed(seed)
     if modality == "audio":
         cfg = SirenConfig(in_dim=1, out_dim=1, width=16, depth=2, latent_dim=8, w0=30.0, coord_scale=5.0)
@@ -28,10 +28,13 @@ def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int 
     elif modality == "climate":
         cfg = SirenConfig(in_dim=3, out_dim=1, width=16, depth=2, latent_dim=8, w0=30.0, coord_scale=4.0)
         patch = [1, 6, 9]
+    elif grid:  # a latent grid: one latent per 4 x 4 cell, interpolated
+        cfg = SirenConfig(width=16, depth=2, latent_dim=8, w0=30.0, cell=4, frequencies=2)
+        patch = [4, 4]
     else:
         cfg = SirenConfig(width=16, depth=2, latent_dim=8, w0=30.0)
         patch = [8, 8]
-    net = LatentModulatedSiren(cfg)
+    net = build_network(cfg)
     rng = np.random.default_rng(seed)
     latents = rng.normal(0, 0.05, size=(2000, cfg.latent_dim)).astype(np.float32)
     q = Quantizer.fit(latents, bits)
@@ -48,7 +51,8 @@ def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int 
 
         prior = context_prior([q.quantize(latents).reshape(40, 50, -1)], q.levels, 4)
         config["context"] = {"model": "neighbour-mean", "buckets": 4, "adapt": 16}
-        config["refine"] = {"steps": 3, "lr": 0.5, "quantized": True}
+        if not grid:
+            config["refine"] = {"steps": 3, "lr": 0.5, "quantized": True}
     return codecs.write_folder(root / name, config, net, q, table, f"# {name}\n\ntest codec\n", delta, prior)
 
 

@@ -176,3 +176,28 @@ def test_cli_train_climate_on_whole_fields_with_held_out_hours(tmp_path, monkeyp
     r = CliRunner().invoke(cli, ["train", str(d), "--modality", "climate", "--out", str(tmp_path / "r2"),
                                  "--patch", "8"])
     assert r.exit_code == 1 and "whole fields" in r.output
+
+
+def test_cli_train_and_export_a_latent_grid(tmp_path, monkeypatch):
+    from coinpp import modalities
+    from coinpp.pipeline import decode_bytes, encode_signal
+
+    d = _write_folder(tmp_path)
+    r = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run"), "--width", "16", "--depth", "2",
+                                 "--latent", "4", "--cell", "4", "--frequencies", "2", "--patch", "12",
+                                 "--steps", "4", "--val-every", "2", "--val-patches", "8", "--encode-steps", "2",
+                                 "--export", "img-g", "--bits", "4", "--context", "4", "--val-files", "1",
+                                 "--codecs-dir", str(tmp_path / "codecs"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    c = codecs.load_folder(tmp_path / "codecs" / "img-g-b4")
+    assert c.net.cfg.cell == 4 and c.patch == (4, 4) and c.context is not None
+    assert "latent grid" in (c.folder / "MODEL_CARD.md").read_text()
+    monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
+    codecs._load_cached.cache_clear()
+    sig = modalities.Signal(_signals(1)[0], {"channels": 3})
+    enc = encode_signal(sig, modalities.get("image"), codecs.load("img-g-b4"), device="cpu")
+    assert decode_bytes(enc.data, device="cpu")[0].values.shape == sig.values.shape
+    codecs._load_cached.cache_clear()
+    bad = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run2"), "--cell", "4", "--patch", "10",
+                                   "--steps", "1", "--device", "cpu"])
+    assert bad.exit_code != 0 and "multiples of its cell" in bad.output
