@@ -17,6 +17,9 @@ depths (b3-b6): real coded bytes, PSNR of the real decode, encode time. Rows:
                     interpolated between cell centres (the same 1/16 latent per pixel as the
                     baseline's 64 per 32x32 patch), CPU-trained, 10 SGD steps, static tables
     latent-grid-context  the same codecs as shipped, with their trained neighbour context
+    allocate        as `all`, with quantizer steps for equal output distortion per dimension
+                    (same geometric mean step, so about the same rate; codecs image-ctxa-6x128-l64)
+    latent-grid-allocate  as `latent-grid-context`, with those steps (image-grid16a-5x64-l16)
 
 BD-rates are against JPEG and JPEG2000 on the same files (their rows in benchmarks/results/kodak).
 Writes benchmarks/results/kodak-levers/levers.json and levers.md.
@@ -45,11 +48,14 @@ from coinpp.pipeline import decode_bytes, pack, refine_signal
 BASELINE = "image-6x128-l64"
 NEW = "image-ctx-6x128-l64"  # the new default family's l64 network
 GRID = "image-grid16-5x64-l16"  # lever 4, the latent grid
+# Rows measured with the codecs' own encoder, as shipped: the family each uses.
+AS_SHIPPED = {"latent-grid": GRID, "latent-grid-context": GRID, "allocate": "image-ctxa-6x128-l64",
+              "latent-grid-allocate": "image-grid16a-5x64-l16"}
 KODAK = Path("../shared/data/kodak")
 OUT = Path("benchmarks/results/kodak-levers")
 BITS = (3, 4, 5, 6)
 ROWS = ("baseline", "sgd-20", "adam-10", "qat-10", "shared-table", "context", "gpu-training", "all-with-refinement",
-        "all", "latent-grid", "latent-grid-context")
+        "all", "latent-grid", "latent-grid-context", "allocate", "latent-grid-allocate")
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--files", type=int, default=8, help="every (24/N)-th Kodak image (24: all)")
@@ -74,12 +80,12 @@ def shared_table(c: codecs.Codec) -> np.ndarray:
     return entropy.adaptive_rows(pooled).astype(np.int32)
 
 
-def measure_grid(row: str, path: Path) -> list[dict]:
-    """The latent-grid rows: the codecs' own fit (one grid over the whole image), as shipped."""
+def measure_as_shipped(row: str, path: Path) -> list[dict]:
+    """Rows whose codecs encode as shipped (a latent grid fits one grid over the whole image)."""
     from coinpp.pipeline import fit_signal
 
     signal = image.read(path)
-    net_family = family(GRID)
+    net_family = family(AS_SHIPPED[row])
     first = next(iter(net_family.values()))
     t0 = time.perf_counter()
     latents = fit_signal(signal, image, first, device="cpu")
@@ -104,8 +110,8 @@ def measure_grid(row: str, path: Path) -> list[dict]:
 
 
 def measure(row: str, path: Path) -> list[dict]:
-    if row.startswith("latent-grid"):
-        return measure_grid(row, path)
+    if row in AS_SHIPPED:
+        return measure_as_shipped(row, path)
     signal = image.read(path)
     net_family = family(NEW if row in ("gpu-training", "all", "all-with-refinement") else BASELINE)
     first = next(iter(net_family.values()))

@@ -495,6 +495,8 @@ def list_codecs(as_json: bool) -> None:
 @click.option("--bits", default="4,5", show_default=True, help="Bit depths to export (one codec each).")
 @click.option("--clip-std", default="3", show_default=True,
               help="Quantizer range, mean +- K std: one K, or one per bit depth (e.g. 3,4,5,6).")
+@click.option("--allocate", is_flag=True,
+              help="Images: quantizer steps for equal output distortion per latent dimension (same mean rate).")
 @click.option("--context", "context_buckets", default=0, show_default=True,
               help="Images: code latents with the neighbour context, this many buckets per dimension (0: static "
                    "tables).")
@@ -512,7 +514,7 @@ def list_codecs(as_json: bool) -> None:
 def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim: int, w0: float, patch: int | None,
           cell: int, frequencies: int, batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int,
           minutes: float, val_every: int, val_patches: int, seed: int, val_files: int, no_meta_sgd: bool,
-          export_name: str | None, bits: str, clip_std: str, context_buckets: int, refine_steps: int,
+          export_name: str | None, bits: str, clip_std: str, allocate: bool, context_buckets: int, refine_steps: int,
           refine_lr: float, codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
           val_fraction: float, device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
@@ -538,8 +540,8 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
         raise InputError("--val-fraction must be in (0, 1)")
     if not 0 <= context_buckets <= 64 or not 0 <= refine_steps <= 1000 or not 0 < refine_lr <= 10:
         raise InputError("--context must be in 0..64, --refine-steps in 0..1000, --refine-lr in (0, 10]")
-    if context_buckets and mod.spatial_dims != 2:
-        raise InputError("--context applies to images")
+    if (context_buckets or allocate) and (mod.spatial_dims != 2 or mod.absolute_coordinates):
+        raise InputError("--context and --allocate apply to images")
     if cell and (mod.spatial_dims != 2 or mod.absolute_coordinates or not 2 <= cell <= 256
                  or not 1 <= frequencies <= 64):
         raise InputError("--cell (2..256, with --frequencies 1..64) applies to images")
@@ -579,6 +581,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
             for folder in export_codecs(best, train_s, Path(codecs_dir), export_name, bit_list, encode_steps,
                                         device=device, clip_std=clips, coords=coords,
                                         context=context_buckets or None, val_signals=val_s,
+                                        allocate=allocate,
                                         refine={"steps": refine_steps, "lr": refine_lr, "quantized": True}
                                         if refine_steps else None):
                 console.print(f"wrote codec {folder}")

@@ -2,6 +2,7 @@
 
     python -m coinpp.conformance write        # (re)write bitstream/conformance/ -- only on purpose
     python -m coinpp.conformance write coin   # only the COIN-mode (kind 1) streams
+    python -m coinpp.conformance write NAME.. # only these codecs' streams (a new codec)
 
 Each stream `NAME.coin` has `NAME.json` (codec, SHA-256 of the decoded symbols, SHA-256 of the
 decoded 8-bit output on the reference machine) and `NAME.png` (that output). A decoder must
@@ -27,6 +28,7 @@ from .pipeline import decode_bytes, decode_symbols, encode_signal, parse
 
 ROOT = Path(__file__).resolve().parent.parent / "bitstream" / "conformance"
 TINY_CODEC = "conformance-tiny-b5"  # a small codec kept with the streams: pins the format itself
+TINY_GRID_CODEC = "conformance-tiny-grid-b5"  # the same for latent grids with the neighbour context
 
 
 def codecs_folder(root: Path = ROOT) -> Path:
@@ -50,6 +52,27 @@ def _write_tiny_codec(folder: Path) -> None:
               "encode_steps": 3}
     codecs.write_folder(folder / TINY_CODEC, config, net, q, frequency_table(q.quantize(lat), q.levels),
                         f"# {TINY_CODEC}\n\nUntrained network for conformance streams only.\n")
+
+
+def _write_tiny_grid_codec(folder: Path) -> None:
+    """A small random latent-grid network (4 x 4 cells) with a neighbour-context prior."""
+    import torch
+
+    from .entropy import context_prior, frequency_table
+    from .model import SirenConfig, build_network
+    from .quantize import Quantizer
+
+    torch.manual_seed(0)
+    cfg = SirenConfig(width=16, depth=2, latent_dim=4, cell=4, frequencies=2)
+    net = build_network(cfg)
+    lat = np.random.default_rng(1).normal(0, 0.05, size=(40 * 50, cfg.latent_dim)).astype(np.float32)
+    q = Quantizer.fit(lat, 5)
+    symbols = q.quantize(lat)
+    config = {"name": TINY_GRID_CODEC, "modality": "image", "model": cfg.to_dict(), "patch": [4, 4],
+              "encode_steps": 3, "context": {"model": "neighbour-mean", "buckets": 4, "adapt": 16}}
+    codecs.write_folder(folder / TINY_GRID_CODEC, config, net, q, frequency_table(symbols, q.levels),
+                        f"# {TINY_GRID_CODEC}\n\nUntrained latent-grid network for conformance streams only.\n",
+                        context_prior=context_prior([symbols.reshape(40, 50, -1)], q.levels, 4))
 
 
 def _sha(a: np.ndarray) -> str:
@@ -138,6 +161,8 @@ def write(root: Path = ROOT, codec_names: list[str] | None = None) -> list[Path]
     root.mkdir(parents=True, exist_ok=True)
     if not (codecs_folder(root) / TINY_CODEC).exists():
         _write_tiny_codec(codecs_folder(root))
+    if not (codecs_folder(root) / TINY_GRID_CODEC).exists():
+        _write_tiny_grid_codec(codecs_folder(root))
     names = codec_names or sorted(codecs.available())
     written = []
     for cname in names:
@@ -232,10 +257,16 @@ def check(stream: Path) -> dict:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] not in (["write"], ["write", "coin"]):
-        sys.exit("usage: python -m coinpp.conformance write [coin]")
+    if sys.argv[1:2] != ["write"]:
+        sys.exit("usage: python -m coinpp.conformance write [coin | CODEC ...]")
     import os
 
     os.environ["COIN_CODECS_PATH"] = str(codecs_folder())
-    for path in (write_coin() if sys.argv[2:] == ["coin"] else write() + write_coin()):
+    if sys.argv[2:] == ["coin"]:
+        paths = write_coin()
+    elif sys.argv[2:]:  # only these codecs' streams (new codecs), the others left as they are
+        paths = write(codec_names=sys.argv[2:])
+    else:
+        paths = write() + write_coin()
+    for path in paths:
         print(path)

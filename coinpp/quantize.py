@@ -24,15 +24,30 @@ class Quantizer:
         return 1 << self.bits
 
     @classmethod
-    def fit(cls, latents: np.ndarray, bits: int, clip_std: float = 3.0) -> Quantizer:
-        """Ranges from training latents (N, D): mean +- clip_std * std per dimension."""
+    def fit(cls, latents: np.ndarray, bits: int, clip_std: float = 3.0,
+            sensitivity: np.ndarray | None = None) -> Quantizer:
+        """Ranges from training latents (N, D): mean +- clip_std * std per dimension, 2^bits levels.
+
+        With `sensitivity` (D,), the output's mean squared change per unit squared change of each
+        latent dimension, the steps are instead set for equal distortion per dimension (step_d
+        proportional to 1 / sqrt(sensitivity_d), the optimal allocation at high rate), with the same
+        geometric mean as the uniform steps, so about the same rate; the alphabet then grows (up
+        to 8 bits) until every dimension still spans mean +- clip_std std.
+        """
         if not 1 <= bits <= 8:
             raise ValueError("bits must be in 1..8")
-        mean = latents.mean(axis=0)
-        std = np.maximum(latents.std(axis=0), 1e-6)
-        low = mean - clip_std * std
+        mean = latents.mean(axis=0).astype(np.float64)
+        std = np.maximum(latents.std(axis=0), 1e-6).astype(np.float64)
         step = 2 * clip_std * std / ((1 << bits) - 1)
-        return cls(low.astype(np.float32), step.astype(np.float32), bits)
+        if sensitivity is None:
+            return cls((mean - clip_std * std).astype(np.float32), step.astype(np.float32), bits)
+        w = np.maximum(np.asarray(sensitivity, dtype=np.float64), 1e-12)
+        equal = 1.0 / np.sqrt(w)
+        step = equal * np.exp(np.log(step).mean() - np.log(equal).mean())
+        need = int(np.ceil(np.log2((2 * clip_std * std / step).max() + 1)))
+        bits = min(8, max(bits, need))
+        half = step * ((1 << bits) - 1) / 2  # centred on the mean
+        return cls((mean - half).astype(np.float32), step.astype(np.float32), bits)
 
     def quantize(self, latents: np.ndarray | torch.Tensor) -> np.ndarray:
         """(P, D) floats -> (P, D) int32 symbols in [0, 2^b)."""

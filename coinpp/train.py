@@ -416,12 +416,36 @@ def _fit_region(net: LatentModulatedSiren, patch: tuple[int, int], values: np.nd
     return z.numpy(), tuple(math.ceil(a / p) for a, p in zip(values.shape[:2], patch, strict=True))
 
 
+@torch.no_grad()
+def latent_sensitivity(net: LatentModulatedSiren, patch: tuple[int, int], regions: list[np.ndarray], steps: int,
+                       device: str = "cpu") -> np.ndarray:
+    """(D,): the output's mean squared change per unit squared change of each latent dimension,
+    on the latents fitted to `regions` (2-D image windows), by finite differences (every latent of
+    a region moved together; only the ratios between dimensions are used)."""
+    total = np.zeros(net.cfg.latent_dim)
+    for values in regions:
+        z, counts = _fit_region(net, patch, values, steps, device)
+        z = torch.from_numpy(z)
+        if net.cfg.cell:
+            where = CellLayout.for_region(values.shape[:2], net.cfg.cell, net.cfg.frequencies)
+            z = z.unsqueeze(0)
+        else:
+            where = patch_coordinates(patch)
+        base = net(where, z)
+        eps = 1e-2 * float(z.std()) + 1e-6
+        for j in range(net.cfg.latent_dim):
+            moved = z.clone()
+            moved[..., j] += eps
+            total[j] += float((net(where, moved) - base).pow(2).mean()) / eps**2
+    return total / max(1, len(regions))
+
+
 def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root: Path, name_prefix: str,
                   bits_list: list[int], encode_steps: int, table_patches: int = 4096,
                   seed: int = 0, device: str = "auto", extra_card: str = "",
                   clip_std: float | list[float] = 3.0, coords: np.ndarray | None = None,
                   context: int | None = None, refine: dict | None = None,
-                  val_signals: list[np.ndarray] | None = None) -> list[Path]:
+                  val_signals: list[np.ndarray] | None = None, allocate: bool = False) -> list[Path]:
     """Turn a checkpoint into codec folders, one per bit depth (one rate point each).
 
     Latents are fitted to `table_patches` random crops of the training signals at the encode
@@ -432,7 +456,9 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
     are then fitted to windows of 8 x 8 patches from every training image (until `table_patches`
     patches), whose neighbours train its prior, and the prior's weight is the one
     of ADAPT_CHOICES that codes the whole `val_signals` images shortest. `refine` is stored as
-    the codecs' encoder-side refinement (pipeline.refine_signal).
+    the codecs' encoder-side refinement (pipeline.refine_signal). `allocate` (images) sets the
+    quantizer steps for equal distortion per dimension (Quantizer.fit), from the sensitivity of
+    the output to each dimension on eight training windows.
     """
     from .codec import write_folder
     from .entropy import ContextModel, context_prior, encode_context, frequency_table, residuals
@@ -477,6 +503,12 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
         fields = torch.from_numpy(signals).float()
         latents = fit_latents(net, torch.as_tensor(coords, dtype=torch.float32), fields, encode_steps, device).numpy()
         table_patches = len(fields)
+    sensitivity = None
+    if allocate:
+        if coords is not None or len(patch) != 2:
+            raise InputError("per-dimension allocation is for images")
+        windows = [s[: 8 * patch[0], : 8 * patch[1]] for s in signals[:: max(1, len(signals) // 8)][:8]]
+        sensitivity = latent_sensitivity(net, patch, windows, encode_steps, device)
     written = []
     clips = clip_std if isinstance(clip_std, list) else [clip_std] * len(bits_list)
     if len(clips) != len(bits_list):
@@ -484,7 +516,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
     for bits, clip in zip(bits_list, clips, strict=True):
         # Wider ranges suit more bits: on the speech validation files +-k std with k = bits traced the
         # best rate-distortion points (at 6 bits +-3 std clipped ~3 % of the symbols).
-        q = Quantizer.fit(latents, bits, clip_std=clip)
+        q = Quantizer.fit(latents, bits, clip_std=clip, sensitivity=sensitivity)
         symbols = q.quantize(latents)
         table = frequency_table(symbols, q.levels)
         delta = None
@@ -517,6 +549,11 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
         if refine:
             config["refine"] = refine
         arch = SirenConfig.from_dict(cfg["model"])
+        quant_text = f"{bits}-bit per-dimension quantization (mean ± {clip:g} std)"
+        if sensitivity is not None:
+            quant_text = (f"per-dimension quantizer steps for equal output distortion (their geometric mean that of "
+                          f"{bits}-bit steps over mean ± {clip:g} std; {q.bits}-bit symbols)")
+            config["training"]["quantizer_allocation"] = "equal-distortion"
         patch_text = f"{patch[0]}-sample" if len(patch) == 1 else "x".join(map(str, patch))
         patch_text = f"{patch_text} patches" if coords is None else "one latent per whole field (points on the sphere)"
         if arch.cell:
@@ -538,7 +575,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                 f"({arch.depth} sine layers of width {arch.width}, w0 {arch.w0}, latent {arch.latent_dim}, "
                 f"meta-SGD {'on' if arch.meta_sgd else 'off'}"
                 f"{f', coordinates x{arch.coord_scale:g}' if arch.coord_scale != 1 else ''}), {patch_text}, "
-                f"{encode_steps} encode steps, {bits}-bit per-dimension quantization (mean ± {clip:g} std), "
+                f"{encode_steps} encode steps, {quant_text}, "
                 f"per-dimension entropy tables{series}.\n\n## Training\n\n- data: `{cfg['data']}` ({held_out})\n"
                 f"- outer steps: {state['step']} (best at {state['best_step']}), "
                 f"wall time {state['elapsed_s'] / 60:.1f} min, batch {cfg['batch']}, {cfg['inner_steps']} "

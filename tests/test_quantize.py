@@ -41,3 +41,19 @@ def test_straight_through_has_identity_gradient():
     out.sum().backward()
     assert torch.equal(z.grad, torch.ones(2, 3))
     assert np.allclose(out.detach().numpy(), q.dequantize(q.quantize(z.detach())))
+
+
+def test_equal_distortion_steps_keep_the_mean_rate_and_the_range():
+    rng = np.random.default_rng(0)
+    lat = rng.normal(0, [0.1, 0.2, 0.05, 0.1], size=(5000, 4)).astype(np.float32)
+    uniform = Quantizer.fit(lat, 4)
+    sens = np.array([1.0, 4.0, 1.0, 16.0])
+    q = Quantizer.fit(lat, 4, sensitivity=sens)
+    # Equal distortion: sensitivity * step^2 is the same for every dimension.
+    assert np.allclose(sens * q.step.astype(np.float64) ** 2, (sens * q.step.astype(np.float64) ** 2)[0], rtol=1e-5)
+    assert np.isclose(np.log(q.step).mean(), np.log(uniform.step).mean(), atol=1e-5)
+    top = q.low + q.step * (q.levels - 1)
+    mean, std = lat.mean(0), lat.std(0)
+    assert np.all(q.low <= mean - 3 * std + 1e-6) and np.all(top >= mean + 3 * std - 1e-6)
+    assert q.bits > 4  # the finest dimension needs a larger alphabet to keep its range
+    assert np.allclose((q.low + top) / 2, mean, atol=1e-6)

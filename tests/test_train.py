@@ -187,11 +187,13 @@ def test_cli_train_and_export_a_latent_grid(tmp_path, monkeypatch):
                                  "--latent", "4", "--cell", "4", "--frequencies", "2", "--patch", "12",
                                  "--steps", "4", "--val-every", "2", "--val-patches", "8", "--encode-steps", "2",
                                  "--export", "img-g", "--bits", "4", "--context", "4", "--val-files", "1",
+                                 "--allocate",
                                  "--codecs-dir", str(tmp_path / "codecs"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     c = codecs.load_folder(tmp_path / "codecs" / "img-g-b4")
     assert c.net.cfg.cell == 4 and c.patch == (4, 4) and c.context is not None
     assert "latent grid" in (c.folder / "MODEL_CARD.md").read_text()
+    assert c.config["training"]["quantizer_allocation"] == "equal-distortion" and c.bits >= 4
     monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
     codecs._load_cached.cache_clear()
     sig = modalities.Signal(_signals(1)[0], {"channels": 3})
