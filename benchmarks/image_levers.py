@@ -13,13 +13,15 @@ depths (b3-b6): real coded bytes, PSNR of the real decode, encode time. Rows:
     gpu-training    the network of the new default (H200, 11 min), 10 SGD steps, static tables
     all-with-refinement  that network + 8 Adam steps through the quantizer + the trained context
     all             the new default family's l64 codecs as shipped: GPU network, trained context
-    latent-grid     lever 4: a 5x64 network fed by a grid of 16-dim latents, one per 16x16 cell,
+    grid16-l16      lever 4: a 5x64 network fed by a grid of 16-dim latents, one per 16x16 cell,
                     interpolated between cell centres (the same 1/16 latent per pixel as the
                     baseline's 64 per 32x32 patch), CPU-trained, 10 SGD steps, static tables
-    latent-grid-context  the same codecs as shipped, with their trained neighbour context
+    grid16-l16-context  the same codecs as shipped, with their trained neighbour context
+    grid8-l4-context    a 4-dim latent per 8x8 cell (again 1/16 latent per pixel), 20 SGD steps, context
+    grid8-l8-context    an 8-dim latent per 8x8 cell (1/8 latent per pixel), 20 SGD steps, context
     allocate        as `all`, with quantizer steps for equal output distortion per dimension
                     (same geometric mean step, so about the same rate; codecs image-ctxa-6x128-l64)
-    latent-grid-allocate  as `latent-grid-context`, with those steps (image-grid16a-5x64-l16)
+    grid16-l16-allocate  as `grid16-l16-context`, with those steps (image-grid16a-5x64-l16)
 
 BD-rates are against JPEG and JPEG2000 on the same files (their rows in benchmarks/results/kodak).
 Writes benchmarks/results/kodak-levers/levers.json and levers.md.
@@ -47,15 +49,17 @@ from coinpp.pipeline import decode_bytes, pack, refine_signal
 
 BASELINE = "image-6x128-l64"
 NEW = "image-ctx-6x128-l64"  # the new default family's l64 network
-GRID = "image-grid16-5x64-l16"  # lever 4, the latent grid
 # Rows measured with the codecs' own encoder, as shipped: the family each uses.
-AS_SHIPPED = {"latent-grid": GRID, "latent-grid-context": GRID, "allocate": "image-ctxa-6x128-l64",
-              "latent-grid-allocate": "image-grid16a-5x64-l16"}
+AS_SHIPPED = {"grid16-l16": "image-grid16-5x64-l16", "grid16-l16-context": "image-grid16-5x64-l16",
+              "grid8-l4-context": "image-grid8-5x64-l4", "grid8-l8-context": "image-grid8-5x64-l8",
+              "allocate": "image-ctxa-6x128-l64", "grid16-l16-allocate": "image-grid16a-5x64-l16"}
+STATIC_TABLES = {"grid16-l16"}  # measured with the codec's static tables instead of its context
 KODAK = Path("../shared/data/kodak")
 OUT = Path("benchmarks/results/kodak-levers")
 BITS = (3, 4, 5, 6)
 ROWS = ("baseline", "sgd-20", "adam-10", "qat-10", "shared-table", "context", "gpu-training", "all-with-refinement",
-        "all", "latent-grid", "latent-grid-context", "allocate", "latent-grid-allocate")
+        "all", "allocate", "grid16-l16", "grid16-l16-context", "grid16-l16-allocate", "grid8-l4-context",
+        "grid8-l8-context")
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--files", type=int, default=8, help="every (24/N)-th Kodak image (24: all)")
@@ -96,7 +100,7 @@ def measure_as_shipped(row: str, path: Path) -> list[dict]:
         enc = pack(latents, signal, image, c)
         t_enc = t_fit + time.perf_counter() - t1
         nbytes = len(enc.data)
-        if row == "latent-grid":  # static per-dimension tables instead of the context
+        if row in STATIC_TABLES:  # static per-dimension tables instead of the context
             grid = (1, *split(signal.values[..., :1], c.patch)[1].counts)
             nbytes += len(entropy.encode(enc.symbols, c.table)) - len(entropy.encode_context(enc.symbols, grid,
                                                                                             c.context))
