@@ -423,7 +423,9 @@ def info(input: str, as_json: bool, allow_huge: bool) -> None:
     else:
         rec = {"file": input, "method": "coin++", "codec": f.codec_name, "codec_hash": f.codec_hash.hex(),
                "modality": p.modality.name, "shape": list(f.shape), "channels": f.channels,
-               "patch": list(f.patch), "patches": f.num_patches, "latent_dim": f.latent_dim, "bits": f.bits}
+               "patch": list(f.patch), "patches": f.num_patches, "latent_dim": f.latent_dim, "bits": f.bits,
+               "latents": "a grid, interpolated between cell centres (patch = cell)" if p.codec.net.cfg.cell
+               else "one per patch"}
     rec |= {"bytes": len(data), "payload_bytes": len(f.payload), "modality_fields_bytes": len(f.modality_meta),
             **p.modality.summary(p.meta), **{k: round(v, 6) for k, v in rate.items()}}
     if as_json:

@@ -135,3 +135,19 @@ def test_training_crops_must_be_whole_cells():
     assert training_points(GRID, (8, 12)).nodes == (2, 3)
     with pytest.raises(InputError):
         training_points(GRID, (10, 10))
+
+
+def test_info_says_the_latents_are_a_grid(tiny_grid_codec, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from coinpp.cli import cli
+
+    sig = modalities.Signal(smooth_image(12, 9, seed=5).astype(np.float32) / 255, {"channels": 3})
+    path = tmp_path / "g.coin"
+    path.write_bytes(encode_signal(sig, modalities.get("image"), tiny_grid_codec, device="cpu").data)
+    r = CliRunner().invoke(cli, ["info", str(path), "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.output)
+    assert rec["latents"].startswith("a grid") and rec["patches"] == 3 * 3
