@@ -547,6 +547,8 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
     if cell and (mod.spatial_dims != 2 or mod.absolute_coordinates or not 2 <= cell <= 256
                  or not 1 <= frequencies <= 64):
         raise InputError("--cell (2..256, with --frequencies 1..64) applies to images")
+    if cell and refine_steps:
+        raise InputError("--refine-steps is not available for latent grids (--cell)")
     if not 1 <= val_patches <= 100_000:
         raise InputError("--val-patches must be in 1..100000")
     coords = None

@@ -203,3 +203,6 @@ def test_cli_train_and_export_a_latent_grid(tmp_path, monkeypatch):
     bad = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run2"), "--cell", "4", "--patch", "10",
                                    "--steps", "1", "--device", "cpu"])
     assert bad.exit_code != 0 and "multiples of its cell" in bad.output
+    bad = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run3"), "--cell", "4",
+                                   "--refine-steps", "2", "--steps", "1", "--device", "cpu"])
+    assert bad.exit_code != 0 and "not available for latent grids" in bad.output
