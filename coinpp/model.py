@@ -146,6 +146,10 @@ class LatentModulatedSiren(nn.Module):
         g_s = torch.cat(g_shifts[::-1], dim=1)  # (B, L*W)
         return loss, g_s @ self.latent_map.weight  # (B, D)
 
+    def zero_latents(self, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Where encoding starts: a zero latent per patch of `targets`, (B, D)."""
+        return torch.zeros(targets.shape[0], self.cfg.latent_dim, device=targets.device, dtype=targets.dtype)
+
     def inner_loop(
         self,
         coords: torch.Tensor,
@@ -158,7 +162,7 @@ class LatentModulatedSiren(nn.Module):
         Differentiable with respect to the network when called with grad enabled.
         """
         if latents is None:
-            latents = torch.zeros(targets.shape[0], self.cfg.latent_dim, device=targets.device, dtype=targets.dtype)
+            latents = self.zero_latents(coords, targets)
         lr = self.learning_rates()
         for _ in range(steps):
             _, g = self.loss_and_latent_grad(coords, latents, targets)
@@ -226,19 +230,12 @@ class GridModulatedSiren(LatentModulatedSiren):
                 g_h = g_u @ self.weights[i]
         return loss, self._node_gradient(layout, g_z)
 
-    def inner_loop(  # type: ignore[override]
-        self, layout: CellLayout, targets: torch.Tensor, steps: int, latents: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """`steps` SGD steps on the region's latents from zero (or `latents`), meta-SGD rates."""
-        if latents is None:
-            gy, gx = layout.nodes
-            latents = torch.zeros(targets.shape[0], gy * gx, self.cfg.latent_dim, device=targets.device,
-                                  dtype=targets.dtype)
-        lr = self.learning_rates()
-        for _ in range(steps):
-            _, g = self.loss_and_latent_grad(layout, latents, targets)
-            latents = latents - lr * g
-        return latents
+    def zero_latents(self, layout: CellLayout, targets: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """A zero latent per cell of every region of `targets`, (B, Gy * Gx, D). The base class's
+        inner_loop then runs unchanged on the grid."""
+        gy, gx = layout.nodes
+        return torch.zeros(targets.shape[0], gy * gx, self.cfg.latent_dim, device=targets.device,
+                           dtype=targets.dtype)
 
 
 def build_network(cfg: SirenConfig) -> LatentModulatedSiren:
