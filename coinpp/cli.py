@@ -499,6 +499,9 @@ def list_codecs(as_json: bool) -> None:
               help="Quantizer range, mean +- K std: one K, or one per bit depth (e.g. 3,4,5,6).")
 @click.option("--allocate", is_flag=True,
               help="Images: quantizer steps for equal output distortion per latent dimension (same mean rate).")
+@click.option("--decorrelate", is_flag=True,
+              help="Quantize the principal components of the latents (learned from the training latents) "
+                   "instead of the latent dimensions.")
 @click.option("--context", "context_buckets", default=0, show_default=True,
               help="Images: code latents with the neighbour context, this many buckets per dimension (0: static "
                    "tables).")
@@ -516,8 +519,8 @@ def list_codecs(as_json: bool) -> None:
 def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim: int, w0: float, patch: int | None,
           cell: int, frequencies: int, batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int,
           minutes: float, val_every: int, val_patches: int, seed: int, val_files: int, no_meta_sgd: bool,
-          export_name: str | None, bits: str, clip_std: str, allocate: bool, context_buckets: int, refine_steps: int,
-          refine_lr: float, codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
+          export_name: str | None, bits: str, clip_std: str, allocate: bool, decorrelate: bool, context_buckets: int,
+          refine_steps: int, refine_lr: float, codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
           val_fraction: float, device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
@@ -544,6 +547,8 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
         raise InputError("--context must be in 0..64, --refine-steps in 0..1000, --refine-lr in (0, 10]")
     if (context_buckets or allocate) and (mod.spatial_dims != 2 or mod.absolute_coordinates):
         raise InputError("--context and --allocate apply to images")
+    if allocate and decorrelate:
+        raise InputError("choose --allocate or --decorrelate, not both")
     if cell and (mod.spatial_dims != 2 or mod.absolute_coordinates or not 2 <= cell <= 256
                  or not 1 <= frequencies <= 64):
         raise InputError("--cell (2..256, with --frequencies 1..64) applies to images")
@@ -585,7 +590,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
             for folder in export_codecs(best, train_s, Path(codecs_dir), export_name, bit_list, encode_steps,
                                         device=device, clip_std=clips, coords=coords,
                                         context=context_buckets or None, val_signals=val_s,
-                                        allocate=allocate,
+                                        allocate=allocate, decorrelate=decorrelate,
                                         refine={"steps": refine_steps, "lr": refine_lr, "quantized": True}
                                         if refine_steps else None):
                 console.print(f"wrote codec {folder}")

@@ -2,7 +2,7 @@
 
     codecs/<name>/config.json        architecture, modality, patch, bits, encode steps, rate
     codecs/<name>/weights.safetensors  base network (never pickle)
-    codecs/<name>/tables.safetensors   quantizer ranges and integer entropy tables
+    codecs/<name>/tables.safetensors   quantizer ranges (and transform) and integer entropy tables
     codecs/<name>/MODEL_CARD.md
 
 The hash covers the weights, the tables and the config fields that change decoding, so a
@@ -50,8 +50,9 @@ def search_path() -> list[Path]:
 def codec_hash(folder: Path, config: dict) -> bytes:
     h = hashlib.sha256()
     fields = {k: config.get(k) for k in _DECODE_FIELDS}
-    if "context" in config:  # only where present, so codecs written before it keep their hash
-        fields["context"] = config["context"]
+    for key in ("context", "transform"):  # only where present, so codecs written before keep their hash
+        if key in config:
+            fields[key] = config[key]
     h.update(json.dumps(fields, sort_keys=True).encode())
     for name in ("weights.safetensors", "tables.safetensors"):
         h.update((folder / name).read_bytes())
@@ -113,7 +114,17 @@ def load_folder(folder: Path) -> Codec:
         net.load_state_dict(load_torch(str(folder / "weights.safetensors")))
         net.eval().requires_grad_(False)
         t = load_np(str(folder / "tables.safetensors"))
-        quantizer = Quantizer(t["low"], t["step"], int(config["bits"]))
+        quantizer = Quantizer(t["low"], t["step"], int(config["bits"]), t.get("basis"), t.get("centre"))
+        d = len(quantizer.low)
+        if quantizer.basis is not None and (quantizer.basis.shape != (d, d) or quantizer.centre is None
+                                            or quantizer.centre.shape != (d,)
+                                            or not np.isfinite(quantizer.basis).all()):
+            raise ValueError("basis or centre does not match the latent size")
+        # Declared in the config (and so in the hash): software that predates the transform refuses
+        # such a codec on its hash instead of decoding it without the transform.
+        transform = config.get("transform")
+        if transform not in (None, "principal-components") or (transform is None) != (quantizer.basis is None):
+            raise ValueError("the config's transform and the tables disagree")
         table = t["table"].astype(np.int32)
         delta = t["delta_table"].astype(np.int32) if "delta_table" in t else None
         if delta is not None and delta.shape != (table.shape[0], 2 * table.shape[1] - 1):
@@ -180,12 +191,17 @@ def write_folder(folder: Path, config: dict, net: LatentModulatedSiren, quantize
     save_torch(state, str(folder / "weights.safetensors"))
     tables = {"low": quantizer.low.astype(np.float32), "step": quantizer.step.astype(np.float32),
               "table": table.astype(np.int32)}
+    if quantizer.basis is not None:  # a decorrelating transform before quantization
+        tables["basis"] = quantizer.basis.astype(np.float32)
+        tables["centre"] = quantizer.centre.astype(np.float32)
     if delta_table is not None:
         tables["delta_table"] = delta_table.astype(np.int32)
     if context_prior is not None:
         tables["context_prior"] = context_prior.astype(np.int32)
     save_np(tables, str(folder / "tables.safetensors"))
     config = dict(config, bits=quantizer.bits)
+    if quantizer.basis is not None:
+        config["transform"] = "principal-components"
     config["hash"] = codec_hash(folder, config).hex()
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (folder / "MODEL_CARD.md").write_text(model_card)

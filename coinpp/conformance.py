@@ -29,6 +29,7 @@ from .pipeline import decode_bytes, decode_symbols, encode_signal, parse
 ROOT = Path(__file__).resolve().parent.parent / "bitstream" / "conformance"
 TINY_CODEC = "conformance-tiny-b5"  # a small codec kept with the streams: pins the format itself
 TINY_GRID_CODEC = "conformance-tiny-grid-b5"  # the same for latent grids with the neighbour context
+TINY_PCA_CODEC = "conformance-tiny-pca-b4"  # the same for a decorrelating transform before quantization
 
 
 def codecs_folder(root: Path = ROOT) -> Path:
@@ -72,6 +73,31 @@ def _write_tiny_grid_codec(folder: Path) -> None:
               "encode_steps": 3, "context": {"model": "neighbour-mean", "buckets": 4, "adapt": 16}}
     codecs.write_folder(folder / TINY_GRID_CODEC, config, net, q, frequency_table(symbols, q.levels),
                         f"# {TINY_GRID_CODEC}\n\nUntrained latent-grid network for conformance streams only.\n",
+                        context_prior=context_prior([symbols.reshape(40, 50, -1)], q.levels, 4))
+
+
+def _write_tiny_pca_codec(folder: Path) -> None:
+    """A small random patch network whose latents are coded as principal components (Quantizer.fit
+    with decorrelate), with a neighbour-context prior."""
+    import torch
+
+    from .entropy import context_prior, frequency_table
+    from .model import LatentModulatedSiren, SirenConfig
+    from .quantize import Quantizer
+
+    torch.manual_seed(0)
+    cfg = SirenConfig(width=16, depth=2, latent_dim=8)
+    net = LatentModulatedSiren(cfg)
+    rng = np.random.default_rng(2)
+    mix = rng.normal(0, 0.05, size=(3, cfg.latent_dim))  # three factors shared by the eight dimensions
+    lat = (rng.normal(size=(40 * 50, 3)) @ mix + rng.normal(0, 0.01, size=(40 * 50, cfg.latent_dim)))
+    q = Quantizer.fit(lat.astype(np.float32), 4, decorrelate=True)
+    symbols = q.quantize(lat)
+    config = {"name": TINY_PCA_CODEC, "modality": "image", "model": cfg.to_dict(), "patch": [16, 16],
+              "encode_steps": 3, "context": {"model": "neighbour-mean", "buckets": 4, "adapt": 16}}
+    codecs.write_folder(folder / TINY_PCA_CODEC, config, net, q, frequency_table(symbols, q.levels),
+                        f"# {TINY_PCA_CODEC}\n\nUntrained network, latents coded as principal components; "
+                        "for conformance streams only.\n",
                         context_prior=context_prior([symbols.reshape(40, 50, -1)], q.levels, 4))
 
 
@@ -163,6 +189,8 @@ def write(root: Path = ROOT, codec_names: list[str] | None = None) -> list[Path]
         _write_tiny_codec(codecs_folder(root))
     if not (codecs_folder(root) / TINY_GRID_CODEC).exists():
         _write_tiny_grid_codec(codecs_folder(root))
+    if not (codecs_folder(root) / TINY_PCA_CODEC).exists():
+        _write_tiny_pca_codec(codecs_folder(root))
     names = codec_names or sorted(codecs.available())
     written = []
     for cname in names:

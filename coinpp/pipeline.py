@@ -106,8 +106,9 @@ def refine_signal(latents: torch.Tensor, signal: Signal, modality: Modality, cod
     if not spec or not spec.get("steps") or modality.absolute_coordinates or codec.net.cfg.cell:
         return latents  # (not written for latent grids)
     quantizer = codec.quantizer if spec.get("quantized", True) else None
+    lr = float(spec["lr"]) * codec.quantizer.latent_step
     return refine_latents(codec.net, patch_coordinates(codec.patch), _patch_targets(signal, modality, codec),
-                          latents, int(spec["steps"]), float(spec["lr"]) * codec.quantizer.step, quantizer, device)
+                          latents, int(spec["steps"]), lr, quantizer, device)
 
 
 def _patch_grid(codec: codecs.Codec, shape: tuple[int, ...], groups: int) -> tuple[int, int, int]:

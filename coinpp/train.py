@@ -445,7 +445,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                   seed: int = 0, device: str = "auto", extra_card: str = "",
                   clip_std: float | list[float] = 3.0, coords: np.ndarray | None = None,
                   context: int | None = None, refine: dict | None = None,
-                  val_signals: list[np.ndarray] | None = None, allocate: bool = False) -> list[Path]:
+                  val_signals: list[np.ndarray] | None = None, allocate: bool = False,
+                  decorrelate: bool = False) -> list[Path]:
     """Turn a checkpoint into codec folders, one per bit depth (one rate point each).
 
     Latents are fitted to `table_patches` random crops of the training signals at the encode
@@ -458,7 +459,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
     of ADAPT_CHOICES that codes the whole `val_signals` images shortest. `refine` is stored as
     the codecs' encoder-side refinement (pipeline.refine_signal). `allocate` (images) sets the
     quantizer steps for equal distortion per dimension (Quantizer.fit), from the sensitivity of
-    the output to each dimension on eight training windows.
+    the output to each dimension on eight training windows. `decorrelate` codes the principal
+    components of the training latents instead of the latent dimensions (Quantizer.fit).
     """
     from .codec import write_folder
     from .entropy import ContextModel, context_prior, encode_context, frequency_table, residuals
@@ -516,7 +518,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
     for bits, clip in zip(bits_list, clips, strict=True):
         # Wider ranges suit more bits: on the speech validation files +-k std with k = bits traced the
         # best rate-distortion points (at 6 bits +-3 std clipped ~3 % of the symbols).
-        q = Quantizer.fit(latents, bits, clip_std=clip, sensitivity=sensitivity)
+        q = Quantizer.fit(latents, bits, clip_std=clip, sensitivity=sensitivity, decorrelate=decorrelate)
         symbols = q.quantize(latents)
         table = frequency_table(symbols, q.levels)
         delta = None
@@ -554,6 +556,11 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
             quant_text = (f"per-dimension quantizer steps for equal output distortion (their geometric mean that of "
                           f"{bits}-bit steps over mean ± {clip:g} std; {q.bits}-bit symbols)")
             config["training"]["quantizer_allocation"] = "equal-distortion"
+        if decorrelate:
+            quant_text = (f"the latent's principal components (from the training latents) quantized with one step, "
+                          f"the geometric mean of {bits}-bit per-dimension steps over mean ± {clip:g} std "
+                          f"({q.bits}-bit symbols)")
+            config["training"]["quantizer_transform"] = "principal-components"
         patch_text = f"{patch[0]}-sample" if len(patch) == 1 else "x".join(map(str, patch))
         patch_text = f"{patch_text} patches" if coords is None else "one latent per whole field (points on the sphere)"
         if arch.cell:
@@ -576,7 +583,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                 f"meta-SGD {'on' if arch.meta_sgd else 'off'}"
                 f"{f', coordinates x{arch.coord_scale:g}' if arch.coord_scale != 1 else ''}), {patch_text}, "
                 f"{encode_steps} encode steps, {quant_text}, "
-                f"per-dimension entropy tables{series}.\n\n## Training\n\n- data: `{cfg['data']}` ({held_out})\n"
+                f"{'per-component' if decorrelate else 'per-dimension'} entropy tables{series}.\n\n"
+                f"## Training\n\n- data: `{cfg['data']}` ({held_out})\n"
                 f"- outer steps: {state['step']} (best at {state['best_step']}), "
                 f"wall time {state['elapsed_s'] / 60:.1f} min, batch {cfg['batch']}, {cfg['inner_steps']} "
                 f"inner steps, Adam lr {cfg['outer_lr']} with cosine decay over the last 30 %\n"

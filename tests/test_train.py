@@ -101,11 +101,14 @@ def test_cli_export_with_neighbour_context_and_refinement(tmp_path, monkeypatch)
     r = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run"), "--width", "16", "--depth", "2",
                                  "--latent", "4", "--patch", "8", "--steps", "4", "--val-every", "2",
                                  "--encode-steps", "2", "--export", "img-c", "--bits", "3,4", "--context", "4",
-                                 "--refine-steps", "3", "--val-files", "1",
+                                 "--refine-steps", "3", "--val-files", "1", "--decorrelate",
                                  "--codecs-dir", str(tmp_path / "codecs"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     c = codecs.load_folder(tmp_path / "codecs" / "img-c-b4")
-    assert c.context is not None and c.context.prior.shape == (4, 4, 16) and c.refine["steps"] == 3
+    levels = c.quantizer.levels  # the decorrelated components may need a larger alphabet than 4 bits
+    assert c.context is not None and c.context.prior.shape == (4, 4, levels) and c.refine["steps"] == 3
+    assert c.quantizer.basis.shape == (4, 4) and c.config["training"]["quantizer_transform"] == "principal-components"
+    assert "principal components" in (c.folder / "MODEL_CARD.md").read_text()
     from coinpp.train import ADAPT_CHOICES
 
     assert c.context.adapt in ADAPT_CHOICES
@@ -206,3 +209,6 @@ def test_cli_train_and_export_a_latent_grid(tmp_path, monkeypatch):
     bad = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run3"), "--cell", "4",
                                    "--refine-steps", "2", "--steps", "1", "--device", "cpu"])
     assert bad.exit_code != 0 and "not available for latent grids" in bad.output
+    bad = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run4"), "--allocate", "--decorrelate",
+                                   "--steps", "1", "--device", "cpu"])
+    assert bad.exit_code != 0 and "not both" in bad.output
