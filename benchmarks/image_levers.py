@@ -22,6 +22,9 @@ depths (b3-b6): real coded bytes, PSNR of the real decode, encode time. Rows:
     allocate        as `all`, with quantizer steps for equal output distortion per dimension
                     (same geometric mean step, so about the same rate; codecs image-ctxa-6x128-l64)
     grid16-l16-allocate  as `grid16-l16-context`, with those steps (image-grid16a-5x64-l16)
+    decorrelate     as `all`, coding the principal components of the latents (learned from the
+                    training latents) with one step instead of the latent dimensions (image-klt-6x128-l64)
+    grid16-l16-decorrelate  as `grid16-l16-context`, with that transform (image-klt-grid16-5x64-l16)
 
 BD-rates are against JPEG and JPEG2000 on the same files (their rows in benchmarks/results/kodak).
 Writes benchmarks/results/kodak-levers/levers.json and levers.md.
@@ -52,14 +55,15 @@ NEW = "image-ctx-6x128-l64"  # the new default family's l64 network
 # Rows measured with the codecs' own encoder, as shipped: the family each uses.
 AS_SHIPPED = {"grid16-l16": "image-grid16-5x64-l16", "grid16-l16-context": "image-grid16-5x64-l16",
               "grid8-l4-context": "image-grid8-5x64-l4", "grid8-l8-context": "image-grid8-5x64-l8",
-              "allocate": "image-ctxa-6x128-l64", "grid16-l16-allocate": "image-grid16a-5x64-l16"}
+              "allocate": "image-ctxa-6x128-l64", "grid16-l16-allocate": "image-grid16a-5x64-l16",
+              "decorrelate": "image-klt-6x128-l64", "grid16-l16-decorrelate": "image-klt-grid16-5x64-l16"}
 STATIC_TABLES = {"grid16-l16"}  # measured with the codec's static tables instead of its context
 KODAK = Path("../shared/data/kodak")
 OUT = Path("benchmarks/results/kodak-levers")
 BITS = (3, 4, 5, 6)
 ROWS = ("baseline", "sgd-20", "adam-10", "qat-10", "shared-table", "context", "gpu-training", "all-with-refinement",
         "all", "allocate", "grid16-l16", "grid16-l16-context", "grid16-l16-allocate", "grid8-l4-context",
-        "grid8-l8-context")
+        "grid8-l8-context", "decorrelate", "grid16-l16-decorrelate")
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--files", type=int, default=8, help="every (24/N)-th Kodak image (24: all)")

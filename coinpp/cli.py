@@ -425,7 +425,9 @@ def info(input: str, as_json: bool, allow_huge: bool) -> None:
                "modality": p.modality.name, "shape": list(f.shape), "channels": f.channels,
                "patch": list(f.patch), "patches": f.num_patches, "latent_dim": f.latent_dim, "bits": f.bits,
                "latents": "a grid, interpolated between cell centres (patch = cell)" if p.codec.net.cfg.cell
-               else "one per patch"}
+               else "one per patch",
+               "coded_as": "principal components (codec's basis)" if p.codec.quantizer.basis is not None
+               else "latent dimensions"}
     rec |= {"bytes": len(data), "payload_bytes": len(f.payload), "modality_fields_bytes": len(f.modality_meta),
             **p.modality.summary(p.meta), **{k: round(v, 6) for k, v in rate.items()}}
     if as_json:

@@ -147,3 +147,22 @@ def test_codec_with_a_transform_declares_it_in_its_hashed_config(tmp_path):
     (folder / "config.json").write_text(json.dumps(old_view))
     with pytest.raises(CodecError, match="transform"):
         codecs.load_folder(folder)
+
+
+def test_info_says_a_file_codes_principal_components(monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from coinpp import codec as codecs
+    from coinpp.cli import cli
+    from coinpp.conformance import ROOT, TINY_PCA_CODEC, codecs_folder
+
+    monkeypatch.setenv("COIN_CODECS_PATH", str(codecs_folder()))
+    codecs._load_cached.cache_clear()
+    r = CliRunner().invoke(cli, ["info", str(ROOT / f"{TINY_PCA_CODEC}.rgb-47x61.coin"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["coded_as"].startswith("principal components")
+    r = CliRunner().invoke(cli, ["info", str(ROOT / "conformance-tiny-b5.rgb-47x61.coin"), "--json"])
+    assert json.loads(r.output)["coded_as"] == "latent dimensions"
+    codecs._load_cached.cache_clear()
