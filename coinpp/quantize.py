@@ -9,8 +9,9 @@ With a `basis` (an orthonormal D x D matrix, rows = components, learned offline 
 components of the training latents) the coded values are the components y = (z - centre) basis^T
 instead of the latent's own dimensions, all with the same step, and dequantization maps back:
 z = (low + step * symbol) basis + centre. The latent dimensions of a meta-learned network are
-strongly correlated (on held-out photos the largest component carried 48 % of the variance of a
-16-dim grid latent; the transform's coding gain was 4 dB), and per-dimension tables cannot use that.
+strongly correlated (on three held-out photos the largest component carried 57 % of the variance of
+the 64-dim patch latent, and the transform's coding gain was 7.0 dB; 3.6 dB for a 16-dim grid latent),
+and per-dimension tables cannot use that.
 The transform sits after the integer parse, so it does not touch the bitstream's integer-only path.
 """
 
@@ -96,7 +97,7 @@ class Quantizer:
     def _decorrelated(cls, latents: np.ndarray, mean: np.ndarray, step: float, bits: int,
                       clip_std: float) -> Quantizer:
         centred = latents - mean
-        variances, vectors = np.linalg.eigh(centred.T @ centred / max(1, len(centred) - 1))
+        _, vectors = np.linalg.eigh(centred.T @ centred / max(1, len(centred) - 1))
         basis = vectors[:, ::-1].T  # rows = components, largest variance first
         # Each component's sign is fixed (largest entry positive) so a refit gives the same basis.
         basis = basis * np.where(basis[np.arange(len(basis)), np.abs(basis).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
