@@ -31,7 +31,7 @@ from .errors import CodecError
 from .model import LatentModulatedSiren, SirenConfig, build_network
 from .quantize import Quantizer
 
-DEFAULT_CODECS = {"image": "image-klt-6x128-l64-b5", "audio": "speech-6x128-l64-b5", "climate": "era5-t2m-5x128-l48-b5",
+DEFAULT_CODECS = {"image": "image-klt-6x128-l64-b5", "audio": "speech-klt-6x128-l64-b5", "climate": "era5-t2m-5x128-l48-b5",
                   "mri": "mri-5x128-l16-b4"}
 
 # Fields of config.json that change how a file decodes; they are part of the hash.
