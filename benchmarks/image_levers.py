@@ -25,6 +25,9 @@ depths (b3-b6): real coded bytes, PSNR of the real decode, encode time. Rows:
     decorrelate     as `all`, coding the principal components of the latents (learned from the
                     training latents) with one step instead of the latent dimensions (image-klt-6x128-l64)
     grid16-l16-decorrelate  as `grid16-l16-context`, with that transform (image-klt-grid16-5x64-l16)
+    postfilter      as `decorrelate`, decoded through the codecs' post-filter (a small CNN that restores
+                    the network's output on the image's own grid; every other row is the normative
+                    decode, without it)
 
 BD-rates are against JPEG and JPEG2000 on the same files (their rows in benchmarks/results/kodak).
 Writes benchmarks/results/kodak-levers/levers.json and levers.md.
@@ -56,14 +59,16 @@ NEW = "image-ctx-6x128-l64"  # the new default family's l64 network
 AS_SHIPPED = {"grid16-l16": "image-grid16-5x64-l16", "grid16-l16-context": "image-grid16-5x64-l16",
               "grid8-l4-context": "image-grid8-5x64-l4", "grid8-l8-context": "image-grid8-5x64-l8",
               "allocate": "image-ctxa-6x128-l64", "grid16-l16-allocate": "image-grid16a-5x64-l16",
-              "decorrelate": "image-klt-6x128-l64", "grid16-l16-decorrelate": "image-klt-grid16-5x64-l16"}
+              "decorrelate": "image-klt-6x128-l64", "grid16-l16-decorrelate": "image-klt-grid16-5x64-l16",
+              "postfilter": "image-klt-6x128-l64"}
+POSTFILTER = {"postfilter"}  # rows decoded through the codec's post-filter
 STATIC_TABLES = {"grid16-l16"}  # measured with the codec's static tables instead of its context
 KODAK = Path("../shared/data/kodak")
 OUT = Path("benchmarks/results/kodak-levers")
 BITS = (3, 4, 5, 6)
 ROWS = ("baseline", "sgd-20", "adam-10", "qat-10", "shared-table", "context", "gpu-training", "all-with-refinement",
         "all", "allocate", "grid16-l16", "grid16-l16-context", "grid16-l16-allocate", "grid8-l4-context",
-        "grid8-l8-context", "decorrelate", "grid16-l16-decorrelate")
+        "grid8-l8-context", "decorrelate", "grid16-l16-decorrelate", "postfilter")
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--files", type=int, default=8, help="every (24/N)-th Kodak image (24: all)")
@@ -92,7 +97,7 @@ def decoded_row(row: str, bits: int, path: Path, signal: modalities.Signal, data
                 t_enc: float) -> dict:
     """Decode the real file and make the row: rate from `nbytes`, PSNR of the decode, times."""
     t1 = time.perf_counter()
-    decoded, _ = decode_bytes(data, device="cpu")
+    decoded, _ = decode_bytes(data, device="cpu", postfilter=row in POSTFILTER)
     t_dec = time.perf_counter() - t1
     return {"row": row, "bits": bits, "file": path.name, "bytes": nbytes,
             "bpp": 8 * nbytes / (signal.spatial[0] * signal.spatial[1]),

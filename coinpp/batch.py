@@ -291,7 +291,8 @@ def _patches(signal: Signal, codec: codecs.Codec) -> int:
 
 
 def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = False, device: str = "auto",
-                shard: tuple[int, int] | None = None, jobs: int = 1, on_event: Event | None = None) -> Report:
+                shard: tuple[int, int] | None = None, jobs: int = 1, on_event: Event | None = None,
+                postfilter: bool = True) -> Report:
     """Decode every .coin file under `root` into `out`; the output keeps the original extension
     (a/b.png.coin -> a/b.png), or takes `ext`, or the modality's first extension."""
     from .pipeline import decode_parsed, parse
@@ -326,7 +327,7 @@ def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = Fal
                 if target != dst and target.exists() and not force:
                     item.status = "exists"
                     continue
-                signal = decode_parsed(parsed, device=device)
+                signal = decode_parsed(parsed, device=device, postfilter=postfilter)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(target, lambda p, s=signal, m=modality: m.write(s, p), force)
                 item.bytes_out = target.stat().st_size

@@ -231,14 +231,17 @@ def _encode_overfit(signal, modality, bpp, arch, iters, time_limit, lr, weight_b
 @click.option("--lat", "lat_spec", help="Climate: latitudes FIRST:LAST:N (e.g. 50:58:161).")
 @click.option("--lon", "lon_spec", help="Climate: longitudes FIRST:LAST:N (e.g. -10:2:241).")
 @click.option("--ext", help="Output format for folders and stdout, e.g. png (default: the original's).")
+@click.option("--no-postfilter", "no_postfilter", is_flag=True,
+              help="Images: skip the codec's post-filter and write the network's own output (the normative "
+                   "decode).")
 @batch_options
 @DEVICE
 @FORCE
 @HUGE
 def decode(input: str, output: str, scale: float | None, size: str | None, sample_rate: int | None,
            voxel_size: str | None, grid: float | None, lat_spec: str | None, lon_spec: str | None,
-           ext: str | None, shard: str | None, jobs: int, as_json: bool, device: str, force: bool,
-           allow_huge: bool) -> None:
+           ext: str | None, no_postfilter: bool, shard: str | None, jobs: int, as_json: bool, device: str,
+           force: bool, allow_huge: bool) -> None:
     """Decompress a .coin file (or a folder of them, or - for stdin), at its own or any other resolution."""
     import tempfile
 
@@ -250,7 +253,7 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
         if any(v is not None for v in resolution + grid_options):
             raise InputError("--scale, --size, --sample-rate, --voxel-size, --grid, --lat and --lon apply to "
                              "single files")
-        _decode_folder(input, output, ext, shard, jobs, as_json, device, force)
+        _decode_folder(input, output, ext, shard, jobs, as_json, device, force, not no_postfilter)
         return
     if sum(v is not None for v in resolution) > 1:
         raise InputError("give one of --scale, --size, --sample-rate and --voxel-size")
@@ -299,7 +302,7 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
             raise InputError("--sample-rate must be between 1 and 1000000 Hz")
         out_size = (max(1, round(parsed.file.shape[0] * sample_rate / parsed.meta["sample_rate"])),)
     t0 = time.perf_counter()
-    signal = decode_parsed(parsed, scale, out_size, device, allow_huge, target_meta)
+    signal = decode_parsed(parsed, scale, out_size, device, allow_huge, target_meta, postfilter=not no_postfilter)
     if sample_rate is not None:
         signal.meta["sample_rate"] = sample_rate
     t_dec = time.perf_counter() - t0
@@ -395,12 +398,12 @@ def _encode_folder(input, output, codec_name, steps, check, shard, jobs, as_json
                                       shard_t, jobs, on_event=ev), as_json)
 
 
-def _decode_folder(input, output, ext, shard, jobs, as_json, device, force) -> None:
+def _decode_folder(input, output, ext, shard, jobs, as_json, device, force, postfilter=True) -> None:
     from .batch import decode_tree
 
     shard_t = _shard_and_jobs(shard, jobs)
-    _run_batch(lambda ev: decode_tree(Path(input), Path(output), ext, force, device, shard_t, jobs, on_event=ev),
-               as_json)
+    _run_batch(lambda ev: decode_tree(Path(input), Path(output), ext, force, device, shard_t, jobs, on_event=ev,
+                                      postfilter=postfilter), as_json)
 
 
 @cli.command()
@@ -427,7 +430,9 @@ def info(input: str, as_json: bool, allow_huge: bool) -> None:
                "latents": "a grid, interpolated between cell centres (patch = cell)" if p.codec.net.cfg.cell
                else "one per patch",
                "coded_as": "principal components (codec's basis)" if p.codec.quantizer.basis is not None
-               else "latent dimensions"}
+               else "latent dimensions",
+               "postfilter": "yes (on its own grid; --no-postfilter skips it)" if p.codec.postfilter is not None
+               else "no"}
     rec |= {"bytes": len(data), "payload_bytes": len(f.payload), "modality_fields_bytes": len(f.modality_meta),
             **p.modality.summary(p.meta), **{k: round(v, 6) for k, v in rate.items()}}
     if as_json:
@@ -454,7 +459,8 @@ def list_codecs(as_json: bool) -> None:
                      "default": codecs.DEFAULT_CODECS.get(cfg.get("modality")) == name,
                      "rate": measured.get(unit := measured.get("unit", "kbps" if "kbps" in measured else "bpp")),
                      "unit": unit, "psnr": measured.get("psnr_db"),
-                     "measured_on": measured.get("data"), "folder": str(folder)})
+                     "measured_on": measured.get("data"), "postfilter": "postfilter" in cfg,
+                     "folder": str(folder)})
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -599,6 +605,76 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
 
 
 DEFAULT_PATCH = {"image": 32, "audio": 200, "mri": 8}
+
+
+@cli.command()
+@click.argument("codec_list")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Training images (never the test set); the same files are held out as in `coin train`.")
+@click.option("--crops", default=12, show_default=True, help="Random crops per training image.")
+@click.option("--size", default=128, show_default=True, help="Crop side in pixels (a multiple of the patch).")
+@click.option("--channels", default=32, show_default=True)
+@click.option("--layers", default=5, show_default=True, help="3x3 convolutions.")
+@click.option("--steps", default=6000, show_default=True, help="Adam steps (batch 16 windows of 64x64).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--val-files", default=3, show_default=True, help="Files held out for validation.")
+@click.option("--shared", is_flag=True, help="One filter for all the codecs instead of one per codec.")
+@DEVICE
+@FORCE
+def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int, layers: int, steps: int, seed: int,
+               val_files: int, shared: bool, device: str, force: bool) -> None:
+    """Train a decoder-side post-filter for each image codec in CODEC_LIST (comma-separated, same
+    patch) on its own decodes of DATA, and install it into the codec's folder.
+
+    Files already written decode with it too: the post-filter changes no symbol and no hash.
+    """
+    import torch
+
+    from . import postfilter as pf
+    from .device import hardware_description, pick_device
+    from .train import load_folder
+
+    names = [n for n in codec_list.split(",") if n]
+    loaded = [codecs.load(n) for n in names]
+    if not loaded or any(c.modality != "image" or c.net.cfg.cell or len(c.patch) != 2 for c in loaded):
+        raise InputError("post-filters are for image codecs with one latent per patch")
+    patch = loaded[0].patch
+    if any(c.patch != patch for c in loaded):
+        raise InputError("the codecs must share their patch (where the seams repeat)")
+    if not (1 <= crops <= 1000 and 64 <= size <= 1024 and size % max(patch) == 0 and 1 <= channels <= 256
+            and 2 <= layers <= 32 and 1 <= steps <= 10_000_000 and 1 <= val_files):
+        raise InputError("--crops 1..1000, --size 64..1024 (a multiple of the patch), --channels 1..256, "
+                         "--layers 2..32, --steps >= 1, --val-files >= 1")
+    for c in loaded:
+        if "postfilter" in c.config and not force:
+            raise InputError(f"codec {c.name!r} already has a post-filter; pass --force to replace it")
+    torch.manual_seed(seed)
+    train_s, val_s, val_names = load_folder(data, "image", val_files, seed)
+    console.print(f"{len(train_s)} training images; validating on {', '.join(val_names)}")
+    with console.status("decoding crops") as status:
+        tick = lambda i, n: status.update(f"decoding crops {i}/{n}")  # noqa: E731
+        pairs = pf.decoded_crops(names, train_s, crops, size, seed, device, tick)
+        val = pf.decoded_crops(names, val_s, max(1, crops // 2), size, seed + 1, device, tick)
+    if not pairs[names[0]] or not val[names[0]]:
+        raise InputError(f"{data}: no image is {size} pixels on each side")
+    cfg = pf.PostFilterConfig(channels, layers, (int(patch[0]), int(patch[1])))
+    command = (f"coin postfilter {codec_list} --data {data} --crops {crops} --size {size} --channels {channels} "
+               f"--layers {layers} --steps {steps} --seed {seed}" + (" --shared" if shared else ""))
+    jobs = [names] if shared else [[n] for n in names]
+    for group in jobs:
+        train_pairs = [p for n in group for p in pairs[n]]
+        val_pairs = [p for n in group for p in val[n]]
+        with console.status(f"training ({', '.join(group)})") as status:
+            net, summary = pf.train(train_pairs, val_pairs, cfg, steps, seed=seed, device=pick_device(device),
+                                    log=lambda r: status.update(f"training: step {r['step']}, validation "
+                                                                f"{r['val_psnr_gain_db']:+.3f} dB"))
+        summary |= {"codecs": group, "data": data, "crops": len(train_pairs), "crop_size": size,
+                    "hardware": hardware_description(pick_device(device)), "command": command}
+        for n in group:
+            pf.install(codecs.load(n).folder, net, summary)
+        console.print(f"{', '.join(group)}: validation PSNR {summary['val_psnr_gain_db']:+.3f} dB on "
+                      f"{len(val_pairs)} held-out crops; installed")
+    codecs._load_cached.cache_clear()
 
 
 def _parse_list(text: str, option: str, kind: type, low: float, high: float) -> list:

@@ -29,10 +29,12 @@ from .container import HASH_BYTES
 from .entropy import ContextModel
 from .errors import CodecError
 from .model import LatentModulatedSiren, SirenConfig, build_network
+from .postfilter import PostFilter
+from .postfilter import load as load_postfilter
 from .quantize import Quantizer
 
-DEFAULT_CODECS = {"image": "image-klt-6x128-l64-b5", "audio": "speech-klt-6x128-l64-b5", "climate": "era5-t2m-5x128-l48-b5",
-                  "mri": "mri-5x128-l16-b4"}
+DEFAULT_CODECS = {"image": "image-klt-6x128-l64-b5", "audio": "speech-klt-6x128-l64-b5",
+                  "climate": "era5-t2m-5x128-l48-b5", "mri": "mri-5x128-l16-b4"}
 
 # Fields of config.json that change how a file decodes; they are part of the hash.
 _DECODE_FIELDS = ("name", "modality", "model", "patch", "bits")
@@ -73,6 +75,9 @@ class Codec:
     delta_table: np.ndarray | None = None
     # Neighbour context adapted to the file (images); None: the static tables above.
     context: ContextModel | None = None
+    # Decoder-side restoration of images on their own grid (postfilter.py); not part of the hash:
+    # it changes no symbol, latent or network output, so files written before it stay valid.
+    postfilter: PostFilter | None = None
 
     @property
     def modality(self) -> str:
@@ -138,11 +143,14 @@ def load_folder(folder: Path) -> Codec:
             if not 1 <= int(spec["adapt"]) <= 1 << 16:
                 raise ValueError("context adapt out of range")
             context = ContextModel(prior, int(spec["adapt"]))
+        postfilter = load_postfilter(folder, config["postfilter"]) if "postfilter" in config else None
+        if postfilter is not None and (config["modality"] != "image" or net.cfg.out_dim != 3):
+            raise ValueError("a post-filter is for RGB image codecs")
     except CodecError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, SafetensorError) as e:
         raise CodecError(f"codec folder {folder} is incomplete or unreadable ({e.__class__.__name__}: {e})") from None
-    return Codec(name, folder, config, net, quantizer, table, actual, delta, context)
+    return Codec(name, folder, config, net, quantizer, table, actual, delta, context, postfilter)
 
 
 def available() -> dict[str, Path]:

@@ -5,7 +5,8 @@
     python -m coinpp.conformance write NAME.. # only these codecs' streams (a new codec)
 
 Each stream `NAME.coin` has `NAME.json` (codec, SHA-256 of the decoded symbols, SHA-256 of the
-decoded 8-bit output on the reference machine) and `NAME.png` (that output). A decoder must
+decoded 8-bit output on the reference machine, without a post-filter: the normative decode) and
+`NAME.png` (that output). A decoder must
 reproduce the symbols exactly; the output may differ from the reference PNG only by float
 rounding (checked as a tiny tolerance), and the exact hash tells when it did.
 """
@@ -200,7 +201,7 @@ def write(root: Path = ROOT, codec_names: list[str] | None = None) -> list[Path]
             stem = f"{cname}.{sname}"
             enc = encode_signal(sig, modality, codec, device="cpu")
             (root / f"{stem}.coin").write_bytes(enc.data)
-            decoded, _ = decode_bytes(enc.data, device="cpu")
+            decoded, _ = decode_bytes(enc.data, device="cpu", postfilter=False)
             out = _quantized(modality.name, decoded.values)
             _write_reference(root / stem, modality.name, decoded, out)
             meta = {"codec": cname, "codec_hash": codec.hash.hex(), "symbols_sha256": _sha(enc.symbols),
@@ -226,7 +227,7 @@ def write_coin(root: Path = ROOT) -> list[Path]:
         data = overfit_encode(sig, image, SirenArch(2, 3, 16, 2), iterations=50, lr=1e-3, weight_bits=bits,
                               seed=0, device="cpu").data
         (root / f"{stem}.coin").write_bytes(data)
-        decoded, p = decode_bytes(data, device="cpu")
+        decoded, p = decode_bytes(data, device="cpu", postfilter=False)
         out = to_uint8(decoded.values)
         image.write(decoded, root / f"{stem}.png")
         meta = {"method": "coin", "weight_bits": bits, "symbols_sha256": _sha(_symbols(p)),
@@ -273,7 +274,7 @@ def check(stream: Path) -> dict:
     p = parse(data)
     symbols = _symbols(p)
     assert _sha(symbols) == meta["symbols_sha256"], f"{stream.name}: decoded symbols changed"
-    decoded, _ = decode_bytes(data, device="cpu")
+    decoded, _ = decode_bytes(data, device="cpu", postfilter=False)
     out = _quantized(p.modality.name, decoded.values)
     assert list(out.shape) == meta["shape"], f"{stream.name}: output shape changed"
     ref = _read_reference(stream, p.modality.name, out.shape)

@@ -14,10 +14,12 @@ import torch
 
 from . import codec as codecs
 from . import container, entropy, modalities
+from .device import pick_device
 from .errors import CodecError, FormatError, InputError, LimitError
 from .fit import evaluate_fields, evaluate_grid, evaluate_latent_grid, fit_grid, fit_latents, refine_latents
 from .modalities import Modality, Signal
 from .patching import patch_coordinates, split
+from .postfilter import apply as apply_postfilter
 
 
 @dataclass
@@ -205,8 +207,12 @@ def output_shape(shape: tuple[int, ...], scale: float | None = None,
 
 
 def decode_parsed(p: Parsed, scale: float | None = None, size: tuple[int, ...] | None = None,
-                  device: str = "auto", allow_huge: bool = False, target_meta: dict | None = None) -> Signal:
+                  device: str = "auto", allow_huge: bool = False, target_meta: dict | None = None,
+                  postfilter: bool = True) -> Signal:
     """A parsed file -> decoded Signal (values clipped to [0, 1]) at the requested resolution.
+
+    With `postfilter` (and a codec that has one), an image decoded onto its own grid is restored by
+    the codec's post-filter; without, the output is the network's (the normative decode).
 
     For modalities with absolute coordinates, `target_meta` (from the modality, e.g. another
     latitude/longitude grid) says where to evaluate; scale and size do not apply.
@@ -228,6 +234,10 @@ def decode_parsed(p: Parsed, scale: float | None = None, size: tuple[int, ...] |
     else:
         values = np.concatenate([evaluate_grid(p.codec.net, group, p.file.shape, p.file.patch, shape, device)
                                  for group in latents.chunk(p.file.groups)], axis=-1)
+    if postfilter and p.codec.postfilter is not None and shape == tuple(p.file.shape):
+        values = np.concatenate([apply_postfilter(p.codec.postfilter, np.clip(values[..., g : g + 3], 0.0, 1.0),
+                                                  pick_device(device))
+                                 for g in range(0, values.shape[-1], 3)], axis=-1)
     values = p.modality.from_network(np.clip(values, 0.0, 1.0), p.meta)
     return Signal(values.astype(np.float32), p.modality.resampled(p.meta, p.file.shape, shape))
 
@@ -246,7 +256,7 @@ def _decode_fields(p: Parsed, meta: dict, device: str, allow_huge: bool) -> Sign
 
 
 def decode_bytes(data: bytes, scale: float | None = None, size: tuple[int, ...] | None = None,
-                 device: str = "auto", allow_huge: bool = False) -> tuple[Signal, Parsed]:
+                 device: str = "auto", allow_huge: bool = False, postfilter: bool = True) -> tuple[Signal, Parsed]:
     """.coin bytes -> (decoded Signal, the parsed file)."""
     p = parse(data, allow_huge)
-    return decode_parsed(p, scale, size, device, allow_huge), p
+    return decode_parsed(p, scale, size, device, allow_huge, postfilter=postfilter), p

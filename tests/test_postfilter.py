@@ -1,0 +1,145 @@
+"""Decoder-side post-filter: learns what it is trained on, tiles exactly, stays outside the hash and
+the normative decode, and only runs on the file's own grid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from coinpp import codec as codecs
+from coinpp import modalities
+from coinpp import postfilter as pf
+from coinpp.cli import cli
+from coinpp.errors import CodecError
+from coinpp.modalities import Signal
+from coinpp.pipeline import decode_bytes, encode_signal
+
+
+def _seamed_pairs(n: int, size: int = 32, period: int = 8, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Smooth images with a constant offset on the first row and column of every period x period
+    block: the kind of seam a patch codec leaves, which a filter knowing the phase can remove."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for _ in range(n):
+        a = rng.uniform(0.3, 0.7, 3)
+        clean = np.clip(a + 0.2 * np.sin(2 * np.pi * (yy[..., None] * rng.uniform(0.5, 1.5)
+                                                       + xx[..., None] * rng.uniform(0.5, 1.5))), 0, 1)
+        seam = (np.arange(size) % period == 0)
+        decoded = clean + 0.08 * (seam[:, None] | seam[None, :])[..., None]
+        pairs.append((decoded.astype(np.float32), np.round(clean * 255).astype(np.uint8)))
+    return pairs
+
+
+def test_training_removes_a_seam_it_can_see():
+    cfg = pf.PostFilterConfig(channels=8, layers=3, period=(8, 8))
+    net, summary = pf.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=300, batch=8, window=16,
+                            lr=3e-3, val_every=100)
+    assert summary["val_psnr_gain_db"] > 3.0
+    d, o = _seamed_pairs(1, seed=2)[0]
+    err_before = np.abs(d - o / 255).mean()
+    err_after = np.abs(np.clip(pf.apply(net, d), 0, 1) - o / 255).mean()
+    assert err_after < 0.5 * err_before
+
+
+def test_a_fresh_filter_nearly_keeps_the_image_and_tiles_exactly():
+    torch.manual_seed(0)
+    net = pf.PostFilter(pf.PostFilterConfig(channels=8, layers=4, period=(8, 8))).eval()
+    img = np.random.default_rng(0).uniform(0, 1, (37, 53, 3)).astype(np.float32)
+    whole = pf.apply(net, img, tile=1024)
+    assert np.abs(whole - img).max() < 0.05  # close to the identity before training
+    tiled = pf.apply(net, img, tile=16)
+    assert np.allclose(tiled, whole, atol=1e-5)
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError):
+        pf.PostFilterConfig.from_dict({"channels": 0, "layers": 5, "period": [32, 32]})
+    with pytest.raises(ValueError):
+        pf.PostFilterConfig.from_dict({"channels": 8, "layers": 5, "period": [32]})
+
+
+def _install(codec: codecs.Codec, seed: int = 0) -> pf.PostFilter:
+    torch.manual_seed(seed)
+    net = pf.PostFilter(pf.PostFilterConfig(channels=4, layers=2, period=tuple(codec.patch)))
+    with torch.no_grad():
+        net.convs[-1].weight.normal_(0, 0.05)  # a filter that visibly changes the image
+    pf.install(codec.folder, net.eval(), {"steps": 0})
+    codecs._load_cached.cache_clear()
+    return net
+
+
+def _image(h: int = 24, w: int = 40) -> Signal:
+    rng = np.random.default_rng(3)
+    return Signal(rng.uniform(0, 1, (h, w, 3)).astype(np.float32), {"channels": 3})
+
+
+def test_installed_filter_keeps_hash_and_old_files_and_runs_only_on_own_grid(tiny_codec):
+    image = modalities.get("image")
+    old = encode_signal(_image(), image, tiny_codec, device="cpu").data  # written before the filter
+    plain, _ = decode_bytes(old, device="cpu")
+    _install(tiny_codec)
+    c = codecs.load(tiny_codec.name)
+    assert c.postfilter is not None and c.hash == tiny_codec.hash  # the hash does not cover it
+    filtered, _ = decode_bytes(old, device="cpu")  # the old file still decodes, now filtered
+    normative, _ = decode_bytes(old, device="cpu", postfilter=False)
+    assert np.array_equal(normative.values, plain.values)
+    assert not np.allclose(filtered.values, plain.values, atol=1e-3)
+    big_with, _ = decode_bytes(old, scale=2, device="cpu")
+    big_without, _ = decode_bytes(old, scale=2, device="cpu", postfilter=False)
+    assert np.array_equal(big_with.values, big_without.values)  # another grid: not filtered
+
+
+def test_tampered_filter_is_refused(tiny_codec):
+    _install(tiny_codec)
+    path = tiny_codec.folder / pf.FILE
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    codecs._load_cached.cache_clear()
+    with pytest.raises(CodecError, match="SHA-256"):
+        codecs.load(tiny_codec.name)
+
+
+def test_cli_decode_no_postfilter_and_info(tiny_codec, tmp_path):
+    image = modalities.get("image")
+    src = tmp_path / "a.png"
+    image.write(_image(), src)
+    r = CliRunner()
+    assert r.invoke(cli, ["encode", str(src), "-o", str(tmp_path / "a.coin")]).exit_code == 0
+    _install(tiny_codec)
+    info = json.loads(r.invoke(cli, ["info", str(tmp_path / "a.coin"), "--json"]).output)
+    assert info["postfilter"].startswith("yes")
+    for args, name in (([], "f.png"), (["--no-postfilter"], "n.png")):
+        res = r.invoke(cli, ["decode", str(tmp_path / "a.coin"), "-o", str(tmp_path / name), *args])
+        assert res.exit_code == 0, res.output
+    f, n = (image.read(tmp_path / x).values for x in ("f.png", "n.png"))
+    assert not np.array_equal(f, n)
+    listed = {c["name"]: c for c in json.loads(r.invoke(cli, ["codecs", "--json"]).output)}
+    assert listed[tiny_codec.name]["postfilter"] is True
+
+
+def test_cli_postfilter_trains_and_installs(tiny_codec, tmp_path):
+    data = tmp_path / "photos"
+    data.mkdir()
+    image = modalities.get("image")
+    for i in range(4):
+        image.write(Signal(np.random.default_rng(i).uniform(0, 1, (64, 64, 3)).astype(np.float32),
+                           {"channels": 3}), data / f"p{i}.png")
+    args = ["postfilter", tiny_codec.name, "--data", str(data), "--crops", "2", "--size", "64", "--channels", "4",
+            "--layers", "2", "--steps", "3", "--device", "cpu"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tiny_codec.folder / "config.json").read_text())
+    assert cfg["postfilter"]["training"]["steps"] == 3 and cfg["postfilter"]["period"] == [8, 8]
+    assert codecs.load(tiny_codec.name).postfilter is not None
+    again = CliRunner().invoke(cli, args)  # already installed: refused without --force
+    assert again.exit_code != 0 and "--force" in again.output
+    assert "Traceback" not in again.output
+    assert CliRunner().invoke(cli, [*args, "--force"]).exit_code == 0
+    card = (tiny_codec.folder / "MODEL_CARD.md").read_text()
+    assert card.count("## Post-filter") == 1 and "coin postfilter" in card
