@@ -668,6 +668,10 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
             net, summary = pf.train(train_pairs, val_pairs, cfg, steps, seed=seed, device=pick_device(device),
                                     log=lambda r: status.update(f"training: step {r['step']}, validation "
                                                                 f"{r['val_psnr_gain_db']:+.3f} dB"))
+        if summary["best_step"] == 0 or summary["val_psnr_gain_db"] <= 0:
+            console.print(f"{', '.join(group)}: no step improved the held-out crops "
+                          f"({summary['val_psnr_gain_db']:+.3f} dB); not installed")
+            continue
         summary |= {"codecs": group, "data": data, "crops": len(train_pairs), "crop_size": size,
                     "hardware": hardware_description(pick_device(device)), "command": command}
         for n in group:

@@ -117,6 +117,7 @@ def save(net: PostFilter, folder: Path) -> dict:
     path = Path(folder) / FILE
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    tmp.chmod(0o644)  # safetensors writes 0600; a shipped codec file is readable by all
     tmp.replace(path)
     return {**net.cfg.to_dict(), "sha256": file_sha256(path)}
 
@@ -204,7 +205,7 @@ def decoded_crops(codec_names: list[str], images: list[np.ndarray], crops_per_im
     from . import codec as codecs
     from . import modalities
     from .modalities import Signal
-    from .pipeline import decode_bytes, fit_signal, pack
+    from .pipeline import decode_bytes, fit_signal, pack, refine_signal
 
     rng = np.random.default_rng(seed)
     image = modalities.get("image")
@@ -226,7 +227,8 @@ def decoded_crops(codec_names: list[str], images: list[np.ndarray], crops_per_im
             key = (c.folder / "weights.safetensors").read_bytes()
             if key not in fitted:
                 fitted[key] = fit_signal(signal, image, c, device=device)
-            decoded, _ = decode_bytes(pack(fitted[key], signal, image, c).data, device=device, postfilter=False)
+            latents = refine_signal(fitted[key], signal, image, c, device)  # what `coin encode` writes
+            decoded, _ = decode_bytes(pack(latents, signal, image, c).data, device=device, postfilter=False)
             pairs[c.name].append((decoded.values, original))
         tick(i + 1, len(crops))
     return pairs

@@ -123,7 +123,20 @@ def test_cli_decode_no_postfilter_and_info(tiny_codec, tmp_path):
     assert listed[tiny_codec.name]["postfilter"] is True
 
 
-def test_cli_postfilter_trains_and_installs(tiny_codec, tmp_path):
+def _with_gain(monkeypatch, gain_db: float) -> None:
+    """Train for real, but report `gain_db` on the held-out crops: three steps on noise decide
+    nothing, and the CLI installs a filter only when it helped there."""
+    real = pf.train
+
+    def train(*args, **kwargs):
+        net, summary = real(*args, **kwargs)
+        return net, {**summary, "best_step": summary["steps"], "val_psnr_gain_db": gain_db}
+
+    monkeypatch.setattr(pf, "train", train)
+
+
+def test_cli_postfilter_trains_and_installs(tiny_codec, tmp_path, monkeypatch):
+    _with_gain(monkeypatch, 0.05)
     data = tmp_path / "photos"
     data.mkdir()
     image = modalities.get("image")
@@ -143,3 +156,18 @@ def test_cli_postfilter_trains_and_installs(tiny_codec, tmp_path):
     assert CliRunner().invoke(cli, [*args, "--force"]).exit_code == 0
     card = (tiny_codec.folder / "MODEL_CARD.md").read_text()
     assert card.count("## Post-filter") == 1 and "coin postfilter" in card
+
+
+def test_cli_postfilter_without_gain_installs_nothing(tiny_codec, tmp_path, monkeypatch):
+    _with_gain(monkeypatch, -0.01)
+    data = tmp_path / "photos"
+    data.mkdir()
+    image = modalities.get("image")
+    for i in range(4):
+        image.write(Signal(np.random.default_rng(i).uniform(0, 1, (64, 64, 3)).astype(np.float32),
+                           {"channels": 3}), data / f"p{i}.png")
+    r = CliRunner().invoke(cli, ["postfilter", tiny_codec.name, "--data", str(data), "--crops", "1", "--size", "64",
+                                 "--channels", "4", "--layers", "2", "--steps", "2", "--device", "cpu"])
+    assert r.exit_code == 0 and "not installed" in r.output
+    assert "postfilter" not in json.loads((tiny_codec.folder / "config.json").read_text())
+    assert not (tiny_codec.folder / pf.FILE).exists()
