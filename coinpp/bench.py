@@ -350,8 +350,14 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, u
                 cfg["measured"][k if k != "snr" else "snr_db"] = round(p[k], 4)
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
         card_path = folder / "MODEL_CARD.md"
-        card = card_path.read_text().split("\n## Measured")[0].rstrip() + "\n"
-        quality = f"- PSNR {p['psnr']:.2f} dB ({QUALITY_NOTE.get(modality, modality)}, mean over files)\n"
+        # Replace the "Measured" section only: sections after it (the post-filter's) stay.
+        head, _, rest = card_path.read_text().partition("\n## Measured")
+        nxt = rest.find("\n## ")
+        tail = rest[nxt:].rstrip() + "\n" if rest and nxt >= 0 else ""
+        card = head.rstrip() + "\n"
+        through = " through the codec's post-filter," if "postfilter" in cfg else ""
+        quality = (f"- PSNR {p['psnr']:.2f} dB ({QUALITY_NOTE.get(modality, modality)},{through} mean over "
+                   "files)\n")
         if "snr" in p:
             quality += f"- SNR {p['snr']:.2f} dB\n"
         if "rmse" in p:
@@ -359,8 +365,10 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, u
         card += (f"\n## Measured on {suite} ({p['files']} files)\n\n"
                  f"- rate {p['bpp']:.4f} {unit} (real file sizes, headers included)\n{quality}"
                  f"- encode {p['encode_s']:.1f} s, decode {p['decode_s']:.2f} s per file on "
-                 f"{hardware_description()}\n- reproduce: `{command}`\n")
-        card_path.write_text(card)
+                 f"{hardware_description()}\n- reproduce: `{command}`\n" + tail)
+        tmp = card_path.with_name(card_path.name + ".tmp")
+        tmp.write_text(card)
+        tmp.replace(card_path)
         done.append(name)
     codecs._load_cached.cache_clear()
     return done

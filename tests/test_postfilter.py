@@ -171,3 +171,16 @@ def test_cli_postfilter_without_gain_installs_nothing(tiny_codec, tmp_path, monk
     assert r.exit_code == 0 and "not installed" in r.output
     assert "postfilter" not in json.loads((tiny_codec.folder / "config.json").read_text())
     assert not (tiny_codec.folder / pf.FILE).exists()
+
+
+def test_recording_a_bench_keeps_the_post_filter_section(tiny_codec):
+    from coinpp import bench
+
+    pf.install(tiny_codec.folder, pf.PostFilter(pf.PostFilterConfig(4, 2, (8, 8))), {"steps": 1})
+    point = {"setting": "b4", "files": 2, "bpp": 0.5, "psnr": 20.0, "encode_s": 1.0, "decode_s": 0.1}
+    for psnr in (20.0, 21.0):  # twice: the second run replaces the first's section
+        bench.record_in_codecs({tiny_codec.name: [{**point, "psnr": psnr}]}, "kodak", "coin bench kodak")
+    card = (tiny_codec.folder / "MODEL_CARD.md").read_text()
+    assert card.count("## Measured on kodak") == 1 and card.count("## Post-filter") == 1
+    assert "PSNR 21.00 dB" in card and "20.00 dB" not in card and "through the codec's post-filter" in card
+    assert json.loads((tiny_codec.folder / "config.json").read_text())["measured"]["psnr_db"] == 21.0
