@@ -123,6 +123,17 @@ def test_cli_decode_no_postfilter_and_info(tiny_codec, tmp_path):
     assert listed[tiny_codec.name]["postfilter"] is True
 
 
+def _photos(tmp_path):
+    """Four 64x64 noise images in a folder: one patch size of training data for the tiny codec."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    image = modalities.get("image")
+    for i in range(4):
+        image.write(Signal(np.random.default_rng(i).uniform(0, 1, (64, 64, 3)).astype(np.float32),
+                           {"channels": 3}), data / f"p{i}.png")
+    return data
+
+
 def _with_gain(monkeypatch, gain_db: float) -> None:
     """Train for real, but report `gain_db` on the held-out crops: three steps on noise decide
     nothing, and the CLI installs a filter only when it helped there."""
@@ -137,12 +148,7 @@ def _with_gain(monkeypatch, gain_db: float) -> None:
 
 def test_cli_postfilter_trains_and_installs(tiny_codec, tmp_path, monkeypatch):
     _with_gain(monkeypatch, 0.05)
-    data = tmp_path / "photos"
-    data.mkdir()
-    image = modalities.get("image")
-    for i in range(4):
-        image.write(Signal(np.random.default_rng(i).uniform(0, 1, (64, 64, 3)).astype(np.float32),
-                           {"channels": 3}), data / f"p{i}.png")
+    data = _photos(tmp_path)
     args = ["postfilter", tiny_codec.name, "--data", str(data), "--crops", "2", "--size", "64", "--channels", "4",
             "--layers", "2", "--steps", "3", "--device", "cpu"]
     r = CliRunner().invoke(cli, args)
@@ -160,12 +166,7 @@ def test_cli_postfilter_trains_and_installs(tiny_codec, tmp_path, monkeypatch):
 
 def test_cli_postfilter_without_gain_installs_nothing(tiny_codec, tmp_path, monkeypatch):
     _with_gain(monkeypatch, -0.01)
-    data = tmp_path / "photos"
-    data.mkdir()
-    image = modalities.get("image")
-    for i in range(4):
-        image.write(Signal(np.random.default_rng(i).uniform(0, 1, (64, 64, 3)).astype(np.float32),
-                           {"channels": 3}), data / f"p{i}.png")
+    data = _photos(tmp_path)
     r = CliRunner().invoke(cli, ["postfilter", tiny_codec.name, "--data", str(data), "--crops", "1", "--size", "64",
                                  "--channels", "4", "--layers", "2", "--steps", "2", "--device", "cpu"])
     assert r.exit_code == 0 and "not installed" in r.output
