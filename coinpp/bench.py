@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -169,12 +168,6 @@ def _measures(modality: Modality, unit: str, nbytes: int, signal: Signal, decode
             **modality.quality(signal, decoded)}
 
 
-def _network_key(codec: codecs.Codec) -> str:
-    """Codecs that share weights, patch and steps fit identical latents: fit once for all."""
-    h = hashlib.sha256((codec.folder / "weights.safetensors").read_bytes())
-    return f"{h.hexdigest()}:{codec.patch}:{codec.steps}"
-
-
 def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
               tick: Callable[[str], None] = lambda s: None,
               done: set[tuple[str, str, str]] | None = None, suite: Suite | None = None) -> list[dict]:
@@ -186,7 +179,7 @@ def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
     loaded = [codecs.load(n) for n in codec_names]
     groups: dict[str, list[codecs.Codec]] = {}
     for c in loaded:
-        groups.setdefault(_network_key(c), []).append(c)
+        groups.setdefault(codecs.fit_key(c), []).append(c)
     rows = []
     for path in files:
         signal = None

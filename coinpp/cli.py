@@ -611,11 +611,11 @@ DEFAULT_PATCH = {"image": 32, "audio": 200, "mri": 8}
 @click.argument("codec_list")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
               help="Training images (never the test set); the same files are held out as in `coin train`.")
-@click.option("--crops", default=12, show_default=True, help="Random crops per training image.")
+@click.option("--crops", default=8, show_default=True, help="Random crops per training image.")
 @click.option("--size", default=128, show_default=True, help="Crop side in pixels (a multiple of the patch).")
 @click.option("--channels", default=32, show_default=True)
 @click.option("--layers", default=5, show_default=True, help="3x3 convolutions.")
-@click.option("--steps", default=6000, show_default=True, help="Adam steps (batch 16 windows of 64x64).")
+@click.option("--steps", default=3000, show_default=True, help="Adam steps (batch 16 windows of 64x64).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--val-files", default=3, show_default=True, help="Files held out for validation.")
 @click.option("--shared", is_flag=True, help="One filter for all the codecs instead of one per codec.")

@@ -153,6 +153,12 @@ def load_folder(folder: Path) -> Codec:
     return Codec(name, folder, config, net, quantizer, table, actual, delta, context, postfilter)
 
 
+def fit_key(codec: Codec) -> str:
+    """Codecs that share weights, patch and encode steps fit identical latents: fit once for all."""
+    h = hashlib.sha256((codec.folder / "weights.safetensors").read_bytes())
+    return f"{h.hexdigest()}:{codec.patch}:{codec.steps}"
+
+
 def available() -> dict[str, Path]:
     """name -> folder of every codec on the search path (first one found wins)."""
     found: dict[str, Path] = {}

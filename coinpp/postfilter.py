@@ -219,12 +219,13 @@ def decoded_crops(codec_names: list[str], images: list[np.ndarray], crops_per_im
             y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
             crops.append(np.ascontiguousarray(a[y : y + size, x : x + size, :3], dtype=np.float32))
     pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c.name: [] for c in loaded}
+    keys = {c.name: codecs.fit_key(c) for c in loaded}
     for i, crop in enumerate(crops):
         signal = Signal(crop, {"channels": 3})
         original = np.round(crop * 255).astype(np.uint8)
-        fitted: dict[bytes, object] = {}
+        fitted: dict[str, object] = {}
         for c in loaded:
-            key = (c.folder / "weights.safetensors").read_bytes()
+            key = keys[c.name]
             if key not in fitted:
                 fitted[key] = fit_signal(signal, image, c, device=device)
             latents = refine_signal(fitted[key], signal, image, c, device)  # what `coin encode` writes
