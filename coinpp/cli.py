@@ -616,13 +616,21 @@ DEFAULT_PATCH = {"image": 32, "audio": 200, "mri": 8}
 @click.option("--channels", default=32, show_default=True)
 @click.option("--layers", default=5, show_default=True, help="3x3 convolutions.")
 @click.option("--steps", default=3000, show_default=True, help="Adam steps (batch 16 windows of 64x64).")
+@click.option("--lr", default=1e-3, show_default=True, help="Adam's learning rate (cosine schedule).")
+@click.option("--init", "init_codec", default=None, metavar="CODEC",
+              help="Start from this codec's post-filter (same size and patch) instead of from scratch.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--val-files", default=3, show_default=True, help="Files held out for validation.")
+@click.option("--val-crops", default=None, type=int, help="Random crops per held-out file [default: half of --crops].")
 @click.option("--shared", is_flag=True, help="One filter for all the codecs instead of one per codec.")
+@click.option("--crops-cache", "crops_cache", default=None, type=click.Path(dir_okay=False),
+              help="Keep the decoded crops in this file and reuse them when the codecs, data and crop options "
+                   "are the same (decoding them costs more than training).")
 @DEVICE
 @FORCE
-def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int, layers: int, steps: int, seed: int,
-               val_files: int, shared: bool, device: str, force: bool) -> None:
+def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int, layers: int, steps: int, lr: float,
+               init_codec: str | None, seed: int, val_files: int, val_crops: int | None, shared: bool,
+               crops_cache: str | None, device: str, force: bool) -> None:
     """Train a decoder-side post-filter for each image codec in CODEC_LIST (comma-separated, same
     patch) on its own decodes of DATA, and install it into the codec's folder.
 
@@ -642,33 +650,65 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
     if any(c.patch != patch for c in loaded):
         raise InputError("the codecs must share their patch (where the seams repeat)")
     if not (1 <= crops <= 1000 and 64 <= size <= 1024 and size % max(patch) == 0 and 1 <= channels <= 256
-            and 2 <= layers <= 32 and 1 <= steps <= 10_000_000 and 1 <= val_files):
+            and 2 <= layers <= 32 and 1 <= steps <= 10_000_000 and 1 <= val_files and 0 < lr <= 1
+            and (val_crops is None or 1 <= val_crops <= 1000)):
         raise InputError("--crops 1..1000, --size 64..1024 (a multiple of the patch), --channels 1..256, "
-                         "--layers 2..32, --steps >= 1, --val-files >= 1")
+                         "--layers 2..32, --steps >= 1, --lr in (0, 1], --val-files >= 1, --val-crops 1..1000")
+    cfg = pf.PostFilterConfig(channels, layers, (int(patch[0]), int(patch[1])))
+    init = None
+    if init_codec is not None:
+        source = codecs.load(init_codec)
+        if source.postfilter is None:
+            raise InputError(f"codec {init_codec!r} has no post-filter to start from")
+        if source.postfilter.cfg != cfg:
+            raise InputError(f"codec {init_codec!r}'s post-filter is {source.postfilter.cfg.channels} channels, "
+                             f"{source.postfilter.cfg.layers} layers, patch {source.postfilter.cfg.period}: "
+                             "pass the same --channels and --layers (and codecs of its patch)")
+        init = source.postfilter
     for c in loaded:
         if "postfilter" in c.config and not force:
             raise InputError(f"codec {c.name!r} already has a post-filter; pass --force to replace it")
     torch.manual_seed(seed)
     train_s, val_s, val_names = load_folder(data, "image", val_files, seed)
     console.print(f"{len(train_s)} training images; validating on {', '.join(val_names)}")
-    with console.status("decoding crops") as status:
-        tick = lambda i, n: status.update(f"decoding crops {i}/{n}")  # noqa: E731
-        pairs = pf.decoded_crops(names, train_s, crops, size, seed, device, tick)
-        val = pf.decoded_crops(names, val_s, max(1, crops // 2), size, seed + 1, device, tick)
+    n_val = val_crops or max(1, crops // 2)
+    # What the crops depend on: the decoder (hash), the fit (weights, patch, steps) and any refinement.
+    key = {"codecs": {c.name: [c.hash.hex(), codecs.fit_key(c), c.config.get("refine")] for c in loaded},
+           "data": str(Path(data).resolve()), "crops": crops, "size": size, "seed": seed,
+           "val_files": val_files, "val_crops": n_val}
+    cached = None
+    if crops_cache:
+        cached = pf.load_pairs(Path(crops_cache), {**key, "part": "train"}), \
+            pf.load_pairs(Path(crops_cache).with_suffix(".val.npz"), {**key, "part": "val"})
+    if cached and cached[0] is not None and cached[1] is not None:
+        pairs, val = cached
+        console.print(f"decoded crops from {crops_cache}")
+    else:
+        with console.status("decoding crops") as status:
+            tick = lambda i, n: status.update(f"decoding crops {i}/{n}")  # noqa: E731
+            pairs = pf.decoded_crops(names, train_s, crops, size, seed, device, tick)
+            val = pf.decoded_crops(names, val_s, n_val, size, seed + 1, device, tick)
+        if crops_cache:
+            pf.save_pairs(Path(crops_cache), pairs, {**key, "part": "train"})
+            pf.save_pairs(Path(crops_cache).with_suffix(".val.npz"), val, {**key, "part": "val"})
     if not pairs[names[0]] or not val[names[0]]:
         raise InputError(f"{data}: no image is {size} pixels on each side")
-    cfg = pf.PostFilterConfig(channels, layers, (int(patch[0]), int(patch[1])))
     command = (f"coin postfilter {codec_list} --data {data} --crops {crops} --size {size} --channels {channels} "
-               f"--layers {layers} --steps {steps} --seed {seed}" + (" --shared" if shared else ""))
+               f"--layers {layers} --steps {steps} --lr {lr:g} --seed {seed}"
+               + (f" --init {init_codec}" if init_codec else "")
+               + (f" --val-crops {val_crops}" if val_crops else "") + (" --shared" if shared else ""))
     jobs = [names] if shared else [[n] for n in names]
     for group in jobs:
         train_pairs = [p for n in group for p in pairs[n]]
         val_pairs = [p for n in group for p in val[n]]
         with console.status(f"training ({', '.join(group)})") as status:
-            net, summary = pf.train(train_pairs, val_pairs, cfg, steps, seed=seed, device=pick_device(device),
+            net, summary = pf.train(train_pairs, val_pairs, cfg, steps, lr=lr, seed=seed, device=pick_device(device),
                                     log=lambda r: status.update(f"training: step {r['step']}, validation "
-                                                                f"{r['val_psnr_gain_db']:+.3f} dB"))
-        if summary["best_step"] == 0 or summary["val_psnr_gain_db"] <= 0:
+                                                                f"{r['val_psnr_gain_db']:+.3f} dB"), init=init)
+        if init is not None:
+            summary["init"] = init_codec
+        # Step 0 is a fresh filter (near the identity) or the --init filter, which may be kept as it is.
+        if (summary["best_step"] == 0 and init is None) or summary["val_psnr_gain_db"] <= 0:
             console.print(f"{', '.join(group)}: no step improved the held-out crops "
                           f"({summary['val_psnr_gain_db']:+.3f} dB); not installed")
             continue

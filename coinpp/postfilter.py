@@ -135,13 +135,19 @@ def load(folder: Path, entry: dict) -> PostFilter:
 def train(pairs: list[tuple[np.ndarray, np.ndarray]], val_pairs: list[tuple[np.ndarray, np.ndarray]],
           cfg: PostFilterConfig, steps: int, batch: int = 16, window: int = 64, lr: float = 1e-3, seed: int = 0,
           device: str | torch.device = "cpu", log: Callable[[dict], None] = lambda r: None,
-          val_every: int = 250) -> tuple[PostFilter, dict]:
+          val_every: int = 250, init: PostFilter | None = None) -> tuple[PostFilter, dict]:
     """Fit a post-filter to (decoded float (H, W, 3), original uint8 (H, W, 3)) crop pairs, each crop
     starting on a patch border. Adam with a cosine schedule on the MSE of random windows; the
-    weights with the best validation MSE are kept. Returns (filter, summary)."""
+    weights with the best validation MSE are kept (step 0: the starting weights). `init` starts from
+    another filter of the same size, e.g. a neighbouring bit depth's. Returns (filter, summary)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = PostFilter(cfg).to(device)
+    net = PostFilter(cfg)
+    if init is not None:
+        if init.cfg != cfg:
+            raise ValueError("the starting filter has another size or period")
+        net.load_state_dict(init.state_dict())
+    net = net.to(device).train().requires_grad_(True)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
 
@@ -235,6 +241,45 @@ def decoded_crops(codec_names: list[str], images: list[np.ndarray], crops_per_im
     return pairs
 
 
+def save_pairs(path: Path, pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]], key: dict) -> None:
+    """Keep decoded crops (what `decoded_crops` returns) for another training run: decoding them
+    costs more CPU than training a filter. `key` says what they were made from; written atomically."""
+    import json
+
+    arrays: dict[str, np.ndarray] = {"key": np.frombuffer(json.dumps(key, sort_keys=True).encode(), np.uint8)}
+    for j, (name, items) in enumerate(pairs.items()):
+        arrays[f"name_{j}"] = np.frombuffer(name.encode(), np.uint8)
+        for i, (dec, ref) in enumerate(items):
+            arrays[f"dec_{j}_{i}"], arrays[f"ref_{j}_{i}"] = dec.astype(np.float32), ref
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_pairs(path: Path, key: dict) -> dict[str, list[tuple[np.ndarray, np.ndarray]]] | None:
+    """The crops `save_pairs` kept under the same key; None when the file is missing or was made
+    from anything else (other codecs, data, crop counts or seed)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        if bytes(z["key"]).decode() != json.dumps(key, sort_keys=True):
+            return None
+        out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        j = 0
+        while f"name_{j}" in z:
+            items, i = [], 0
+            while f"dec_{j}_{i}" in z:
+                items.append((z[f"dec_{j}_{i}"], z[f"ref_{j}_{i}"]))
+                i += 1
+            out[bytes(z[f"name_{j}"]).decode()] = items
+            j += 1
+    return out
+
+
 def install(folder: Path, net: PostFilter, training: dict) -> None:
     """Put a post-filter into a codec folder: its weights, an entry in config.json and a section in
     the model card (each written atomically). The codec's hash does not cover it, so files already
@@ -256,7 +301,8 @@ def install(folder: Path, net: PostFilter, training: dict) -> None:
         f"channels, {n_params:,} weights; `postfilter.safetensors`) that corrects the network's output; "
         "`coin decode --no-postfilter` skips it. It is not part of the bitstream or the codec hash.\n\n"
         f"- trained: {training.get('steps')} Adam steps (best at {training.get('best_step')}), "
-        f"{training.get('wall_time_s')} s on {training.get('hardware', 'unknown hardware')}\n"
+        f"{training.get('wall_time_s')} s on {training.get('hardware', 'unknown hardware')}"
+        + (f", starting from `{training['init']}`'s filter" if training.get("init") else "") + "\n"
         f"- on: {training.get('crops')} decoded crops of {training.get('data')} by "
         f"{', '.join(training.get('codecs', []))}\n"
         f"- validation (held-out photos): {training.get('val_psnr_gain_db', 0):+.3f} dB PSNR\n"

@@ -164,6 +164,80 @@ def test_cli_postfilter_trains_and_installs(tiny_codec, tmp_path, monkeypatch):
     assert card.count("## Post-filter") == 1 and "coin postfilter" in card
 
 
+def test_training_from_a_trained_filter_keeps_it_when_nothing_beats_it():
+    cfg = pf.PostFilterConfig(channels=8, layers=3, period=(8, 8))
+    trained, first = pf.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=300, batch=8, window=16,
+                              lr=3e-3, val_every=100)
+    # A learning rate this large wrecks every later step, so the starting weights must win.
+    net, summary = pf.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=20, batch=8, window=16,
+                            lr=1.0, val_every=10, init=trained)
+    assert summary["best_step"] == 0
+    assert summary["val_psnr_gain_db"] == pytest.approx(first["val_psnr_gain_db"], abs=1e-3)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trained.state_dict().values(),
+                                                 strict=True))
+    with pytest.raises(ValueError):
+        pf.train(_seamed_pairs(2), _seamed_pairs(1), pf.PostFilterConfig(4, 3, (8, 8)), steps=1, init=trained)
+
+
+def test_cli_postfilter_init_starts_from_another_codecs_filter(tiny_codec, tmp_path, monkeypatch):
+    data = _photos(tmp_path)
+    base = ["postfilter", tiny_codec.name, "--data", str(data), "--crops", "1", "--size", "64", "--steps", "2",
+            "--device", "cpu", "--force"]
+    r = CliRunner().invoke(cli, [*base, "--channels", "4", "--layers", "2", "--init", tiny_codec.name])
+    assert r.exit_code != 0 and "no post-filter" in r.output and "Traceback" not in r.output
+    pf.install(tiny_codec.folder, pf.PostFilter(pf.PostFilterConfig(4, 2, (8, 8))), {"steps": 1})
+    codecs._load_cached.cache_clear()
+    r = CliRunner().invoke(cli, [*base, "--channels", "8", "--layers", "2", "--init", tiny_codec.name])
+    assert r.exit_code != 0 and "--channels" in r.output and "Traceback" not in r.output
+    seen = {}
+    real = pf.train
+
+    def train(*args, **kwargs):
+        seen["init"] = kwargs.get("init")
+        net, summary = real(*args, **kwargs)
+        return net, {**summary, "best_step": 0, "val_psnr_gain_db": 0.05}
+
+    monkeypatch.setattr(pf, "train", train)
+    r = CliRunner().invoke(cli, [*base, "--channels", "4", "--layers", "2", "--init", tiny_codec.name,
+                                 "--val-crops", "2", "--lr", "5e-4"])
+    assert r.exit_code == 0 and "installed" in r.output, r.output
+    assert seen["init"] is not None and seen["init"].cfg == pf.PostFilterConfig(4, 2, (8, 8))
+    training = json.loads((tiny_codec.folder / "config.json").read_text())["postfilter"]["training"]
+    assert training["init"] == tiny_codec.name and training["lr"] == 5e-4
+    assert "--init" in training["command"] and "--val-crops 2" in training["command"]
+    assert "starting from" in (tiny_codec.folder / "MODEL_CARD.md").read_text()
+
+
+def test_crops_cache_round_trips_and_is_keyed(tmp_path):
+    pairs = {"a": _seamed_pairs(2), "b": _seamed_pairs(1, seed=3)}
+    path = tmp_path / "crops.npz"
+    pf.save_pairs(path, pairs, {"codecs": ["a", "b"], "seed": 0})
+    back = pf.load_pairs(path, {"seed": 0, "codecs": ["a", "b"]})
+    assert list(back) == ["a", "b"] and len(back["a"]) == 2 and len(back["b"]) == 1
+    for (d, o), (d2, o2) in zip(pairs["a"], back["a"], strict=True):
+        assert np.array_equal(d, d2) and np.array_equal(o, o2)
+    assert pf.load_pairs(path, {"codecs": ["a", "b"], "seed": 1}) is None  # made from something else
+    assert pf.load_pairs(tmp_path / "missing.npz", {"seed": 0}) is None
+
+
+def test_cli_postfilter_reuses_cached_crops(tiny_codec, tmp_path, monkeypatch):
+    _with_gain(monkeypatch, 0.05)
+    data = _photos(tmp_path)
+    cache = tmp_path / "crops.npz"
+    args = ["postfilter", tiny_codec.name, "--data", str(data), "--crops", "1", "--size", "64", "--channels", "4",
+            "--layers", "2", "--steps", "2", "--device", "cpu", "--force", "--crops-cache", str(cache)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert cache.exists() and cache.with_suffix(".val.npz").exists()
+    def decoded_crops(*args, **kwargs):
+        raise RuntimeError("decoded again")
+
+    monkeypatch.setattr(pf, "decoded_crops", decoded_crops)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0 and "decoded crops from" in r.output, r.output
+    other = CliRunner().invoke(cli, [*args[:5], "2", *args[6:]])  # --crops 2: not what the cache holds
+    assert isinstance(other.exception, RuntimeError) and "decoded again" in str(other.exception)
+
+
 def test_cli_postfilter_without_gain_installs_nothing(tiny_codec, tmp_path, monkeypatch):
     _with_gain(monkeypatch, -0.01)
     data = _photos(tmp_path)
