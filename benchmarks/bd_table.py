@@ -2,7 +2,7 @@
 every measured and published curve, from `benchmarks/results/kodak/summary.json`.
 
 `coin bench` joins codecs that differ only in their bit depth into one curve; a family here may mix
-latent sizes too (the default image family is l32-b4, l64-b4...b6, l128-b5...b6), which is why this
+latent sizes too (the default image family is l32-b4, l64-b4...b6, l128-b4...b6), which is why this
 table is computed apart. Prints a Markdown table and the PSNR at 0.25 bpp of each family.
 
     python benchmarks/bd_table.py [--summary benchmarks/results/kodak/summary.json]
@@ -17,9 +17,9 @@ from pathlib import Path
 from coinpp import bench
 
 FAMILIES = {
-    "`image-klt-6x128` (default family: l32-b4, l64-b4…b6, l128-b5…b6)": [
+    "`image-klt-6x128` (default family: l32-b4, l64-b4…b6, l128-b4…b6)": [
         "image-klt-6x128-l32-b4", "image-klt-6x128-l64-b4", "image-klt-6x128-l64-b5", "image-klt-6x128-l64-b6",
-        "image-klt-6x128-l128-b5", "image-klt-6x128-l128-b6"],
+        "image-klt-6x128-l128-b4", "image-klt-6x128-l128-b5", "image-klt-6x128-l128-b6"],
     "`image-ctx-6x128` (previous default family, five points)": [
         "image-ctx-6x128-l32-b4", "image-ctx-6x128-l64-b4", "image-ctx-6x128-l64-b5", "image-ctx-6x128-l128-b5",
         "image-ctx-6x128-l128-b6"],
