@@ -816,6 +816,7 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
     done = {(r["codec"], r["setting"], r["file"]) for r in previous}
     total = len(files) * (len(coin_names) + sum(len(b.settings) for b in runnable))
     rows = list(previous)
+    n_new = 0  # rows measured by this run (the others were in --out already)
     with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("bench", total=total)
@@ -829,6 +830,7 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
                 new += benchmod.baseline_rows([path], b, done, tick, spec)
             benchmod.append_rows(out_dir, new)
             rows += new
+            n_new += len(new)
     wanted = set(coin_names) | {b.name for b in runnable}
     rows = [r for r in rows if r["codec"] in wanted and r["file"] in {p.name for p in files}]
     desc = {n: f"coin codec {n} (real file sizes, headers included)" for n in coin_names}
@@ -869,7 +871,7 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
         {"method": "piecewise-linear log-rate over PSNR, overlapping PSNR range", "anchor": anchor,
          "vs_anchor": bd, "coin_vs_each": matrix}, indent=1) + "\n")
     wall = time.perf_counter() - t_start
-    console.print(f"{len(files)} files, {len(rows)} rows ({len(rows) - len(previous)} new) in {wall:.0f} s; "
+    console.print(f"{len(files)} files, {len(rows)} rows ({n_new} new) in {wall:.0f} s; "
                   f"results, rd.png and bd-rate.json in {out}")
     if record_in_codecs:
         command = "coin bench " + " ".join(sys.argv[2:]).replace(" --record-in-codecs", "")

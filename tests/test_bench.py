@@ -58,6 +58,11 @@ def test_results_schema_real_sizes_plot_and_resume(tiny_codec, suite, tmp_path):
     r2 = bench(suite, out)
     assert r2.exit_code == 0 and "(0 new)" in r2.output
     assert len((out / "rows.csv").read_text().splitlines()) == len(rows)
+    # A run over fewer codecs than --out holds counts only what it measured.
+    lines = (out / "rows.csv").read_text().splitlines()
+    (out / "rows.csv").write_text("\n".join(line for line in lines if not line.startswith("jpeg,")) + "\n")
+    r3 = bench(suite, out, "jpeg")
+    assert r3.exit_code == 0 and "(4 new)" in " ".join(r3.output.split()), r3.output[-300:]
 
 
 def test_missing_baseline_is_skipped_with_a_warning(tiny_codec, suite, tmp_path, monkeypatch):
