@@ -678,8 +678,11 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
            "val_files": val_files, "val_crops": n_val}
     cached = None
     if crops_cache:
-        cached = pf.load_pairs(Path(crops_cache), {**key, "part": "train"}), \
-            pf.load_pairs(Path(crops_cache).with_suffix(".val.npz"), {**key, "part": "val"})
+        try:
+            cached = pf.load_pairs(Path(crops_cache), {**key, "part": "train"}), \
+                pf.load_pairs(Path(crops_cache).with_suffix(".val.npz"), {**key, "part": "val"})
+        except ValueError as e:
+            raise InputError(f"--crops-cache: {e}") from None
     if cached and cached[0] is not None and cached[1] is not None:
         pairs, val = cached
         console.print(f"decoded crops from {crops_cache}")

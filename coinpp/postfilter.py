@@ -259,13 +259,21 @@ def save_pairs(path: Path, pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]]
 
 def load_pairs(path: Path, key: dict) -> dict[str, list[tuple[np.ndarray, np.ndarray]]] | None:
     """The crops `save_pairs` kept under the same key; None when the file is missing or was made
-    from anything else (other codecs, data, crop counts or seed)."""
+    from anything else (other codecs, data, crop counts or seed); ValueError when it is not such a
+    file at all (it is then not overwritten)."""
     import json
+    import zipfile
 
     path = Path(path)
     if not path.is_file():
         return None
-    with np.load(path) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile) or "key" not in z:
+            raise ValueError
+    except (OSError, ValueError, zipfile.BadZipFile):
+        raise ValueError(f"{path} is not a file of decoded crops") from None
+    with z:
         if bytes(z["key"]).decode() != json.dumps(key, sort_keys=True):
             return None
         out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}

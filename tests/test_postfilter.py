@@ -218,6 +218,9 @@ def test_crops_cache_round_trips_and_is_keyed(tmp_path):
         assert np.array_equal(d, d2) and np.array_equal(o, o2)
     assert pf.load_pairs(path, {"codecs": ["a", "b"], "seed": 1}) is None  # made from something else
     assert pf.load_pairs(tmp_path / "missing.npz", {"seed": 0}) is None
+    (tmp_path / "notes.txt").write_text("not crops")
+    with pytest.raises(ValueError, match="not a file of decoded crops"):
+        pf.load_pairs(tmp_path / "notes.txt", {"seed": 0})
 
 
 def test_cli_postfilter_reuses_cached_crops(tiny_codec, tmp_path, monkeypatch):
@@ -234,6 +237,10 @@ def test_cli_postfilter_reuses_cached_crops(tiny_codec, tmp_path, monkeypatch):
     monkeypatch.setattr(pf, "decoded_crops", decoded_crops)
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and "decoded crops from" in r.output, r.output
+    (tmp_path / "notes.txt").write_text("not crops")
+    bad = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "notes.txt")])
+    assert bad.exit_code != 0 and "not a file of decoded crops" in bad.output and "Traceback" not in bad.output
+    assert (tmp_path / "notes.txt").read_text() == "not crops"
     other = CliRunner().invoke(cli, [*args[:5], "2", *args[6:]])  # --crops 2: not what the cache holds
     assert isinstance(other.exception, RuntimeError) and "decoded again" in str(other.exception)
 
