@@ -699,7 +699,8 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
     command = (f"coin postfilter {codec_list} --data {data} --crops {crops} --size {size} --channels {channels} "
                f"--layers {layers} --steps {steps} --lr {lr:g} --seed {seed}"
                + (f" --init {init_codec}" if init_codec else "")
-               + (f" --val-crops {val_crops}" if val_crops else "") + (" --shared" if shared else ""))
+               + (f" --val-crops {val_crops}" if val_crops else "") + (" --shared" if shared else "")
+               + (" --force" if force else ""))  # replacing a filter needs it: the command must run as recorded
     jobs = [names] if shared else [[n] for n in names]
     for group in jobs:
         train_pairs = [p for n in group for p in pairs[n]]

@@ -205,6 +205,7 @@ def test_cli_postfilter_init_starts_from_another_codecs_filter(tiny_codec, tmp_p
     training = json.loads((tiny_codec.folder / "config.json").read_text())["postfilter"]["training"]
     assert training["init"] == tiny_codec.name and training["lr"] == 5e-4
     assert "--init" in training["command"] and "--val-crops 2" in training["command"]
+    assert training["command"].endswith(" --force")
     assert "starting from" in (tiny_codec.folder / "MODEL_CARD.md").read_text()
 
 
