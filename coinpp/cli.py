@@ -431,7 +431,9 @@ def info(input: str, as_json: bool, allow_huge: bool) -> None:
                else "one per patch",
                "coded_as": "principal components (codec's basis)" if p.codec.quantizer.basis is not None
                else "latent dimensions",
-               "postfilter": "yes (on its own grid; --no-postfilter skips it)" if p.codec.postfilter is not None
+               "postfilter": (f"yes ({p.codec.postfilter.cfg.layers}-layer CNN, averaged over "
+                              f"{p.codec.postfilter.views} view{'s' if p.codec.postfilter.views > 1 else ''}; "
+                              "on its own grid; --no-postfilter skips it)") if p.codec.postfilter is not None
                else "no"}
     rec |= {"bytes": len(data), "payload_bytes": len(f.payload), "modality_fields_bytes": len(f.modality_meta),
             **p.modality.summary(p.meta), **{k: round(v, 6) for k, v in rate.items()}}
@@ -618,11 +620,16 @@ DEFAULT_PATCH = {"image": 32, "audio": 200, "mri": 8}
 @click.option("--steps", default=3000, show_default=True, help="Adam steps (batch 16 windows of 64x64).")
 @click.option("--lr", default=1e-3, show_default=True, help="Adam's learning rate (cosine schedule).")
 @click.option("--init", "init_codec", default=None, metavar="CODEC",
-              help="Start from this codec's post-filter (same size and patch) instead of from scratch.")
+              help="Start from this codec's post-filter (same patch; a smaller one grows into --channels and "
+                   "--layers, computing the same at first) instead of from scratch.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--val-files", default=3, show_default=True, help="Files held out for validation.")
 @click.option("--val-crops", default=None, type=int, help="Random crops per held-out file [default: half of --crops].")
 @click.option("--shared", is_flag=True, help="One filter for all the codecs instead of one per codec.")
+@click.option("--augment", is_flag=True, help="Train on flipped and transposed views of the crops too.")
+@click.option("--views", default=1, show_default=True,
+              help="Decoding averages the filter over this many flipped/transposed views (1-8; 1-4 for "
+                   "patches that are not square): a little more quality for that many times the filter's time.")
 @click.option("--crops-cache", "crops_cache", default=None, type=click.Path(dir_okay=False),
               help="Keep the decoded crops in this file and reuse them when the codecs, data and crop options "
                    "are the same (decoding them costs more than training).")
@@ -630,7 +637,7 @@ DEFAULT_PATCH = {"image": 32, "audio": 200, "mri": 8}
 @FORCE
 def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int, layers: int, steps: int, lr: float,
                init_codec: str | None, seed: int, val_files: int, val_crops: int | None, shared: bool,
-               crops_cache: str | None, device: str, force: bool) -> None:
+               augment: bool, views: int, crops_cache: str | None, device: str, force: bool) -> None:
     """Train a decoder-side post-filter for each image codec in CODEC_LIST (comma-separated, same
     patch) on its own decodes of DATA, and install it into the codec's folder.
 
@@ -651,19 +658,22 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
         raise InputError("the codecs must share their patch (where the seams repeat)")
     if not (1 <= crops <= 1000 and 64 <= size <= 1024 and size % max(patch) == 0 and 1 <= channels <= 256
             and 2 <= layers <= 32 and 1 <= steps <= 10_000_000 and 1 <= val_files and 0 < lr <= 1
-            and (val_crops is None or 1 <= val_crops <= 1000)):
+            and (val_crops is None or 1 <= val_crops <= 1000)
+            and 1 <= views <= (len(pf.VIEWS) if patch[0] == patch[1] else 4)):
         raise InputError("--crops 1..1000, --size 64..1024 (a multiple of the patch), --channels 1..256, "
-                         "--layers 2..32, --steps >= 1, --lr in (0, 1], --val-files >= 1, --val-crops 1..1000")
+                         "--layers 2..32, --steps >= 1, --lr in (0, 1], --val-files >= 1, --val-crops 1..1000, "
+                         "--views 1..8 (1..4 for patches that are not square)")
     cfg = pf.PostFilterConfig(channels, layers, (int(patch[0]), int(patch[1])))
     init = None
     if init_codec is not None:
         source = codecs.load(init_codec)
         if source.postfilter is None:
             raise InputError(f"codec {init_codec!r} has no post-filter to start from")
-        if source.postfilter.cfg != cfg:
-            raise InputError(f"codec {init_codec!r}'s post-filter is {source.postfilter.cfg.channels} channels, "
-                             f"{source.postfilter.cfg.layers} layers, patch {source.postfilter.cfg.period}: "
-                             "pass the same --channels and --layers (and codecs of its patch)")
+        small = source.postfilter.cfg
+        if small.period != cfg.period or small.channels > channels or small.layers > layers:
+            raise InputError(f"codec {init_codec!r}'s post-filter is {small.channels} channels, "
+                             f"{small.layers} layers, patch {small.period}: pass at least as many --channels "
+                             "and --layers (it grows into the new size) and codecs of its patch")
         init = source.postfilter
     for c in loaded:
         if "postfilter" in c.config and not force:
@@ -700,6 +710,7 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
                f"--layers {layers} --steps {steps} --lr {lr:g} --seed {seed}"
                + (f" --init {init_codec}" if init_codec else "")
                + (f" --val-crops {val_crops}" if val_crops else "") + (" --shared" if shared else "")
+               + (" --augment" if augment else "") + (f" --views {views}" if views > 1 else "")
                + (" --force" if force else ""))  # replacing a filter needs it: the command must run as recorded
     jobs = [names] if shared else [[n] for n in names]
     for group in jobs:
@@ -708,7 +719,12 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
         with console.status(f"training ({', '.join(group)})") as status:
             net, summary = pf.train(train_pairs, val_pairs, cfg, steps, lr=lr, seed=seed, device=pick_device(device),
                                     log=lambda r: status.update(f"training: step {r['step']}, validation "
-                                                                f"{r['val_psnr_gain_db']:+.3f} dB"), init=init)
+                                                                f"{r['val_psnr_gain_db']:+.3f} dB"), init=init,
+                                    augment=augment)
+        net.views = views
+        if views > 1:  # the gain decoding will see (training chose its weights on one view)
+            before, after = pf.mse_before_after(net, val_pairs, pick_device(device))
+            summary["val_psnr_gain_views_db"] = round(10 * math.log10(before / after), 3)
         if init is not None:
             summary["init"] = init_codec
         # Step 0 is a fresh filter (near the identity) or the --init filter, which may be kept as it is.
@@ -721,7 +737,8 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
         for n in group:
             pf.install(codecs.load(n).folder, net, summary)
         console.print(f"{', '.join(group)}: validation PSNR {summary['val_psnr_gain_db']:+.3f} dB on "
-                      f"{len(val_pairs)} held-out crops; installed")
+                      f"{len(val_pairs)} held-out crops" + (f" ({summary['val_psnr_gain_views_db']:+.3f} dB "
+                      f"averaged over {views} views)" if views > 1 else "") + "; installed")
     codecs._load_cached.cache_clear()
 
 

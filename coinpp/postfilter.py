@@ -65,6 +65,7 @@ class PostFilter(nn.Module):
             convs[-1].weight.mul_(0.1)
             convs[-1].bias.zero_()
         self.convs = nn.ModuleList(convs)
+        self.views = 1  # how many flipped/transposed views `apply` averages by default (the codec's choice)
 
     @property
     def halo(self) -> int:
@@ -72,12 +73,7 @@ class PostFilter(nn.Module):
 
     def positions(self, y0: int, x0: int, h: int, w: int, device: torch.device) -> torch.Tensor:
         """(1, 4, h, w) phase features of the pixels [y0, y0 + h) x [x0, x0 + w) of the image."""
-        py, px = self.cfg.period
-        ay = 2 * math.pi * (torch.arange(y0, y0 + h, device=device, dtype=torch.float32) + 0.5) / py
-        ax = 2 * math.pi * (torch.arange(x0, x0 + w, device=device, dtype=torch.float32) + 0.5) / px
-        fy = torch.stack([ay.sin(), ay.cos()])[:, :, None].expand(2, h, w)
-        fx = torch.stack([ax.sin(), ax.cos()])[:, None, :].expand(2, h, w)
-        return torch.cat([fy, fx])[None]
+        return _view_positions(self.cfg.period, VIEWS[0], (0, 0), y0, x0, h, w, device)
 
     def forward(self, rgb: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = torch.cat([rgb, positions.expand(len(rgb), -1, -1, -1)], dim=1)
@@ -86,26 +82,107 @@ class PostFilter(nn.Module):
         return rgb + self.convs[-1](x)
 
 
+# The views of the dihedral group that `apply` can average over: (transpose, flip rows, flip columns).
+VIEWS = ((False, False, False), (False, False, True), (False, True, False), (False, True, True),
+         (True, False, False), (True, False, True), (True, True, False), (True, True, True))
+
+
+def _view_positions(period: tuple[int, int], view: tuple[bool, bool, bool], source_shape: tuple[int, int],
+                    y0: int, x0: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Phase features of the pixels [y0, y0 + h) x [x0, x0 + w) of a transposed and/or flipped view of
+    the image: each axis of the view takes its source axis's phase, negated where the view runs
+    backwards, so a seam lies where the filter learned to expect one (between phase 31.5/32 and 0.5/32
+    of a turn) in every view."""
+    transpose, flip_rows, flip_cols = view
+    axes = (1, 0) if transpose else (0, 1)  # the source axis behind each axis of the view
+    feats = []
+    for start, n, axis, flipped in ((y0, h, axes[0], flip_rows), (x0, w, axes[1], flip_cols)):
+        i = torch.arange(start, start + n, device=device, dtype=torch.float32)
+        c = source_shape[axis] - 1 - i if flipped else i
+        a = 2 * math.pi * (c + 0.5) / period[axis]
+        feats.append(((-a.sin()) if flipped else a.sin(), a.cos()))
+    (sy, cy), (sx, cx) = feats
+    fy = torch.stack([sy, cy])[:, :, None].expand(2, h, w)
+    fx = torch.stack([sx, cx])[:, None, :].expand(2, h, w)
+    return torch.cat([fy, fx])[None]
+
+
 @torch.no_grad()
-def apply(net: PostFilter, image: np.ndarray, device: torch.device | str = "cpu", tile: int = TILE) -> np.ndarray:
+def apply(net: PostFilter, image: np.ndarray, device: torch.device | str = "cpu", tile: int = TILE,
+          views: int | None = None) -> np.ndarray:
     """(H, W, 3) decoded values on the file's own grid -> filtered (H, W, 3) float32, not clipped.
 
     Tiles with a halo as wide as the receptive field, so the result is the same as filtering the
-    whole image at once (up to float rounding) with bounded memory.
+    whole image at once (up to float rounding) with bounded memory. `views` > 1 averages the filter's
+    output over that many flipped (and, for square patches, transposed) views of the image, each
+    mapped back: the filter is not exactly symmetric, and its errors in different views partly cancel
+    (default: the filter's own `views`, from its codec's config).
     """
+    views = net.views if views is None else views
+    period = net.cfg.period
+    usable = VIEWS if period[0] == period[1] else VIEWS[:4]
+    if not 1 <= views <= len(usable):
+        raise ValueError(f"views must be in 1..{len(usable)} for a {period[0]}x{period[1]} patch")
     h, w, _ = image.shape
     net = net.to(device)
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None].to(device)
-    out = np.empty((h, w, 3), dtype=np.float32)
+    source = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None].to(device)
+    total = np.zeros((h, w, 3), dtype=np.float32)
     r = net.halo
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            ya, yb, xa, xb = max(0, y0 - r), min(h, y0 + tile + r), max(0, x0 - r), min(w, x0 + tile + r)
-            y = net(x[:, :, ya:yb, xa:xb], net.positions(ya, xa, yb - ya, xb - xa, x.device))
-            ty, tx = min(tile, h - y0), min(tile, w - x0)
-            out[y0 : y0 + ty, x0 : x0 + tx] = y[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx] \
-                .permute(1, 2, 0).cpu().numpy()
-    return out
+    for view in usable[:views]:
+        transpose, flip_rows, flip_cols = view
+        x = source.transpose(2, 3) if transpose else source
+        dims = [d for d, f in ((2, flip_rows), (3, flip_cols)) if f]
+        x = x.flip(dims) if dims else x
+        vh, vw = x.shape[2], x.shape[3]
+        out = np.empty((vh, vw, 3), dtype=np.float32)
+        for y0 in range(0, vh, tile):
+            for x0 in range(0, vw, tile):
+                ya, yb, xa, xb = max(0, y0 - r), min(vh, y0 + tile + r), max(0, x0 - r), min(vw, x0 + tile + r)
+                pos = _view_positions(period, view, (h, w), ya, xa, yb - ya, xb - xa, x.device)
+                y = net(x[:, :, ya:yb, xa:xb], pos)
+                ty, tx = min(tile, vh - y0), min(tile, vw - x0)
+                out[y0 : y0 + ty, x0 : x0 + tx] = y[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx] \
+                    .permute(1, 2, 0).cpu().numpy()
+        out = out[::-1] if flip_rows else out
+        out = out[:, ::-1] if flip_cols else out
+        total += out.transpose(1, 0, 2) if transpose else out
+    return total / views if views > 1 else total
+
+
+@torch.no_grad()
+def grow(small: PostFilter, cfg: PostFilterConfig) -> PostFilter:
+    """A filter of `cfg`'s size (at least as wide and deep, same period) that computes exactly what
+    `small` computes, to train further from there instead of from scratch (a deep filter from scratch
+    barely moves in its first hundreds of steps; measured). The extra channels get fresh incoming
+    weights and zero outgoing ones; the extra layers are identities (3x3 kernels with a centre of 1),
+    placed before the last layer, which pass the ReLU outputs unchanged."""
+    old = small.cfg
+    if old.period != cfg.period or cfg.channels < old.channels or cfg.layers < old.layers:
+        raise ValueError("a filter can only grow: same period, at least as many channels and layers")
+    net = PostFilter(cfg)
+    c = old.channels
+    hidden_old = list(small.convs[:-1])
+    hidden_new = list(net.convs[:-1])
+    for k, conv in enumerate(hidden_new):
+        w, b = conv.weight, conv.bias
+        w[c:].mul_(0.1)  # the new channels start small: they join, they do not take over
+        b[c:].zero_()
+        if k < len(hidden_old):
+            src = hidden_old[k]
+            n_in = src.weight.shape[1]
+            w[:c].zero_()
+            w[:c, :n_in] = src.weight
+            b[:c] = src.bias
+        else:  # an identity on the old channels
+            w[:c].zero_()
+            b[:c].zero_()
+            w[torch.arange(c), torch.arange(c), 1, 1] = 1.0
+    last = net.convs[-1]
+    last.weight.zero_()
+    last.weight[:, :c] = small.convs[-1].weight
+    last.bias.copy_(small.convs[-1].bias)
+    net.views = small.views
+    return net
 
 
 def file_sha256(path: Path) -> str:
@@ -113,13 +190,14 @@ def file_sha256(path: Path) -> str:
 
 
 def save(net: PostFilter, folder: Path) -> dict:
-    """Write the weights into a codec folder; returns the config entry that names them."""
+    """Write the weights into a codec folder; returns the config entry that names them (and the
+    number of views decoding averages, when more than one)."""
     path = Path(folder) / FILE
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     tmp.chmod(0o644)  # safetensors writes 0600; a shipped codec file is readable by all
     tmp.replace(path)
-    return {**net.cfg.to_dict(), "sha256": file_sha256(path)}
+    return {**net.cfg.to_dict(), **({"views": net.views} if net.views > 1 else {}), "sha256": file_sha256(path)}
 
 
 def load(folder: Path, entry: dict) -> PostFilter:
@@ -129,24 +207,31 @@ def load(folder: Path, entry: dict) -> PostFilter:
         raise ValueError(f"{FILE} fails its SHA-256 check")
     net = PostFilter(PostFilterConfig.from_dict(entry))
     net.load_state_dict(load_file(str(path)))
+    views = entry.get("views", 1)
+    if not isinstance(views, int) or not 1 <= views <= (len(VIEWS) if net.cfg.period[0] == net.cfg.period[1] else 4):
+        raise ValueError(f"post-filter views {views!r} out of range")
+    net.views = views
     return net.eval().requires_grad_(False)
 
 
 def train(pairs: list[tuple[np.ndarray, np.ndarray]], val_pairs: list[tuple[np.ndarray, np.ndarray]],
           cfg: PostFilterConfig, steps: int, batch: int = 16, window: int = 64, lr: float = 1e-3, seed: int = 0,
           device: str | torch.device = "cpu", log: Callable[[dict], None] = lambda r: None,
-          val_every: int = 250, init: PostFilter | None = None) -> tuple[PostFilter, dict]:
+          val_every: int = 250, init: PostFilter | None = None, augment: bool = False) -> tuple[PostFilter, dict]:
     """Fit a post-filter to (decoded float (H, W, 3), original uint8 (H, W, 3)) crop pairs, each crop
     starting on a patch border. Adam with a cosine schedule on the MSE of random windows; the
     weights with the best validation MSE are kept (step 0: the starting weights). `init` starts from
-    another filter of the same size, e.g. a neighbouring bit depth's. Returns (filter, summary)."""
+    another filter of the same size, e.g. a neighbouring bit depth's. `augment` draws each window from
+    a random flipped or transposed view of its crop (phase features as `apply` gives its views): eight
+    times the distinct windows from the same decodes. Returns (filter, summary)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = PostFilter(cfg)
     if init is not None:
-        if init.cfg != cfg:
-            raise ValueError("the starting filter has another size or period")
-        net.load_state_dict(init.state_dict())
+        try:
+            net = grow(init, cfg)  # the same filter when it has the same size
+        except ValueError:
+            raise ValueError("the starting filter has another period, or is larger") from None
     net = net.to(device).train().requires_grad_(True)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
@@ -158,16 +243,9 @@ def train(pairs: list[tuple[np.ndarray, np.ndarray]], val_pairs: list[tuple[np.n
     ref = [to_tensor(o, 1 / 255) for _, o in pairs]
 
     def val_mse(model: PostFilter) -> tuple[float, float]:
-        before = after = 0.0
-        n = 0
-        for d, o in val_pairs:
-            t = o.astype(np.float64) / 255
-            y = np.clip(apply(model, d.astype(np.float32), device), 0, 1)
-            before += ((np.clip(d, 0, 1) - t) ** 2).sum()
-            after += ((y - t) ** 2).sum()
-            n += t.size
-        return before / n, after / n
+        return mse_before_after(model, val_pairs, device, views=1)
 
+    views = VIEWS if cfg.period[0] == cfg.period[1] else VIEWS[:4]
     base_mse, best_mse = val_mse(net)
     best = {k: v.clone() for k, v in net.state_dict().items()}
     best_step = 0
@@ -175,11 +253,19 @@ def train(pairs: list[tuple[np.ndarray, np.ndarray]], val_pairs: list[tuple[np.n
     for step in range(1, steps + 1):
         xs, ts, ps = [], [], []
         for i in rng.integers(0, len(dec), batch):
-            _, h, w = dec[i].shape
+            d, t = dec[i], ref[i]
+            view = views[int(rng.integers(0, len(views)))] if augment else VIEWS[0]
+            if view[0]:
+                d, t = d.transpose(1, 2), t.transpose(1, 2)
+            dims = [a for a, f in ((1, view[1]), (2, view[2])) if f]
+            if dims:
+                d, t = d.flip(dims), t.flip(dims)
+            _, h, w = d.shape
             y0, x0 = int(rng.integers(0, h - window + 1)), int(rng.integers(0, w - window + 1))
-            xs.append(dec[i][:, y0 : y0 + window, x0 : x0 + window])
-            ts.append(ref[i][:, y0 : y0 + window, x0 : x0 + window])
-            ps.append(net.positions(y0, x0, window, window, torch.device("cpu"))[0])
+            xs.append(d[:, y0 : y0 + window, x0 : x0 + window])
+            ts.append(t[:, y0 : y0 + window, x0 : x0 + window])
+            ps.append(_view_positions(cfg.period, view, tuple(dec[i].shape[1:]), y0, x0, window, window,
+                                      torch.device("cpu"))[0])
         x, t, p = torch.stack(xs).to(device), torch.stack(ts).to(device), torch.stack(ps).to(device)
         loss = ((net(x, p) - t) ** 2).mean()
         opt.zero_grad()
@@ -197,9 +283,25 @@ def train(pairs: list[tuple[np.ndarray, np.ndarray]], val_pairs: list[tuple[np.n
                  "wall_s": time.perf_counter() - t0})
     net.load_state_dict(best)
     summary = {"steps": steps, "best_step": best_step, "batch": batch, "window": window, "lr": lr, "seed": seed,
+               **({"augment": "flips and transposes"} if augment else {}),
                "wall_time_s": round(time.perf_counter() - t0, 1),
                "val_psnr_gain_db": round(10 * math.log10(base_mse / best_mse), 3)}
     return net.cpu().eval().requires_grad_(False), summary
+
+
+def mse_before_after(net: PostFilter, pairs: list[tuple[np.ndarray, np.ndarray]], device: str | torch.device = "cpu",
+                     views: int | None = None) -> tuple[float, float]:
+    """Mean squared error of (decoded, original uint8) pairs without and with the filter, pooled over
+    all their pixels (values clipped to [0, 1] as a decoder writes them)."""
+    before = after = 0.0
+    n = 0
+    for d, o in pairs:
+        t = o.astype(np.float64) / 255
+        y = np.clip(apply(net, d.astype(np.float32), device, views=views), 0, 1)
+        before += ((np.clip(d, 0, 1) - t) ** 2).sum()
+        after += ((y - t) ** 2).sum()
+        n += t.size
+    return before / n, after / n
 
 
 def decoded_crops(codec_names: list[str], images: list[np.ndarray], crops_per_image: int, size: int, seed: int,
@@ -259,8 +361,9 @@ def save_pairs(path: Path, pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]]
 
 def load_pairs(path: Path, key: dict) -> dict[str, list[tuple[np.ndarray, np.ndarray]]] | None:
     """The crops `save_pairs` kept under the same key; None when the file is missing or was made
-    from anything else (other codecs, data, crop counts or seed); ValueError when it is not such a
-    file at all (it is then not overwritten)."""
+    from anything else (data, crop counts, seed, or codecs that are not among its own); ValueError
+    when it is not such a file at all (it is then not overwritten). A file made for more codecs
+    serves any of them: the crops are the same, only fewer decodes are read."""
     import json
     import zipfile
 
@@ -274,16 +377,24 @@ def load_pairs(path: Path, key: dict) -> dict[str, list[tuple[np.ndarray, np.nda
     except (OSError, ValueError, zipfile.BadZipFile):
         raise ValueError(f"{path} is not a file of decoded crops") from None
     with z:
-        if bytes(z["key"]).decode() != json.dumps(key, sort_keys=True):
+        stored = json.loads(bytes(z["key"]).decode())
+        def by_name(codecs: object) -> dict:  # {name: what it was made from}; a plain list names them only
+            return codecs if isinstance(codecs, dict) else {n: None for n in codecs or []}  # type: ignore[union-attr]
+
+        wanted, have = by_name(key.get("codecs")), by_name(stored.get("codecs"))
+        if ({k: v for k, v in stored.items() if k != "codecs"} != {k: v for k, v in key.items() if k != "codecs"}
+                or any(n not in have or json.dumps(have[n]) != json.dumps(v) for n, v in wanted.items())):
             return None
         out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         j = 0
         while f"name_{j}" in z:
-            items, i = [], 0
-            while f"dec_{j}_{i}" in z:
-                items.append((z[f"dec_{j}_{i}"], z[f"ref_{j}_{i}"]))
-                i += 1
-            out[bytes(z[f"name_{j}"]).decode()] = items
+            name = bytes(z[f"name_{j}"]).decode()
+            if name in wanted or "codecs" not in key:
+                items, i = [], 0
+                while f"dec_{j}_{i}" in z:
+                    items.append((z[f"dec_{j}_{i}"], z[f"ref_{j}_{i}"]))
+                    i += 1
+                out[name] = items
             j += 1
     return out
 
@@ -306,14 +417,19 @@ def install(folder: Path, net: PostFilter, training: dict) -> None:
     n_params = sum(p.numel() for p in net.parameters())
     card = card.rstrip("\n") + "\n\n## Post-filter\n\n" + (
         f"Decoded images on their own grid pass through a {net.cfg.layers}-layer 3x3 CNN ({net.cfg.channels} "
-        f"channels, {n_params:,} weights; `postfilter.safetensors`) that corrects the network's output; "
+        f"channels, {n_params:,} weights; `postfilter.safetensors`) that corrects the network's output"
+        + (f", averaged over {net.views} flipped and transposed views of the image" if net.views > 1 else "")
+        + "; "
         "`coin decode --no-postfilter` skips it. It is not part of the bitstream or the codec hash.\n\n"
         f"- trained: {training.get('steps')} Adam steps (best at {training.get('best_step')}), "
         f"{training.get('wall_time_s')} s on {training.get('hardware', 'unknown hardware')}"
         + (f", starting from `{training['init']}`'s filter" if training.get("init") else "") + "\n"
         f"- on: {training.get('crops')} decoded crops of {training.get('data')} by "
         f"{', '.join(training.get('codecs', []))}\n"
-        f"- validation (held-out photos): {training.get('val_psnr_gain_db', 0):+.3f} dB PSNR\n"
+        f"- validation (held-out photos): {training.get('val_psnr_gain_db', 0):+.3f} dB PSNR"
+        + (f" ({training['val_psnr_gain_views_db']:+.3f} dB averaged over {net.views} views)"
+           if "val_psnr_gain_views_db" in training else "") + "\n"
+        + ("- trained on flipped and transposed views of the crops too\n" if training.get("augment") else "")
         + (f"- command: `{training['command']}`\n" if training.get("command") else ""))
     for path, text in ((cfg_path, json.dumps(config, indent=2) + "\n"), (card_path, card)):
         tmp = path.with_name(path.name + ".tmp")

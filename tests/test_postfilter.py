@@ -56,6 +56,36 @@ def test_a_fresh_filter_nearly_keeps_the_image_and_tiles_exactly():
     assert np.allclose(tiled, whole, atol=1e-5)
 
 
+def test_views_see_seams_where_the_unflipped_image_has_them():
+    # On a grid of whole patches, a flipped or transposed view has its seams at the same phases.
+    base = pf._view_positions((8, 8), pf.VIEWS[0], (16, 24), 0, 0, 16, 24, torch.device("cpu"))
+    for view in pf.VIEWS[1:4]:
+        assert torch.allclose(pf._view_positions((8, 8), view, (16, 24), 0, 0, 16, 24, torch.device("cpu")), base,
+                              atol=1e-5)
+    turned = pf._view_positions((8, 8), pf.VIEWS[4], (16, 24), 0, 0, 24, 16, torch.device("cpu"))
+    assert torch.allclose(turned, pf._view_positions((8, 8), pf.VIEWS[0], (24, 16), 0, 0, 24, 16,
+                                                     torch.device("cpu")), atol=1e-5)
+
+
+def test_averaged_views_make_the_filter_symmetric_and_tile_exactly():
+    torch.manual_seed(0)
+    net = pf.PostFilter(pf.PostFilterConfig(channels=8, layers=3, period=(8, 8))).eval()
+    img = np.random.default_rng(1).uniform(0, 1, (24, 32, 3)).astype(np.float32)
+    one = pf.apply(net, img)
+    two = pf.apply(net, img, views=2)
+    assert not np.allclose(one, two, atol=1e-4)  # the filter alone is not symmetric
+    mirrored = pf.apply(net, np.ascontiguousarray(img[:, ::-1]), views=2)[:, ::-1]
+    assert np.allclose(two, mirrored, atol=1e-5)  # the average over {itself, its mirror} is
+    eight = pf.apply(net, img, views=8)
+    turned = pf.apply(net, np.ascontiguousarray(img.transpose(1, 0, 2)), views=8).transpose(1, 0, 2)
+    assert np.allclose(eight, turned, atol=1e-5)
+    assert np.allclose(pf.apply(net, img, views=8, tile=8), eight, atol=1e-5)
+    odd = np.random.default_rng(2).uniform(0, 1, (21, 30, 3)).astype(np.float32)  # partial patches too
+    assert np.allclose(pf.apply(net, odd, views=4, tile=8), pf.apply(net, odd, views=4), atol=1e-5)
+    with pytest.raises(ValueError):
+        pf.apply(pf.PostFilter(pf.PostFilterConfig(channels=4, layers=2, period=(8, 4))), img, views=5)
+
+
 def test_config_is_checked():
     with pytest.raises(ValueError):
         pf.PostFilterConfig.from_dict({"channels": 0, "layers": 5, "period": [32, 32]})
@@ -164,6 +194,49 @@ def test_cli_postfilter_trains_and_installs(tiny_codec, tmp_path, monkeypatch):
     assert card.count("## Post-filter") == 1 and "coin postfilter" in card
 
 
+def test_cli_postfilter_views_are_kept_and_decoding_averages_them(tiny_codec, tmp_path, monkeypatch):
+    _with_gain(monkeypatch, 0.05)
+    data = _photos(tmp_path)
+    args = ["postfilter", tiny_codec.name, "--data", str(data), "--crops", "2", "--size", "64", "--channels", "4",
+            "--layers", "2", "--steps", "3", "--device", "cpu", "--augment", "--views", "4"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    entry = json.loads((tiny_codec.folder / "config.json").read_text())["postfilter"]
+    assert entry["views"] == 4 and entry["training"]["augment"]
+    assert entry["training"]["command"].endswith("--augment --views 4")
+    assert "val_psnr_gain_views_db" in entry["training"]
+    net = codecs.load(tiny_codec.name).postfilter
+    assert net.views == 4
+    img = np.random.default_rng(5).uniform(0, 1, (16, 24, 3)).astype(np.float32)
+    assert np.array_equal(pf.apply(net, img), pf.apply(net, img, views=4))
+    assert not np.allclose(pf.apply(net, img), pf.apply(net, img, views=1), atol=1e-5)
+    bad = CliRunner().invoke(cli, [*args, "--force", "--views", "9"])
+    assert bad.exit_code != 0 and "--views" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_grown_filter_computes_what_the_small_one_did():
+    torch.manual_seed(0)
+    small = pf.PostFilter(pf.PostFilterConfig(channels=4, layers=3, period=(8, 8))).eval()
+    for conv in small.convs:  # a trained-looking filter: corrections of a visible size
+        conv.weight.data.normal_(0, 0.3)
+    img = np.random.default_rng(3).uniform(0, 1, (16, 24, 3)).astype(np.float32)
+    big = pf.grow(small, pf.PostFilterConfig(channels=7, layers=5, period=(8, 8))).eval()
+    assert len(big.convs) == 5 and big.convs[0].weight.shape[0] == 7
+    assert np.abs(pf.apply(small, img) - img).max() > 0.05
+    assert np.allclose(pf.apply(big, img), pf.apply(small, img), atol=1e-5)
+    for bad in (pf.PostFilterConfig(3, 5, (8, 8)), pf.PostFilterConfig(7, 2, (8, 8)),
+                pf.PostFilterConfig(7, 5, (4, 4))):
+        with pytest.raises(ValueError):
+            pf.grow(small, bad)
+
+
+def test_augmented_training_learns_a_seam_in_every_view():
+    cfg = pf.PostFilterConfig(channels=8, layers=3, period=(8, 8))
+    net, summary = pf.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=300, batch=8, window=16,
+                            lr=3e-3, val_every=100, augment=True)
+    assert summary["augment"] and summary["val_psnr_gain_db"] > 1.0
+
+
 def test_training_from_a_trained_filter_keeps_it_when_nothing_beats_it():
     cfg = pf.PostFilterConfig(channels=8, layers=3, period=(8, 8))
     trained, first = pf.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=300, batch=8, window=16,
@@ -187,8 +260,8 @@ def test_cli_postfilter_init_starts_from_another_codecs_filter(tiny_codec, tmp_p
     assert r.exit_code != 0 and "no post-filter" in r.output and "Traceback" not in r.output
     pf.install(tiny_codec.folder, pf.PostFilter(pf.PostFilterConfig(4, 2, (8, 8))), {"steps": 1})
     codecs._load_cached.cache_clear()
-    r = CliRunner().invoke(cli, [*base, "--channels", "8", "--layers", "2", "--init", tiny_codec.name])
-    assert r.exit_code != 0 and "--channels" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, [*base, "--channels", "2", "--layers", "2", "--init", tiny_codec.name])
+    assert r.exit_code != 0 and "--channels" in r.output and "Traceback" not in r.output  # it cannot shrink
     seen = {}
     real = pf.train
 
@@ -219,6 +292,11 @@ def test_crops_cache_round_trips_and_is_keyed(tmp_path):
         assert np.array_equal(d, d2) and np.array_equal(o, o2)
     assert pf.load_pairs(path, {"codecs": ["a", "b"], "seed": 1}) is None  # made from something else
     assert pf.load_pairs(tmp_path / "missing.npz", {"seed": 0}) is None
+    made = {"codecs": {"a": ["hash-a"], "b": ["hash-b"]}, "seed": 0}
+    pf.save_pairs(path, pairs, made)
+    assert list(pf.load_pairs(path, {"codecs": {"b": ["hash-b"]}, "seed": 0})) == ["b"]  # a subset is served
+    assert pf.load_pairs(path, {"codecs": {"b": ["other"]}, "seed": 0}) is None  # b changed since
+    assert pf.load_pairs(path, {"codecs": {"c": ["hash-c"]}, "seed": 0}) is None  # not made for c
     (tmp_path / "notes.txt").write_text("not crops")
     with pytest.raises(ValueError, match="not a file of decoded crops"):
         pf.load_pairs(tmp_path / "notes.txt", {"seed": 0})
