@@ -292,9 +292,10 @@ def _patches(signal: Signal, codec: codecs.Codec) -> int:
 
 def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = False, device: str = "auto",
                 shard: tuple[int, int] | None = None, jobs: int = 1, on_event: Event | None = None,
-                postfilter: bool = True) -> Report:
+                postfilter: bool = True, postfilter_views: int | None = None) -> Report:
     """Decode every .coin file under `root` into `out`; the output keeps the original extension
-    (a/b.png.coin -> a/b.png), or takes `ext`, or the modality's first extension."""
+    (a/b.png.coin -> a/b.png), or takes `ext`, or the modality's first extension. `postfilter` and
+    `postfilter_views` as for `pipeline.decode_parsed`."""
     from .pipeline import decode_parsed, parse
 
     if ext is not None and not ext.startswith("."):
@@ -327,7 +328,7 @@ def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = Fal
                 if target != dst and target.exists() and not force:
                     item.status = "exists"
                     continue
-                signal = decode_parsed(parsed, device=device, postfilter=postfilter)
+                signal = decode_parsed(parsed, device=device, postfilter=postfilter, postfilter_views=postfilter_views)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(target, lambda p, s=signal, m=modality: m.write(s, p), force)
                 item.bytes_out = target.stat().st_size

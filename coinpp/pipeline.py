@@ -208,11 +208,12 @@ def output_shape(shape: tuple[int, ...], scale: float | None = None,
 
 def decode_parsed(p: Parsed, scale: float | None = None, size: tuple[int, ...] | None = None,
                   device: str = "auto", allow_huge: bool = False, target_meta: dict | None = None,
-                  postfilter: bool = True) -> Signal:
+                  postfilter: bool = True, postfilter_views: int | None = None) -> Signal:
     """A parsed file -> decoded Signal (values clipped to [0, 1]) at the requested resolution.
 
     With `postfilter` (and a codec that has one), an image decoded onto its own grid is restored by
-    the codec's post-filter; without, the output is the network's (the normative decode).
+    the codec's post-filter, averaged over `postfilter_views` flipped/transposed views (default: the
+    codec's choice); without, the output is the network's (the normative decode).
 
     For modalities with absolute coordinates, `target_meta` (from the modality, e.g. another
     latitude/longitude grid) says where to evaluate; scale and size do not apply.
@@ -235,9 +236,12 @@ def decode_parsed(p: Parsed, scale: float | None = None, size: tuple[int, ...] |
         values = np.concatenate([evaluate_grid(p.codec.net, group, p.file.shape, p.file.patch, shape, device)
                                  for group in latents.chunk(p.file.groups)], axis=-1)
     if postfilter and p.codec.postfilter is not None and shape == tuple(p.file.shape):
-        values = np.concatenate([apply_postfilter(p.codec.postfilter, np.clip(values[..., g : g + 3], 0.0, 1.0),
-                                                  pick_device(device))
-                                 for g in range(0, values.shape[-1], 3)], axis=-1)
+        try:
+            values = np.concatenate([apply_postfilter(p.codec.postfilter, np.clip(values[..., g : g + 3], 0.0, 1.0),
+                                                      pick_device(device), views=postfilter_views)
+                                     for g in range(0, values.shape[-1], 3)], axis=-1)
+        except ValueError as e:  # a view count the filter's patch does not allow
+            raise InputError(f"--postfilter-views: {e}") from None
     values = p.modality.from_network(np.clip(values, 0.0, 1.0), p.meta)
     return Signal(values.astype(np.float32), p.modality.resampled(p.meta, p.file.shape, shape))
 

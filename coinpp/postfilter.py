@@ -430,6 +430,10 @@ def install(folder: Path, net: PostFilter, training: dict) -> None:
         + (f" ({training['val_psnr_gain_views_db']:+.3f} dB averaged over {net.views} views)"
            if "val_psnr_gain_views_db" in training else "") + "\n"
         + ("- trained on flipped and transposed views of the crops too\n" if training.get("augment") else "")
+        + (f"- gain by number of views averaged, on {training['views_measured']['on']}: "
+           + ", ".join(f"{v} {'view' if v == '1' else 'views'} {g:+.3f} dB"
+                       for v, g in training["views_measured"]["gain_db"].items()) + "\n"
+           if "views_measured" in training else "")
         + (f"- command: `{training['command']}`\n" if training.get("command") else ""))
     for path, text in ((cfg_path, json.dumps(config, indent=2) + "\n"), (card_path, card)):
         tmp = path.with_name(path.name + ".tmp")

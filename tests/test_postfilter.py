@@ -153,6 +153,37 @@ def test_cli_decode_no_postfilter_and_info(tiny_codec, tmp_path):
     assert listed[tiny_codec.name]["postfilter"] is True
 
 
+
+def test_cli_decode_postfilter_views_overrides_the_codecs_choice(tiny_codec, tmp_path):
+    image = modalities.get("image")
+    src = tmp_path / "a.png"
+    image.write(_image(), src)
+    r = CliRunner()
+    assert r.invoke(cli, ["encode", str(src), "-o", str(tmp_path / "a.coin")]).exit_code == 0
+    net = _install(tiny_codec)
+    net.views = 2
+    pf.install(tiny_codec.folder, net, {"steps": 0, "views_measured": {"on": "test crops",
+                                                                        "gain_db": {"1": 0.1, "2": 0.15}}})
+    codecs._load_cached.cache_clear()
+    assert "2 views +0.150 dB" in (tiny_codec.folder / "MODEL_CARD.md").read_text()
+    outs = {}
+    for args, name in (([], "own.png"), (["--postfilter-views", "2"], "two.png"),
+                       (["--postfilter-views", "1"], "one.png")):
+        res = r.invoke(cli, ["decode", str(tmp_path / "a.coin"), "-o", str(tmp_path / name), *args])
+        assert res.exit_code == 0, res.output
+        outs[name] = image.read(tmp_path / name).values
+    assert np.array_equal(outs["own.png"], outs["two.png"])  # the codec's choice is 2 views
+    assert not np.array_equal(outs["one.png"], outs["two.png"])
+    for args in (["--postfilter-views", "9"], ["--postfilter-views", "2", "--no-postfilter"]):
+        res = r.invoke(cli, ["decode", str(tmp_path / "a.coin"), "-o", str(tmp_path / "x.png"), *args])
+        assert res.exit_code != 0 and "Traceback" not in res.output and not (tmp_path / "x.png").exists()
+    folder = tmp_path / "coins"
+    folder.mkdir()
+    (folder / "a.png.coin").write_bytes((tmp_path / "a.coin").read_bytes())
+    res = r.invoke(cli, ["decode", str(folder), "-o", str(tmp_path / "restored"), "--postfilter-views", "1"])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(image.read(tmp_path / "restored" / "a.png").values, outs["one.png"])
+
 def _photos(tmp_path):
     """Four 64x64 noise images in a folder: one patch size of training data for the tiny codec."""
     data = tmp_path / "photos"
