@@ -135,12 +135,17 @@ def test_tampered_filter_is_refused(tiny_codec):
         codecs.load(tiny_codec.name)
 
 
+def _encoded_sample(tmp_path) -> CliRunner:
+    """tmp_path/a.coin: a small image encoded by `coin encode` with the tiny codec."""
+    modalities.get("image").write(_image(), tmp_path / "a.png")
+    r = CliRunner()
+    assert r.invoke(cli, ["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.coin")]).exit_code == 0
+    return r
+
+
 def test_cli_decode_no_postfilter_and_info(tiny_codec, tmp_path):
     image = modalities.get("image")
-    src = tmp_path / "a.png"
-    image.write(_image(), src)
-    r = CliRunner()
-    assert r.invoke(cli, ["encode", str(src), "-o", str(tmp_path / "a.coin")]).exit_code == 0
+    r = _encoded_sample(tmp_path)
     _install(tiny_codec)
     info = json.loads(r.invoke(cli, ["info", str(tmp_path / "a.coin"), "--json"]).output)
     assert info["postfilter"].startswith("yes")
@@ -153,13 +158,9 @@ def test_cli_decode_no_postfilter_and_info(tiny_codec, tmp_path):
     assert listed[tiny_codec.name]["postfilter"] is True
 
 
-
 def test_cli_decode_postfilter_views_overrides_the_codecs_choice(tiny_codec, tmp_path):
     image = modalities.get("image")
-    src = tmp_path / "a.png"
-    image.write(_image(), src)
-    r = CliRunner()
-    assert r.invoke(cli, ["encode", str(src), "-o", str(tmp_path / "a.coin")]).exit_code == 0
+    r = _encoded_sample(tmp_path)
     net = _install(tiny_codec)
     net.views = 2
     pf.install(tiny_codec.folder, net, {"steps": 0, "views_measured": {"on": "test crops",
