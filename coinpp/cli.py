@@ -852,13 +852,16 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
         def tick(what: str) -> None:
             progress.update(task, advance=1, description=what)
 
-        for path in files:  # file by file, so an interrupted run keeps whole files
+        for i, path in enumerate(files, 1):  # file by file, so an interrupted run keeps whole files
             new = benchmod.coin_rows([path], coin_names, device, tick, done, spec) if coin_names else []
             for b in runnable:
                 new += benchmod.baseline_rows([path], b, done, tick, spec)
             benchmod.append_rows(out_dir, new)
             rows += new
             n_new += len(new)
+            if new and not console.is_terminal:  # a log file sees no progress bar: a line per file instead
+                console.print(f"{path.name}: {len(new)} rows ({i}/{len(files)} files, "
+                              f"{time.perf_counter() - t_start:.0f} s)")
     wanted = set(coin_names) | {b.name for b in runnable}
     rows = [r for r in rows if r["codec"] in wanted and r["file"] in {p.name for p in files}]
     desc = {n: f"coin codec {n} (real file sizes, headers included)" for n in coin_names}

@@ -34,6 +34,7 @@ def test_results_schema_real_sizes_plot_and_resume(tiny_codec, suite, tmp_path):
     out = tmp_path / "res"
     r = bench(suite, out)
     assert r.exit_code == 0, r.output
+    assert "im0.png: 7 rows (1/2 files" in r.output  # progress for a log: no terminal, no bar
     for name in ("tiny-b4", "jpeg", "jpeg2000", "webp"):
         doc = json.loads((out / f"{name}.json").read_text())
         assert set(doc) == {"name", "unit", "description", "results"} and doc["name"] == name
@@ -56,7 +57,7 @@ def test_results_schema_real_sizes_plot_and_resume(tiny_codec, suite, tmp_path):
     assert bd["anchor"] == "jpeg" and "webp" in bd["vs_anchor"]
     # A second run measures nothing again.
     r2 = bench(suite, out)
-    assert r2.exit_code == 0 and "(0 new)" in r2.output
+    assert r2.exit_code == 0 and "(0 new)" in r2.output and "rows (1/2 files" not in r2.output
     assert len((out / "rows.csv").read_text().splitlines()) == len(rows)
     # A run over fewer codecs than --out holds counts only what it measured.
     lines = (out / "rows.csv").read_text().splitlines()
