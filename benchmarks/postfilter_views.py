@@ -70,7 +70,8 @@ def main() -> None:
           + " | s per megapixel (" + ", ".join(map(str, counts)) + ") |")
     print("|---|---|---|" + "---|" * len(counts) + "---|")
     for name in names:
-        net = codecs.load(name).postfilter
+        codec = codecs.load(name)
+        net = codec.postfilter
         if net is None:
             raise SystemExit(f"{name} has no post-filter")
         items = pairs[name]
@@ -84,7 +85,6 @@ def main() -> None:
         print(f"| `{name}` | {len(items)} | {base:.2f} dB | " + " | ".join(f"{g:+.3f} dB" for g in gains)
               + " | " + ", ".join(f"{s:.2f}" for s in secs) + " |", flush=True)
         if args.set is not None:
-            codec = codecs.load(name)
             net.views = args.set
             training = {**codec.config["postfilter"]["training"], "views_measured": {
                 "on": f"{len(items)} crops of the held-out photos (`python benchmarks/postfilter_views.py "

@@ -666,7 +666,7 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
     if not (1 <= crops <= 1000 and 64 <= size <= 1024 and size % max(patch) == 0 and 1 <= channels <= 256
             and 2 <= layers <= 32 and 1 <= steps <= 10_000_000 and 1 <= val_files and 0 < lr <= 1
             and (val_crops is None or 1 <= val_crops <= 1000)
-            and 1 <= views <= (len(pf.VIEWS) if patch[0] == patch[1] else 4)):
+            and 1 <= views <= len(pf.usable_views((int(patch[0]), int(patch[1]))))):
         raise InputError("--crops 1..1000, --size 64..1024 (a multiple of the patch), --channels 1..256, "
                          "--layers 2..32, --steps >= 1, --lr in (0, 1], --val-files >= 1, --val-crops 1..1000, "
                          "--views 1..8 (1..4 for patches that are not square)")

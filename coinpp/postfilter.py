@@ -87,6 +87,12 @@ VIEWS = ((False, False, False), (False, False, True), (False, True, False), (Fal
          (True, False, False), (True, False, True), (True, True, False), (True, True, True))
 
 
+def usable_views(period: tuple[int, int]) -> tuple[tuple[bool, bool, bool], ...]:
+    """The views a filter of this patch period can average: a transposed view of a non-square patch
+    grid would put the seams where the filter does not expect them, so only the flips remain."""
+    return VIEWS if period[0] == period[1] else VIEWS[:4]
+
+
 def _view_positions(period: tuple[int, int], view: tuple[bool, bool, bool], source_shape: tuple[int, int],
                     y0: int, x0: int, h: int, w: int, device: torch.device) -> torch.Tensor:
     """Phase features of the pixels [y0, y0 + h) x [x0, x0 + w) of a transposed and/or flipped view of
@@ -120,7 +126,7 @@ def apply(net: PostFilter, image: np.ndarray, device: torch.device | str = "cpu"
     """
     views = net.views if views is None else views
     period = net.cfg.period
-    usable = VIEWS if period[0] == period[1] else VIEWS[:4]
+    usable = usable_views(period)
     if not 1 <= views <= len(usable):
         raise ValueError(f"views must be in 1..{len(usable)} for a {period[0]}x{period[1]} patch")
     h, w, _ = image.shape
@@ -208,7 +214,7 @@ def load(folder: Path, entry: dict) -> PostFilter:
     net = PostFilter(PostFilterConfig.from_dict(entry))
     net.load_state_dict(load_file(str(path)))
     views = entry.get("views", 1)
-    if not isinstance(views, int) or not 1 <= views <= (len(VIEWS) if net.cfg.period[0] == net.cfg.period[1] else 4):
+    if not isinstance(views, int) or not 1 <= views <= len(usable_views(net.cfg.period)):
         raise ValueError(f"post-filter views {views!r} out of range")
     net.views = views
     return net.eval().requires_grad_(False)
@@ -245,7 +251,7 @@ def train(pairs: list[tuple[np.ndarray, np.ndarray]], val_pairs: list[tuple[np.n
     def val_mse(model: PostFilter) -> tuple[float, float]:
         return mse_before_after(model, val_pairs, device, views=1)
 
-    views = VIEWS if cfg.period[0] == cfg.period[1] else VIEWS[:4]
+    views = usable_views(cfg.period)
     base_mse, best_mse = val_mse(net)
     best = {k: v.clone() for k, v in net.state_dict().items()}
     best_step = 0
