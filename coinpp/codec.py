@@ -98,8 +98,28 @@ class Codec:
     @property
     def refine(self) -> dict | None:
         """Encoder-only: Adam steps after the SGD steps, e.g. {"steps": 10, "lr": 0.5, "quantized": true}
-        (lr as a fraction of each dimension's quantizer step). Files decode the same either way."""
+        (lr as a fraction of each dimension's quantizer step), or {"steps": 10, "latent_lr": 0.03,
+        "quantized": false} (one rate for every latent dimension, whatever the bit depth, so codecs
+        of one network at several bit depths refine alike). Files decode the same either way."""
         return self.config.get("refine")
+
+    @property
+    def refine_key(self) -> str:
+        """Codecs with the same fit_key and refine_key refine fitted latents identically (bench and
+        batch refine once for all of them): the refinement does not depend on the bit depth."""
+        spec = self.refine or {}
+        if not spec.get("steps"):
+            return "none"
+        if "latent_lr" in spec and not spec.get("quantized", True):
+            return f"adam:{int(spec['steps'])}:{float(spec['latent_lr'])!r}"
+        return f"codec:{self.name}"
+
+    @property
+    def rd_lambda(self) -> float:
+        """Encoder-only: the Lagrange multiplier of rate-distortion optimised quantization, in squared
+        quantizer steps per bit (entropy.encode_context_rd); 0 rounds to the nearest level. Files decode
+        the same either way, so it is not part of the hash."""
+        return float((self.config.get("rdo") or {}).get("lambda", 0.0))
 
 
 def load_folder(folder: Path) -> Codec:
@@ -143,6 +163,11 @@ def load_folder(folder: Path) -> Codec:
             if not 1 <= int(spec["adapt"]) <= 1 << 16:
                 raise ValueError("context adapt out of range")
             context = ContextModel(prior, int(spec["adapt"]))
+        spec = config.get("refine") or {}
+        if "latent_lr" in spec and (spec.get("quantized", True) or not 0 < float(spec["latent_lr"]) <= 10):
+            raise ValueError("refine latent_lr needs quantized false and a rate in (0, 10]")
+        if "rdo" in config and not (0 <= float(config["rdo"]["lambda"]) <= 10 and "context" in config):
+            raise ValueError("rdo needs the neighbour context and a lambda in [0, 10]")
         postfilter = load_postfilter(folder, config["postfilter"]) if "postfilter" in config else None
         if postfilter is not None and (config["modality"] != "image" or net.cfg.out_dim != 3):
             raise ValueError("a post-filter is for RGB image codecs")

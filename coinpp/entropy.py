@@ -173,12 +173,57 @@ def encode_context(symbols: np.ndarray, grid_shape: tuple[int, int, int], model:
     groups, rows_n, cols = grid_shape
     if symbols.shape != (groups * rows_n * cols, model.prior.shape[0]):
         raise ValueError("symbols do not match the patch grid or the context model")
+    grid = symbols.astype(np.int64).reshape(groups, rows_n, cols, -1)
+    return _encode_context(grid_shape, model, lambda g, r, q, rows: grid[g, r, q])
+
+
+def encode_context_rd(positions: np.ndarray, grid_shape: tuple[int, int, int], model: ContextModel,
+                      lam: float, weight: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
+    """Rate-distortion optimised quantization, encoder only: (P, D) positions in symbol units
+    (Quantizer.positions) -> (bytes, the (P, D) int32 symbols chosen).
+
+    Each value takes the one of its two nearest levels with the lower weight * (position - level)^2
+    + lam * bits, the bits those of the adaptive row the decoder will use for it (its context is
+    built from the symbols already chosen). lam = 0 is plain rounding. A decoder needs nothing of
+    this: the file holds ordinary symbols.
+    """
+    groups, rows_n, cols = grid_shape
+    d = model.prior.shape[0]
+    if positions.shape != (groups * rows_n * cols, d):
+        raise ValueError("positions do not match the patch grid or the context model")
+    if not (lam >= 0 and np.isfinite(lam)):
+        raise ValueError("lam must be finite and >= 0")
+    top = model.levels - 1
+    u = np.asarray(positions, dtype=np.float64).reshape(groups, rows_n, cols, d)
+    w = np.ones(d) if weight is None else np.asarray(weight, dtype=np.float64)
+    dims = np.arange(d)
+    chosen = np.zeros(u.shape, dtype=np.int64)
+
+    def choose(g: int, r: int, q: int, rows: np.ndarray) -> np.ndarray:
+        x = u[g, r, q]
+        if lam == 0:  # exactly Quantizer.quantize's rounding
+            chosen[g, r, q] = np.clip(np.rint(x), 0, top)
+            return chosen[g, r, q]
+        lo = np.clip(np.floor(x), 0, top - 1).astype(np.int64)
+        hi = lo + 1
+        bits = np.log2(rows[dims, lo] / rows[dims, hi])  # bits(hi) - bits(lo)
+        worse_lo = w * ((x - lo) ** 2 - (x - hi) ** 2) - lam * bits  # cost(lo) - cost(hi)
+        s = np.where(worse_lo > 0, hi, lo)
+        chosen[g, r, q] = s
+        return s
+
+    data = _encode_context(grid_shape, model, choose)
+    return data, chosen.reshape(-1, d).astype(np.int32)
+
+
+def _encode_context(grid_shape: tuple[int, int, int], model: ContextModel, symbols_of) -> bytes:
+    """Range-code the patches in context order; `symbols_of(g, r, q, rows)` gives each patch's (D,)
+    symbols, knowing the integer rows they are coded with."""
     coder = constriction.stream.queue.RangeEncoder()
     cat = constriction.stream.model.Categorical(perfect=False)
-    grid = symbols.astype(np.int64).reshape(groups, rows_n, cols, -1)
 
     def step(g: int, r: int, q: int, rows: np.ndarray) -> np.ndarray:
-        s = grid[g, r, q]
+        s = np.asarray(symbols_of(g, r, q, rows), dtype=np.int64)
         coder.encode(s.astype(np.int32), cat, rows.astype(np.float32) / np.float32(1 << TABLE_PRECISION))
         return s
 

@@ -125,6 +125,8 @@ class LatentModulatedSiren(nn.Module):
 
         The backward pass of the SIREN written out by hand (see the module docstring).
         """
+        if not torch.is_grad_enabled():
+            return self._loss_and_latent_grad_inplace(coords, latents, targets)
         w0 = self.cfg.w0
         pre = []  # pre-activations w0*(W h + b + s), kept for the cosines of the backward pass
         h = self.scaled(coords)
@@ -145,6 +147,35 @@ class LatentModulatedSiren(nn.Module):
                 g_h = g_u @ self.weights[i]
         g_s = torch.cat(g_shifts[::-1], dim=1)  # (B, L*W)
         return loss, g_s @ self.latent_map.weight  # (B, D)
+
+    def _loss_and_latent_grad_inplace(self, coords: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor
+                                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same, for encoding (no graph to keep): w0 folded into the weights and the activations'
+        cosines taken in place. The (B, N, W) activations are the encoder's memory traffic; this makes
+        fewer passes over them than the differentiable version above."""
+        w0, width = self.cfg.w0, self.cfg.width
+        shifts = self.latent_map(latents)  # (B, L*W)
+        pre = []
+        h = self.scaled(coords)
+        for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            u = h @ (W.T * w0)  # (N, W) for shared coordinates, else (B, N, W)
+            bias = ((shifts[:, i * width : (i + 1) * width] + b) * w0).unsqueeze(1)  # (B, 1, W)
+            u = u + bias if u.dim() == 2 else u.add_(bias)
+            pre.append(u)
+            h = torch.sin(u)
+        err = h @ self.out_weight.T
+        err.add_(self.out_bias + 0.5).sub_(targets)  # (B, N, C)
+        n = err.shape[1] * err.shape[2]
+        loss = err.pow(2).mean(dim=(1, 2))
+        g_h = err @ (self.out_weight * (2.0 / n))  # (B, N, W)
+        g_shifts = []
+        for i in range(len(pre) - 1, -1, -1):
+            g_u = pre[i].cos_().mul_(g_h)  # d/ds_i divided by w0
+            g_shifts.append(g_u.sum(dim=1) * w0)
+            if i > 0:
+                g_h = g_u @ (self.weights[i] * w0)
+        g_s = torch.cat(g_shifts[::-1], dim=1)
+        return loss, g_s @ self.latent_map.weight
 
     def zero_latents(self, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Where encoding starts: a zero latent per patch of `targets`, (B, D)."""

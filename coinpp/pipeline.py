@@ -108,7 +108,10 @@ def refine_signal(latents: torch.Tensor, signal: Signal, modality: Modality, cod
     if not spec or not spec.get("steps") or modality.absolute_coordinates or codec.net.cfg.cell:
         return latents  # (not written for latent grids)
     quantizer = codec.quantizer if spec.get("quantized", True) else None
-    lr = float(spec["lr"]) * codec.quantizer.latent_step
+    if "latent_lr" in spec:
+        lr = np.full(codec.net.cfg.latent_dim, float(spec["latent_lr"]), dtype=np.float32)
+    else:
+        lr = float(spec["lr"]) * codec.quantizer.latent_step
     return refine_latents(codec.net, patch_coordinates(codec.patch), _patch_targets(signal, modality, codec),
                           latents, int(spec["steps"]), lr, quantizer, device)
 
@@ -120,13 +123,20 @@ def _patch_grid(codec: codecs.Codec, shape: tuple[int, ...], groups: int) -> tup
     return (groups, *(math.ceil(s / p) for s, p in zip(shape, codec.patch, strict=True)))
 
 
-def pack(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codecs.Codec) -> Encoded:
-    """Quantize and entropy code fitted latents into .coin bytes."""
-    symbols = codec.quantizer.quantize(latents)
+def pack(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codecs.Codec,
+         rd_lambda: float | None = None) -> Encoded:
+    """Quantize and entropy code fitted latents into .coin bytes.
+
+    With the neighbour context, each value is rounded by rate and distortion (`rd_lambda`, default
+    the codec's; 0: to the nearest level).
+    """
+    lam = codec.rd_lambda if rd_lambda is None else rd_lambda
     groups = modality.coded_channels(signal.channels, codec.net.cfg.out_dim) // codec.net.cfg.out_dim
     if codec.context is not None:
-        payload = entropy.encode_context(symbols, _patch_grid(codec, signal.spatial, groups), codec.context)
+        grid = _patch_grid(codec, signal.spatial, groups)
+        payload, symbols = entropy.encode_context_rd(codec.quantizer.positions(latents), grid, codec.context, lam)
     else:
+        symbols = codec.quantizer.quantize(latents)
         payload = entropy.encode(symbols, codec.table, codec.delta_table)
     f = container.CoinFile(
         codec_name=codec.name, codec_hash=codec.hash, modality=modality.code, shape=signal.spatial,

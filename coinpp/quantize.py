@@ -110,11 +110,15 @@ class Quantizer:
         z = np.asarray(latents, dtype=np.float64)
         return z if self.basis is None else (z - self.centre) @ self.basis.T.astype(np.float64)
 
+    def positions(self, latents: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(P, D) floats -> (P, D) float64 positions in symbol units (unclipped): the symbol a latent
+        rounds to is the nearest integer, and an encoder choosing by rate may take the other one."""
+        z = latents.detach().cpu().numpy() if isinstance(latents, torch.Tensor) else np.asarray(latents)
+        return (self.coefficients(z) - self.low) / self.step
+
     def quantize(self, latents: np.ndarray | torch.Tensor) -> np.ndarray:
         """(P, D) floats -> (P, D) int32 symbols in [0, 2^b)."""
-        z = latents.detach().cpu().numpy() if isinstance(latents, torch.Tensor) else np.asarray(latents)
-        q = np.rint((self.coefficients(z) - self.low) / self.step)
-        return np.clip(q, 0, self.levels - 1).astype(np.int32)
+        return np.clip(np.rint(self.positions(latents)), 0, self.levels - 1).astype(np.int32)
 
     def dequantize(self, symbols: np.ndarray) -> np.ndarray:
         """(P, D) int symbols -> (P, D) float32 latents."""

@@ -119,3 +119,26 @@ def test_neighbour_context_random_payload_never_crashes():
             assert out.shape == (12, 5) and out.min() >= 0 and out.max() < 16
         except FormatError:
             pass
+
+
+def test_rate_distortion_quantization_trades_a_little_distortion_for_rate():
+    model = entropy.ContextModel(entropy.context_prior([_smooth_grid(seed=6), _smooth_grid(seed=7)], 16, 4), 16)
+    rng = np.random.default_rng(8)
+    x = _smooth_grid().reshape(-1, 5) + rng.uniform(-0.5, 0.5, size=(108, 5))
+    x[0, 0], x[1, 1] = -3.2, 19.0  # outside the range: clipped to the end levels whatever lambda
+    grid = (1, 12, 9)
+    plain, nearest = entropy.encode_context_rd(x, grid, model, 0.0)
+    assert np.array_equal(nearest, np.clip(np.rint(x), 0, 15)) and plain == entropy.encode_context(nearest, grid, model)
+    data, chosen = entropy.encode_context_rd(x, grid, model, 0.3)
+    assert np.array_equal(entropy.decode_context(data, grid, model), chosen)  # a plain stream to the decoder
+    inside = (x >= 0) & (x <= 15)
+    assert np.all((chosen == np.floor(x)) | (chosen == np.ceil(x)) | ~inside)  # one of the two nearest levels
+    assert chosen[0, 0] == 0 and chosen[1, 1] == 15
+    assert (chosen != nearest).sum() > 5 and len(data) < len(plain)
+    assert ((chosen - x)[inside] ** 2).sum() > ((nearest - x)[inside] ** 2).sum()
+    # A weight makes a dimension's distortion dearer: it moves less often.
+    heavy = np.array([100.0, 1, 1, 1, 1])
+    _, weighted = entropy.encode_context_rd(x, grid, model, 0.3, heavy)
+    assert (weighted[:, 0] != nearest[:, 0]).sum() < (chosen[:, 0] != nearest[:, 0]).sum()
+    with pytest.raises(ValueError):
+        entropy.encode_context_rd(x, grid, model, -1.0)

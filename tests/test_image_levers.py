@@ -1,10 +1,13 @@
 """The image rate-distortion levers: refinement through the quantizer, the neighbour context."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_codec
 
 from coinpp import codec as codecs
 from coinpp import modalities
@@ -71,3 +74,59 @@ def test_context_config_is_covered_by_the_hash(tiny_context_codec):
 def test_codecs_without_context_keep_their_hash(tiny_codec):
     cfg = json.loads((tiny_codec.folder / "config.json").read_text())
     assert "context" not in cfg and codecs.codec_hash(tiny_codec.folder, cfg).hex() == cfg["hash"]
+
+
+def test_rate_distortion_rounding_is_encoder_only(tiny_context_codec):
+    """The codec's rdo lambda changes the symbols an encoder picks, not the hash: such files decode
+    with any copy of the codec, and lambda 0 is plain rounding."""
+    image = modalities.get("image")
+    signal = _image(seed=2)
+    fitted = refine_signal(fit_signal(signal, image, tiny_context_codec, device="cpu"), signal, image,
+                           tiny_context_codec, "cpu")
+    plain = pack(fitted, signal, image, tiny_context_codec)
+    assert np.array_equal(plain.symbols, tiny_context_codec.quantizer.quantize(fitted))
+    folder = tiny_context_codec.folder
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["rdo"] = {"lambda": 0.5}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    codecs._load_cached.cache_clear()
+    rd_codec = codecs.load(tiny_context_codec.name)
+    assert rd_codec.hash == tiny_context_codec.hash and rd_codec.rd_lambda == 0.5
+    rd = pack(fitted, signal, image, rd_codec)
+    assert len(rd.data) < len(plain.data) and not np.array_equal(rd.symbols, plain.symbols)
+    assert np.array_equal(decode_symbols(parse(rd.data)), rd.symbols)
+    assert pack(fitted, signal, image, rd_codec, rd_lambda=0.0).data == plain.data
+    cfg["rdo"] = {"lambda": -1}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    codecs._load_cached.cache_clear()
+    with pytest.raises(CodecError, match="rdo"):
+        codecs.load(tiny_context_codec.name)
+
+
+def test_bit_independent_refinement_is_shared_by_the_bit_depths(tiny_codec):
+    """refine with latent_lr (unquantized) uses one rate for every dimension whatever the bit depth,
+    so two bit depths of one network get the same refined latents and bench refines once."""
+    root = Path(os.environ["COIN_CODECS_PATH"])
+    image = modalities.get("image")
+    made = []
+    for bits in (3, 5):
+        c = make_tiny_codec(root, f"tiny-ctx-b{bits}", bits=bits, context=True)
+        cfg = json.loads((c.folder / "config.json").read_text())
+        cfg["refine"] = {"steps": 4, "latent_lr": 0.01, "quantized": False}
+        (c.folder / "config.json").write_text(json.dumps(cfg))
+        codecs._load_cached.cache_clear()
+        made.append(codecs.load(c.name))
+    a, b = made
+    assert codecs.fit_key(a) == codecs.fit_key(b) and a.refine_key == b.refine_key != "none"
+    signal = _image(seed=3)
+    fitted = fit_signal(signal, image, a, device="cpu")
+    ra, rb = (refine_signal(fitted, signal, image, c, "cpu") for c in made)
+    assert torch.equal(ra, rb) and not torch.equal(ra, fitted)
+    quantized = make_tiny_codec(root, "tiny-ctx-b4", context=True)  # refines through its own quantizer
+    assert quantized.refine_key not in (a.refine_key, "none")
+    cfg = json.loads((a.folder / "config.json").read_text())
+    cfg["refine"]["quantized"] = True
+    (a.folder / "config.json").write_text(json.dumps(cfg))
+    codecs._load_cached.cache_clear()
+    with pytest.raises(CodecError, match="latent_lr"):
+        codecs.load(a.name)

@@ -1,0 +1,126 @@
+"""Rate-distortion optimised quantization: what each lambda buys, on held-out photos (never Kodak).
+
+The encoder may round a latent component to the farther of its two nearest levels when that saves
+more bits (under the neighbour context's adaptive row the decoder will use) than lambda times the
+squared error it adds (`entropy.encode_context_rd`); files stay plain streams. For every codec and
+lambda this fits the photos that `coin postfilter` and `coin train` hold out (centre crops of at
+most 512x768), refines the latents as the codec says (`--no-refine`: not), codes them for real and
+decodes them with and without the codec's post-filter (`--views`: averaged over that many views).
+
+    python benchmarks/rd_quantization.py --codecs CODECS [--lambdas 0,0.05,0.1,0.2] [--cache runs/rd.pt]
+        [--views 1] [--no-refine] [--set 0.1]
+
+Prints one Markdown row per codec and lambda, then each lambda's BD-rate against lambda 0 for the
+codecs as one family. Fits are shared by codecs with the same network and kept in `--cache`.
+`--set L` writes lambda L into each codec's config (encoder-only, outside the hash) with what was
+measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from coinpp import codec as codecs
+from coinpp import modalities
+from coinpp.bench import bd_rate
+from coinpp.modalities import Signal
+from coinpp.pipeline import decode_parsed, fit_signal, pack, parse, refine_signal
+from coinpp.train import load_folder
+
+
+def held_out_images(data: str, height: int, width: int) -> tuple[list[Signal], list[str]]:
+    _, val_s, names = load_folder(data, "image", 3, 0)  # the held-out photos of coin train / postfilter
+    out = []
+    for v in val_s:
+        h, w = v.shape[:2]
+        ch, cw = min(h, height), min(w, width)
+        a, b = (h - ch) // 2, (w - cw) // 2
+        out.append(Signal(np.ascontiguousarray(v[a : a + ch, b : b + cw]), {"channels": 3}))
+    return out, names
+
+
+def psnr(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    se = sum(((a.astype(np.float64) - b) ** 2).sum() for a, b in pairs)
+    return -10 * math.log10(se / sum(a.size for a, _ in pairs))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--codecs", required=True)
+    ap.add_argument("--data", default="../shared/data/train-images")
+    ap.add_argument("--lambdas", default="0,0.05,0.1,0.2")
+    ap.add_argument("--cache", type=Path, default=None, help="Keep the fitted latents here (torch file)")
+    ap.add_argument("--crop", default="512x768", help="Centre crops of at most HxW")
+    ap.add_argument("--views", type=int, default=None, help="Post-filter views (default: the codec's)")
+    ap.add_argument("--no-refine", action="store_true", help="Skip the codecs' encoder-side refinement")
+    ap.add_argument("--set", type=float, default=None, metavar="L", help="Write lambda L into the codecs")
+    args = ap.parse_args()
+    names = args.codecs.split(",")
+    lambdas = [float(x) for x in args.lambdas.split(",")]
+    if 0.0 not in lambdas:
+        lambdas.insert(0, 0.0)
+    if args.set is not None and args.set not in lambdas:
+        raise SystemExit("--set needs a lambda that is measured (one of --lambdas)")
+    image = modalities.get("image")
+    signals, photos = held_out_images(args.data, *map(int, args.crop.split("x")))
+    fits = torch.load(args.cache) if args.cache is not None and args.cache.is_file() else {}
+    pixels = sum(s.values.shape[0] * s.values.shape[1] for s in signals)
+    results: dict[tuple[str, float], tuple[float, float, float]] = {}
+    print(f"held-out photos: {', '.join(photos)} (centre crops up to {args.crop}, {pixels} pixels)", flush=True)
+    print("| codec | lambda | bpp | PSNR, normative | PSNR, post-filtered |\n|---|---|---|---|---|")
+    for name in names:
+        codec = codecs.load(name)
+        key = codecs.fit_key(codec)
+        for i, s in enumerate(signals):
+            if f"{key}:{i}" not in fits:
+                fits[f"{key}:{i}"] = fit_signal(s, image, codec)
+                if args.cache is not None:
+                    args.cache.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save(fits, args.cache)
+        latents = [fits[f"{key}:{i}"] if args.no_refine else refine_signal(fits[f"{key}:{i}"], s, image, codec, "cpu")
+                   for i, s in enumerate(signals)]
+        for lam in lambdas:
+            nbytes, plain, filtered = 0, [], []
+            for i, s in enumerate(signals):
+                enc = pack(latents[i], s, image, codec, rd_lambda=lam)
+                nbytes += len(enc.data)
+                p = parse(enc.data)
+                for out, pf in ((plain, False), (filtered, True)):
+                    out.append((image.to_network(decode_parsed(p, device="cpu", postfilter=pf,
+                                                                 postfilter_views=args.views), 3), s.values))
+            bpp, normative, post = results[(name, lam)] = (8 * nbytes / pixels, psnr(plain), psnr(filtered))
+            print(f"| `{name}` | {lam:g} | {bpp:.4f} | {normative:.3f} dB | {post:.3f} dB |", flush=True)
+    print("\n| lambda | BD-rate vs lambda 0, normative | post-filtered |\n|---|---|---|")
+    bd = {}
+    for lam in lambdas[1:]:
+        cells = []
+        for col in (1, 2):
+            base = [(results[(n, 0.0)][0], results[(n, 0.0)][col]) for n in names]
+            test = [(results[(n, lam)][0], results[(n, lam)][col]) for n in names]
+            cells.append(bd_rate(base, test))
+        bd[lam] = cells
+        print(f"| {lam:g} | " + " | ".join("–" if c is None else f"{c:+.2f} %" for c in cells) + " |")
+    if args.set is not None:
+        for name in names:
+            codec = codecs.load(name)
+            cfg = json.loads((codec.folder / "config.json").read_text())
+            r0, r = results[(name, 0.0)], results[(name, args.set)]
+            cfg["rdo"] = {"lambda": args.set, "measured": {
+                "on": f"the 3 held-out photos ({', '.join(photos)}), centre crops up to {args.crop}: "
+                      f"`python benchmarks/rd_quantization.py --codecs {args.codecs} --lambdas {args.lambdas} "
+                      f"--crop {args.crop} --set {args.set:g}`",
+                "bpp": [round(r0[0], 4), round(r[0], 4)], "psnr_db": [round(r0[2], 3), round(r[2], 3)],
+                "family_bd_rate_percent": None if bd.get(args.set) is None else
+                [None if c is None else round(c, 2) for c in bd[args.set]]}}
+            (codec.folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        print(f"lambda {args.set:g} written into {len(names)} codec configs", flush=True)
+
+
+if __name__ == "__main__":
+    main()
