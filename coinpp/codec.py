@@ -105,8 +105,8 @@ class Codec:
 
     @property
     def refine_key(self) -> str:
-        """Codecs with the same fit_key and refine_key refine fitted latents identically (bench and
-        batch refine once for all of them): the refinement does not depend on the bit depth."""
+        """Codecs with the same fit_key and refine_key refine fitted latents identically (coin bench
+        refines once for all of them): the refinement does not depend on the bit depth."""
         spec = self.refine or {}
         if not spec.get("steps"):
             return "none"
@@ -163,8 +163,8 @@ def load_folder(folder: Path) -> Codec:
             if not 1 <= int(spec["adapt"]) <= 1 << 16:
                 raise ValueError("context adapt out of range")
             context = ContextModel(prior, int(spec["adapt"]))
-        spec = config.get("refine") or {}
-        if "latent_lr" in spec and (spec.get("quantized", True) or not 0 < float(spec["latent_lr"]) <= 10):
+        refine = config.get("refine") or {}
+        if "latent_lr" in refine and (refine.get("quantized", True) or not 0 < float(refine["latent_lr"]) <= 10):
             raise ValueError("refine latent_lr needs quantized false and a rate in (0, 10]")
         if "rdo" in config and not (0 <= float(config["rdo"]["lambda"]) <= 10 and "context" in config):
             raise ValueError("rdo needs the neighbour context and a lambda in [0, 10]")

@@ -178,14 +178,14 @@ def encode_context(symbols: np.ndarray, grid_shape: tuple[int, int, int], model:
 
 
 def encode_context_rd(positions: np.ndarray, grid_shape: tuple[int, int, int], model: ContextModel,
-                      lam: float, weight: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
+                      lam: float) -> tuple[bytes, np.ndarray]:
     """Rate-distortion optimised quantization, encoder only: (P, D) positions in symbol units
     (Quantizer.positions) -> (bytes, the (P, D) int32 symbols chosen).
 
-    Each value takes the one of its two nearest levels with the lower weight * (position - level)^2
-    + lam * bits, the bits those of the adaptive row the decoder will use for it (its context is
-    built from the symbols already chosen). lam = 0 is plain rounding. A decoder needs nothing of
-    this: the file holds ordinary symbols.
+    Each value takes the one of its two nearest levels with the lower (position - level)^2 + lam *
+    bits, the bits those of the adaptive row the decoder will use for it (its context is built from
+    the symbols already chosen). lam = 0 is plain rounding. A decoder needs nothing of this: the file
+    holds ordinary symbols.
     """
     groups, rows_n, cols = grid_shape
     d = model.prior.shape[0]
@@ -195,7 +195,6 @@ def encode_context_rd(positions: np.ndarray, grid_shape: tuple[int, int, int], m
         raise ValueError("lam must be finite and >= 0")
     top = model.levels - 1
     u = np.asarray(positions, dtype=np.float64).reshape(groups, rows_n, cols, d)
-    w = np.ones(d) if weight is None else np.asarray(weight, dtype=np.float64)
     dims = np.arange(d)
     chosen = np.zeros(u.shape, dtype=np.int64)
 
@@ -207,7 +206,7 @@ def encode_context_rd(positions: np.ndarray, grid_shape: tuple[int, int, int], m
         lo = np.clip(np.floor(x), 0, top - 1).astype(np.int64)
         hi = lo + 1
         bits = np.log2(rows[dims, lo] / rows[dims, hi])  # bits(hi) - bits(lo)
-        worse_lo = w * ((x - lo) ** 2 - (x - hi) ** 2) - lam * bits  # cost(lo) - cost(hi)
+        worse_lo = (x - lo) ** 2 - (x - hi) ** 2 - lam * bits  # cost(lo) - cost(hi)
         s = np.where(worse_lo > 0, hi, lo)
         chosen[g, r, q] = s
         return s
