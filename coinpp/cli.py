@@ -525,6 +525,12 @@ def list_codecs(as_json: bool) -> None:
 @click.option("--refine-steps", default=0, show_default=True,
               help="Exported codecs add this many Adam steps through the quantizer when encoding.")
 @click.option("--refine-lr", default=0.25, show_default=True, help="Their rate, in quantizer steps.")
+@click.option("--refine-latent-lr", type=float, default=None,
+              help="Instead: Adam on the unquantized latents at this one rate for every dimension (the same "
+                   "refinement for every bit depth; the shipped image codecs' kind).")
+@click.option("--refine-rate-lambda", type=float, default=0.0, show_default=True,
+              help="With --refine-latent-lr: add this rate term (per-patch MSE per bit, a Laplace stand-in "
+                   "for the code length) to the refinement's loss.")
 @click.option("--codecs-dir", default="codecs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming from OUT/last.")
 @click.option("--coord-scale", type=float, help="Multiply coordinates by this (default per modality; "
@@ -537,7 +543,8 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
           cell: int, frequencies: int, batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int,
           minutes: float, val_every: int, val_patches: int, seed: int, val_files: int, no_meta_sgd: bool,
           export_name: str | None, bits: str, clip_std: str, allocate: bool, decorrelate: bool, context_buckets: int,
-          refine_steps: int, refine_lr: float, codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
+          refine_steps: int, refine_lr: float, refine_latent_lr: float | None, refine_rate_lambda: float,
+          codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
           val_fraction: float, device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
@@ -571,6 +578,16 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
         raise InputError("--cell (2..256, with --frequencies 1..64) applies to images")
     if cell and refine_steps:
         raise InputError("--refine-steps is not available for latent grids (--cell)")
+    if (refine_latent_lr is not None and not 0 < refine_latent_lr <= 10) or not 0 <= refine_rate_lambda <= 1 \
+            or (refine_rate_lambda and refine_latent_lr is None):
+        raise InputError("--refine-latent-lr must be in (0, 10], and --refine-rate-lambda (in [0, 1]) needs it")
+    refine = None
+    if refine_steps:
+        refine = {"steps": refine_steps, "lr": refine_lr, "quantized": True}
+        if refine_latent_lr is not None:
+            refine = {"steps": refine_steps, "latent_lr": refine_latent_lr, "quantized": False}
+            if refine_rate_lambda:
+                refine["rate_lambda"] = refine_rate_lambda
     if not 1 <= val_patches <= 100_000:
         raise InputError("--val-patches must be in 1..100000")
     coords = None
@@ -608,8 +625,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
                                         device=device, clip_std=clips, coords=coords,
                                         context=context_buckets or None, val_signals=val_s,
                                         allocate=allocate, decorrelate=decorrelate,
-                                        refine={"steps": refine_steps, "lr": refine_lr, "quantized": True}
-                                        if refine_steps else None):
+                                        refine=refine):
                 console.print(f"wrote codec {folder}")
 
 
@@ -628,7 +644,8 @@ DEFAULT_PATCH = {"image": 32, "audio": 200, "mri": 8}
 @click.option("--lr", default=1e-3, show_default=True, help="Adam's learning rate (cosine schedule).")
 @click.option("--init", "init_codec", default=None, metavar="CODEC",
               help="Start from this codec's post-filter (same patch; a smaller one grows into --channels and "
-                   "--layers, computing the same at first) instead of from scratch.")
+                   "--layers, computing the same at first) instead of from scratch; 'own': each codec from its "
+                   "own filter.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--val-files", default=3, show_default=True, help="Files held out for validation.")
 @click.option("--val-crops", default=None, type=int, help="Random crops per held-out file [default: half of --crops].")
@@ -671,17 +688,20 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
                          "--layers 2..32, --steps >= 1, --lr in (0, 1], --val-files >= 1, --val-crops 1..1000, "
                          "--views 1..8 (1..4 for patches that are not square)")
     cfg = pf.PostFilterConfig(channels, layers, (int(patch[0]), int(patch[1])))
-    init = None
-    if init_codec is not None:
-        source = codecs.load(init_codec)
+    own = init_codec == "own"
+    if own and shared:
+        raise InputError("--init own starts each codec's filter from its own; a --shared filter has none")
+    starts = {}  # codec name -> the filter it starts from
+    for source in (loaded if own else [codecs.load(init_codec)] if init_codec is not None else []):
         if source.postfilter is None:
-            raise InputError(f"codec {init_codec!r} has no post-filter to start from")
+            raise InputError(f"codec {source.name!r} has no post-filter to start from")
         small = source.postfilter.cfg
         if small.period != cfg.period or small.channels > channels or small.layers > layers:
-            raise InputError(f"codec {init_codec!r}'s post-filter is {small.channels} channels, "
+            raise InputError(f"codec {source.name!r}'s post-filter is {small.channels} channels, "
                              f"{small.layers} layers, patch {small.period}: pass at least as many --channels "
                              "and --layers (it grows into the new size) and codecs of its patch")
-        init = source.postfilter
+        for c in (loaded if not own else [source]):
+            starts[c.name] = (source.name, source.postfilter)
     for c in loaded:
         if "postfilter" in c.config and not force:
             raise InputError(f"codec {c.name!r} already has a post-filter; pass --force to replace it")
@@ -721,6 +741,7 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
                + (" --force" if force else ""))  # replacing a filter needs it: the command must run as recorded
     jobs = [names] if shared else [[n] for n in names]
     for group in jobs:
+        init_name, init = starts.get(group[0], (None, None))
         train_pairs = [p for n in group for p in pairs[n]]
         val_pairs = [p for n in group for p in val[n]]
         with console.status(f"training ({', '.join(group)})") as status:
@@ -733,7 +754,7 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
             before, after = pf.mse_before_after(net, val_pairs, pick_device(device))
             summary["val_psnr_gain_views_db"] = round(10 * math.log10(before / after), 3)
         if init is not None:
-            summary["init"] = init_codec
+            summary["init"] = init_name
         # Step 0 is a fresh filter (near the identity) or the --init filter, which may be kept as it is.
         if (summary["best_step"] == 0 and init is None) or summary["val_psnr_gain_db"] <= 0:
             console.print(f"{', '.join(group)}: no step improved the held-out crops "
@@ -953,7 +974,10 @@ def _ratio_at_rmse(summary: dict, spec, meta: dict, out_dir: Path) -> None:
 def main() -> None:
     from .malloc import tune
 
-    tune()
+    # Not for `coin postfilter`: under the tuned heap its training grew by about 100 MB a second on
+    # plain glibc (23 GB in minutes, then the OOM killer), and at glibc's defaults it stays flat.
+    if sys.argv[1:2] != ["postfilter"]:
+        tune()
     cli(prog_name="coin")
 
 

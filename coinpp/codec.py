@@ -100,7 +100,10 @@ class Codec:
         """Encoder-only: Adam steps after the SGD steps, e.g. {"steps": 10, "lr": 0.5, "quantized": true}
         (lr as a fraction of each dimension's quantizer step), or {"steps": 10, "latent_lr": 0.03,
         "quantized": false} (one rate for every latent dimension, whatever the bit depth, so codecs
-        of one network at several bit depths refine alike). Files decode the same either way."""
+        of one network at several bit depths refine alike). "rate_lambda" (per-patch MSE per bit)
+        adds a rate term to the loss (fit.RatePenalty: each coded value Laplace about "rate_centres"
+        with mean absolute deviations "rate_scales", measured on training latents, so they are the
+        same for every bit depth). Files decode the same either way."""
         return self.config.get("refine")
 
     @property
@@ -111,7 +114,11 @@ class Codec:
         if not spec.get("steps"):
             return "none"
         if "latent_lr" in spec and not spec.get("quantized", True):
-            return f"adam:{int(spec['steps'])}:{float(spec['latent_lr'])!r}"
+            key = f"adam:{int(spec['steps'])}:{float(spec['latent_lr'])!r}"
+            if spec.get("rate_lambda"):  # the same rate term: the same lambda, centres and scales
+                terms = json.dumps([spec["rate_lambda"], spec["rate_centres"], spec["rate_scales"]])
+                key += ":" + hashlib.sha256(terms.encode()).hexdigest()[:16]
+            return key
         return f"codec:{self.name}"
 
     @property
@@ -166,6 +173,12 @@ def load_folder(folder: Path) -> Codec:
         refine = config.get("refine") or {}
         if "latent_lr" in refine and (refine.get("quantized", True) or not 0 < float(refine["latent_lr"]) <= 10):
             raise ValueError("refine latent_lr needs quantized false and a rate in (0, 10]")
+        if refine.get("rate_lambda"):
+            terms = [np.asarray(refine.get(k, []), dtype=np.float64) for k in ("rate_centres", "rate_scales")]
+            if (not 0 < float(refine["rate_lambda"]) <= 1 or any(t.shape != (d,) or not np.isfinite(t).all()
+                                                                  for t in terms) or (terms[1] <= 0).any()):
+                raise ValueError("refine rate_lambda needs a value in (0, 1] (MSE per bit) and rate_centres and "
+                                 "positive rate_scales, one per latent dimension")
         if "rdo" in config and not (0 <= float(config["rdo"]["lambda"]) <= 10 and "context" in config):
             raise ValueError("rdo needs the neighbour context and a lambda in [0, 10]")
         postfilter = load_postfilter(folder, config["postfilter"]) if "postfilter" in config else None

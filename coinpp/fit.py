@@ -11,6 +11,7 @@ finds its patch and its coordinate inside that patch's cell (pixel centres, see 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,17 +47,64 @@ def fit_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.nda
     return torch.cat(out) if out else torch.zeros(0, net.cfg.latent_dim)
 
 
+@dataclass(frozen=True)
+class RatePenalty:
+    """A differentiable stand-in for a latent's code length, for rate-aware refinement.
+
+    Each coded value y_j (a principal component with a basis, else the dimension itself) is taken
+    as Laplace-distributed about `centre_j` with mean absolute deviation `scale_j`, so it costs
+    |y_j - centre_j| / (scale_j ln 2) bits plus a constant; `lam` converts bits into the loss's
+    units (per-patch MSE per bit). Minimising MSE + lam * bits is the encoder's Lagrangian.
+    """
+
+    lam: float
+    centre: np.ndarray  # (D,) of the coded values
+    scale: np.ndarray  # (D,) > 0, same units
+    basis: np.ndarray | None = None  # (D, D): coded values y = (z - origin) basis^T
+    origin: np.ndarray | None = None  # (D,)
+
+    @classmethod
+    def from_latents(cls, quantizer: Quantizer, latents: np.ndarray | torch.Tensor, lam: float) -> RatePenalty:
+        """Centre and scale of every coded value from fitted training latents (N, D): the median and
+        the mean absolute deviation about it (the Laplace fit), whatever the bit depth."""
+        z = latents.detach().cpu().numpy() if isinstance(latents, torch.Tensor) else np.asarray(latents)
+        y = quantizer.coefficients(z)
+        centre = np.median(y, axis=0)
+        return cls(float(lam), centre, np.maximum(np.abs(y - centre).mean(axis=0), 1e-6), quantizer.basis,
+                   quantizer.centre)
+
+    @classmethod
+    def from_spec(cls, quantizer: Quantizer, spec: dict) -> RatePenalty:
+        """From a codec's refine entry: rate_lambda, rate_centres and rate_scales (lists of D)."""
+        return cls(float(spec["rate_lambda"]), np.asarray(spec["rate_centres"], dtype=np.float64),
+                   np.asarray(spec["rate_scales"], dtype=np.float64), quantizer.basis, quantizer.centre)
+
+    def __call__(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, D) latents -> penalty (P,) and its gradient (P, D)."""
+        dev = z.device
+        y = z
+        if self.basis is not None:
+            basis = torch.as_tensor(self.basis, dtype=z.dtype, device=dev)
+            y = (z - torch.as_tensor(self.origin, dtype=z.dtype, device=dev)) @ basis.T
+        w = torch.as_tensor(self.lam / (self.scale * math.log(2)), dtype=z.dtype, device=dev)
+        d = y - torch.as_tensor(self.centre, dtype=z.dtype, device=dev)
+        g = torch.sign(d) * w
+        return (d.abs() * w).sum(dim=1), g @ basis if self.basis is not None else g
+
+
 @torch.no_grad()
 def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.ndarray | torch.Tensor,
                    latents: torch.Tensor, steps: int, lr: np.ndarray, quantizer: Quantizer | None = None,
-                   device: str = "auto", chunk: int | None = None) -> torch.Tensor:
+                   device: str = "auto", chunk: int | None = None,
+                   penalty: RatePenalty | None = None) -> torch.Tensor:
     """Adam on the latents after the meta-learned SGD steps, optionally quantization-aware.
 
     With a quantizer, every gradient is taken at the quantized latents and passed straight
     through the rounding, so the latents move to where their *quantized* values fit the patch.
     `lr` (D,) is per dimension (the codec sets it as a fraction of each dimension's quantizer
     step). Each patch keeps the best latent it visited, judged on the loss at its quantized
-    value, so refinement never ends worse than it started.
+    value, so refinement never ends worse than it started. With a `penalty`, the loss is the
+    MSE plus the penalty's rate term, so Adam does not spend bits for little distortion.
     """
     dev = pick_device(device)
     chunk = chunk or (FIT_CHUNK_CUDA if dev.type == "cuda" else FIT_CHUNK)
@@ -73,6 +121,9 @@ def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.
         for k in range(1, steps + 1):
             at = quantizer.quantize_ste(z) if quantizer is not None else z
             loss, g = net.loss_and_latent_grad(coords, at, part)
+            if penalty is not None:
+                extra, g_extra = penalty(z)
+                loss, g = loss + extra, g + g_extra
             better = loss < best_loss
             best[better], best_loss[better] = z[better], loss[better]
             if k == steps:

@@ -16,7 +16,15 @@ from . import codec as codecs
 from . import container, entropy, modalities
 from .device import pick_device
 from .errors import CodecError, FormatError, InputError, LimitError
-from .fit import evaluate_fields, evaluate_grid, evaluate_latent_grid, fit_grid, fit_latents, refine_latents
+from .fit import (
+    RatePenalty,
+    evaluate_fields,
+    evaluate_grid,
+    evaluate_latent_grid,
+    fit_grid,
+    fit_latents,
+    refine_latents,
+)
 from .modalities import Modality, Signal
 from .patching import patch_coordinates, split
 from .postfilter import apply as apply_postfilter
@@ -112,8 +120,11 @@ def refine_signal(latents: torch.Tensor, signal: Signal, modality: Modality, cod
         lr = np.full(codec.net.cfg.latent_dim, float(spec["latent_lr"]), dtype=np.float32)
     else:
         lr = float(spec["lr"]) * codec.quantizer.latent_step
+    penalty = None
+    if spec.get("rate_lambda"):
+        penalty = RatePenalty.from_spec(codec.quantizer, spec)
     return refine_latents(codec.net, patch_coordinates(codec.patch), _patch_targets(signal, modality, codec),
-                          latents, int(spec["steps"]), lr, quantizer, device)
+                          latents, int(spec["steps"]), lr, quantizer, device, penalty=penalty)
 
 
 def _patch_grid(codec: codecs.Codec, shape: tuple[int, ...], groups: int) -> tuple[int, int, int]:

@@ -315,7 +315,7 @@ def decoded_crops(codec_names: list[str], images: list[np.ndarray], crops_per_im
                   ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """Per codec, (decoded, original uint8) pairs: random size x size crops of `images` (H, W, 3) in
     [0, 1], each encoded and decoded (without a post-filter) by every codec. Codecs sharing a network
-    fit each crop once."""
+    fit each crop once, and refine it once when they share the refinement too."""
     from . import codec as codecs
     from . import modalities
     from .modalities import Signal
@@ -338,11 +338,14 @@ def decoded_crops(codec_names: list[str], images: list[np.ndarray], crops_per_im
         signal = Signal(crop, {"channels": 3})
         original = np.round(crop * 255).astype(np.uint8)
         fitted: dict[str, object] = {}
+        refined: dict[tuple[str, str], object] = {}
         for c in loaded:
             key = keys[c.name]
             if key not in fitted:
                 fitted[key] = fit_signal(signal, image, c, device=device)
-            latents = refine_signal(fitted[key], signal, image, c, device)  # what `coin encode` writes
+            if (key, c.refine_key) not in refined:  # what `coin encode` writes
+                refined[key, c.refine_key] = refine_signal(fitted[key], signal, image, c, device)
+            latents = refined[key, c.refine_key]
             decoded, _ = decode_bytes(pack(latents, signal, image, c).data, device=device, postfilter=False)
             pairs[c.name].append((decoded.values, original))
         tick(i + 1, len(crops))
@@ -389,7 +392,8 @@ def load_pairs(path: Path, key: dict) -> dict[str, list[tuple[np.ndarray, np.nda
 
         wanted, have = by_name(key.get("codecs")), by_name(stored.get("codecs"))
         if ({k: v for k, v in stored.items() if k != "codecs"} != {k: v for k, v in key.items() if k != "codecs"}
-                or any(n not in have or json.dumps(have[n]) != json.dumps(v) for n, v in wanted.items())):
+                or any(n not in have or json.dumps(have[n], sort_keys=True) != json.dumps(v, sort_keys=True)
+                       for n, v in wanted.items())):  # (saved sorted: a codec's refine entry is a dict)
             return None
         out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         j = 0

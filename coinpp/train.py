@@ -464,7 +464,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
     """
     from .codec import write_folder
     from .entropy import ContextModel, context_prior, encode_context, frequency_table, residuals
-    from .fit import fit_latents
+    from .fit import RatePenalty, fit_latents
     from .quantize import Quantizer
 
     net, state, _ = load_checkpoint(Path(checkpoint))
@@ -549,7 +549,11 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
         if context is not None:
             config["context"] = {"model": "neighbour-mean", "buckets": context, "adapt": adapt}
         if refine:
-            config["refine"] = refine
+            config["refine"] = dict(refine)
+            if refine.get("rate_lambda"):  # the rate term's Laplace centres and scales, from the table latents
+                penalty = RatePenalty.from_latents(q, latents, float(refine["rate_lambda"]))
+                config["refine"]["rate_centres"] = [float(f"{x:.5g}") for x in penalty.centre]
+                config["refine"]["rate_scales"] = [float(f"{x:.5g}") for x in penalty.scale]
         arch = SirenConfig.from_dict(cfg["model"])
         quant_text = f"{bits}-bit per-dimension quantization (mean ± {clip:g} std)"
         if sensitivity is not None:
@@ -573,7 +577,10 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                       f"({context} buckets per dimension, prior worth {adapt} symbols, the weight that coded "
                       f"the validation images shortest)")
         if refine:
-            series += (f"; encoding adds {refine['steps']} Adam steps (lr {refine['lr']} quantizer steps)"
+            rate = f"lr {refine['latent_lr']}" if "latent_lr" in refine else f"lr {refine['lr']} quantizer steps"
+            if refine.get("rate_lambda"):
+                rate += f", a rate term of {refine['rate_lambda']:g} MSE per bit"
+            series += (f"; encoding adds {refine['steps']} Adam steps ({rate})"
                        f"{' through the quantizer' if refine.get('quantized', True) else ''}")
         held_out = f"random crops; {cfg['val_files']} file(s) held out for validation" if coords is None else \
             "whole fields; the latest fields of each file held out for validation"

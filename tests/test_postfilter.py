@@ -314,6 +314,39 @@ def test_cli_postfilter_init_starts_from_another_codecs_filter(tiny_codec, tmp_p
     assert "starting from" in (tiny_codec.folder / "MODEL_CARD.md").read_text()
 
 
+def test_cli_postfilter_init_own_starts_each_codec_from_its_own_filter(tiny_codec, tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    from conftest import make_tiny_codec
+
+    other = make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-b5", bits=5)
+    data = _photos(tmp_path)
+    base = ["postfilter", f"{tiny_codec.name},{other.name}", "--data", str(data), "--crops", "1", "--size", "64",
+            "--steps", "2", "--channels", "4", "--layers", "3", "--device", "cpu", "--force", "--init", "own"]
+    pf.install(tiny_codec.folder, pf.PostFilter(pf.PostFilterConfig(4, 2, (8, 8))), {"steps": 1})
+    codecs._load_cached.cache_clear()
+    r = CliRunner().invoke(cli, base)
+    assert r.exit_code != 0 and f"{other.name!r} has no post-filter" in r.output and "Traceback" not in r.output
+    pf.install(other.folder, pf.PostFilter(pf.PostFilterConfig(3, 3, (8, 8))), {"steps": 1})
+    codecs._load_cached.cache_clear()
+    assert CliRunner().invoke(cli, [*base, "--shared"]).exit_code != 0
+    seen = []
+    real = pf.train
+
+    def train(*args, **kwargs):
+        seen.append(kwargs.get("init").cfg)
+        net, summary = real(*args, **kwargs)
+        return net, {**summary, "best_step": 0, "val_psnr_gain_db": 0.05}
+
+    monkeypatch.setattr(pf, "train", train)
+    r = CliRunner().invoke(cli, base)
+    assert r.exit_code == 0, r.output
+    assert seen == [pf.PostFilterConfig(4, 2, (8, 8)), pf.PostFilterConfig(3, 3, (8, 8))]
+    for c in (tiny_codec, other):
+        assert json.loads((c.folder / "config.json").read_text())["postfilter"]["training"]["init"] == c.name
+
+
 def test_crops_cache_round_trips_and_is_keyed(tmp_path):
     pairs = {"a": _seamed_pairs(2), "b": _seamed_pairs(1, seed=3)}
     path = tmp_path / "crops.npz"
@@ -329,6 +362,9 @@ def test_crops_cache_round_trips_and_is_keyed(tmp_path):
     assert list(pf.load_pairs(path, {"codecs": {"b": ["hash-b"]}, "seed": 0})) == ["b"]  # a subset is served
     assert pf.load_pairs(path, {"codecs": {"b": ["other"]}, "seed": 0}) is None  # b changed since
     assert pf.load_pairs(path, {"codecs": {"c": ["hash-c"]}, "seed": 0}) is None  # not made for c
+    refine = {"steps": 7, "latent_lr": 0.0017, "quantized": False}  # a codec's refine entry, not in sorted order
+    pf.save_pairs(path, pairs, {"codecs": {"a": ["hash-a", refine]}, "seed": 0})
+    assert list(pf.load_pairs(path, {"codecs": {"a": ["hash-a", dict(refine)]}, "seed": 0})) == ["a"]
     (tmp_path / "notes.txt").write_text("not crops")
     with pytest.raises(ValueError, match="not a file of decoded crops"):
         pf.load_pairs(tmp_path / "notes.txt", {"seed": 0})

@@ -212,3 +212,32 @@ def test_cli_train_and_export_a_latent_grid(tmp_path, monkeypatch):
     bad = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run4"), "--allocate", "--decorrelate",
                                    "--steps", "1", "--device", "cpu"])
     assert bad.exit_code != 0 and "not both" in bad.output
+
+
+def test_cli_export_with_rate_aware_refinement(tmp_path):
+    """--refine-latent-lr / --refine-rate-lambda: the codecs of every bit depth get the same rate term
+    (centres and scales from the table latents), share their refinement, and refuse a bad entry."""
+    import json
+
+    import pytest
+
+    from coinpp.errors import CodecError
+
+    d = _write_folder(tmp_path)
+    args = ["train", str(d), "--out", str(tmp_path / "run"), "--width", "16", "--depth", "2", "--latent", "4",
+            "--patch", "8", "--steps", "4", "--val-every", "2", "--encode-steps", "2", "--export", "img-r",
+            "--bits", "3,4", "--context", "4", "--refine-steps", "3", "--val-files", "1", "--decorrelate",
+            "--codecs-dir", str(tmp_path / "codecs"), "--device", "cpu"]
+    r = CliRunner().invoke(cli, [*args, "--refine-rate-lambda", "1e-5"])
+    assert r.exit_code != 0 and "needs it" in r.output
+    r = CliRunner().invoke(cli, [*args, "--refine-latent-lr", "0.01", "--refine-rate-lambda", "1e-5"])
+    assert r.exit_code == 0, r.output
+    a, b = (codecs.load_folder(tmp_path / "codecs" / f"img-r-b{bits}") for bits in (3, 4))
+    assert a.refine["rate_lambda"] == 1e-5 and len(a.refine["rate_scales"]) == 4
+    assert a.refine_key == b.refine_key and a.refine_key.startswith("adam:3:")
+    assert "rate term" in (a.folder / "MODEL_CARD.md").read_text()
+    cfg = json.loads((a.folder / "config.json").read_text())
+    cfg["refine"]["rate_scales"] = cfg["refine"]["rate_scales"][:3]
+    (a.folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CodecError, match="rate_scales"):
+        codecs.load_folder(a.folder)

@@ -1,0 +1,123 @@
+"""A rate term in the encoder's Adam refinement: what each weight buys, on photos (never Kodak).
+
+Fits every photo of `--data` (centre crops of at most `--crop`; `--every K` keeps every K-th photo)
+with the network's SGD steps once (kept in `--cache`), then refines the latents with the codecs'
+Adam settings and the loss MSE + lambda * bits, the bits a Laplace stand-in (fit.RatePenalty) whose
+centres and scales are those of the photos' own SGD-fitted latents (training photos, like the codecs'
+tables), the same for every bit depth, so all the codecs listed share one refinement per lambda.
+Each codec then codes the refined latents for real (its own rate-distortion rounding) and decodes
+them through its post-filter (`--views`).
+
+    python benchmarks/refine_rate.py --codecs image-klt-6x128-l128-b5,image-klt-6x128-l128-b6 \
+        --rate-lambdas 0,1e-6,2e-6,4e-6 [--cache runs/refine-rate.pt] [--every 2] [--views 1] [--set L]
+
+Prints a Markdown row per codec and lambda (bpp, PSNR normative and post-filtered), then the
+BD-rate of the codecs as one curve against lambda 0. `--set L` writes lambda L, with the centres and
+scales, into every listed codec's refine entry (encoder-only, outside the codec hash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from context_models import fitted, photos  # the same photos, crops and fit cache
+
+from coinpp import codec as codecs
+from coinpp import modalities
+from coinpp.bench import bd_rate
+from coinpp.fit import RatePenalty, refine_latents
+from coinpp.patching import patch_coordinates
+from coinpp.pipeline import _patch_targets, decode_parsed, pack, parse
+
+
+def psnr(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    se = sum(((a.astype(np.float64) - b) ** 2).sum() for a, b in pairs)
+    return -10 * math.log10(se / sum(a.size for a, _ in pairs))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--codecs", required=True, help="Codecs of one network with the same refinement")
+    ap.add_argument("--data", default="../shared/data/train-images")
+    ap.add_argument("--crop", default="256x256")
+    ap.add_argument("--every", type=int, default=1)
+    ap.add_argument("--rate-lambdas", default="0,1e-6,2e-6,4e-6")
+    ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--views", type=int, default=1)
+    ap.add_argument("--set", type=float, default=None, metavar="L", help="Write rate lambda L into the codecs")
+    args = ap.parse_args()
+    names = args.codecs.split(",")
+    chosen = [codecs.load(n) for n in names]
+    first = chosen[0]
+    spec = first.refine or {}
+    if "latent_lr" not in spec:
+        raise SystemExit(f"{first.name} has no Adam refinement with one latent rate")
+    image = modalities.get("image")
+    signals = photos(args.data, *map(int, args.crop.split("x")))[:: args.every]
+    pixels = sum(s.values.shape[0] * s.values.shape[1] for s in signals)
+    fits = torch.load(args.cache, weights_only=False) if args.cache is not None and args.cache.is_file() else {}
+    sgd = [torch.from_numpy(z) for z in fitted(first, signals, args.cache, fits, refine=False,
+                                               tag=f"|{args.crop}|every{args.every}")]
+    print(f"{len(signals)} photos, centre crops up to {args.crop}, {pixels} pixels; refinement "
+          f"{spec['steps']} Adam at {spec['latent_lr']}", flush=True)
+    print("| codec | rate lambda | bpp | PSNR, normative | PSNR, post-filtered | refine s |\n|---|---|---|---|---|---|")
+    lambdas = [float(x) for x in args.rate_lambdas.split(",")]
+    coords = patch_coordinates(first.patch)
+    lr = np.full(first.net.cfg.latent_dim, float(spec["latent_lr"]), dtype=np.float32)
+    results = {}
+    scales = RatePenalty.from_latents(first.quantizer, torch.cat(sgd), 1.0)
+    for lam in lambdas:
+        penalty = dataclasses.replace(scales, lam=lam) if lam else None
+        t = time.perf_counter()
+        refined = [refine_latents(first.net, coords, _patch_targets(s, image, first), z, int(spec["steps"]), lr,
+                                  None, "cpu", penalty=penalty)
+                   for z, s in zip(sgd, signals, strict=True)]
+        t_refine = time.perf_counter() - t
+        for c in chosen:
+            nbytes, plain, filtered = 0, [], []
+            for z, s in zip(refined, signals, strict=True):
+                enc = pack(z, s, image, c)
+                nbytes += len(enc.data)
+                p = parse(enc.data)
+                plain.append((image.to_network(decode_parsed(p, device="cpu", postfilter=False), 3), s.values))
+                filtered.append((image.to_network(decode_parsed(p, device="cpu", postfilter_views=args.views), 3),
+                                 s.values))
+            r = results[(c.name, lam)] = (8 * nbytes / pixels, psnr(plain), psnr(filtered))
+            print(f"| `{c.name}` | {lam:g} | {r[0]:.4f} | {r[1]:.3f} dB | {r[2]:.3f} dB | {t_refine:.0f} |", flush=True)
+    print("\n| rate lambda | BD-rate vs 0, normative | post-filtered |\n|---|---|---|")
+    bd = {}
+    for lam in lambdas[1:]:
+        cells = []
+        for col in (1, 2):
+            base = [(results[(n, lambdas[0])][0], results[(n, lambdas[0])][col]) for n in names]
+            test = [(results[(n, lam)][0], results[(n, lam)][col]) for n in names]
+            cells.append(bd_rate(base, test) if len(names) > 1 else None)
+        print(f"| {lam:g} | " + " | ".join("–" if c is None else f"{c:+.2f} %" for c in cells) + " |", flush=True)
+        bd[lam] = cells
+    if args.set is not None:
+        if args.set not in lambdas[1:]:
+            raise SystemExit("--set needs a measured, nonzero lambda")
+        for c in chosen:
+            cfg = json.loads((c.folder / "config.json").read_text())
+            cfg["refine"].update({
+                "rate_lambda": args.set,
+                "rate_centres": [float(f"{x:.5g}") for x in scales.centre],
+                "rate_scales": [float(f"{x:.5g}") for x in scales.scale],
+                "rate_chosen_on": f"{len(signals)} training photos (centre crops up to {args.crop}), post-filter on "
+                                  f"{args.views} view(s): `python benchmarks/refine_rate.py --codecs {args.codecs} "
+                                  f"--rate-lambdas {args.rate_lambdas} --crop {args.crop} --every {args.every}`: "
+                                  + ", ".join(f"lambda {lam:g} {bd[lam][1]:+.2f} % BD-rate" for lam in lambdas[1:]
+                                              if bd[lam][1] is not None)})
+            (c.folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        print(f"rate lambda {args.set:g} written into {len(chosen)} codec configs", flush=True)
+
+
+if __name__ == "__main__":
+    main()
