@@ -106,15 +106,15 @@ def main() -> None:
             raise SystemExit("--set needs a measured, nonzero lambda")
         for c in chosen:
             cfg = json.loads((c.folder / "config.json").read_text())
-            cfg["refine"].update({
-                "rate_lambda": args.set,
-                "rate_centres": [float(f"{x:.5g}") for x in scales.centre],
-                "rate_scales": [float(f"{x:.5g}") for x in scales.scale],
-                "rate_chosen_on": f"{len(signals)} training photos (centre crops up to {args.crop}), post-filter on "
-                                  f"{args.views} view(s): `python benchmarks/refine_rate.py --codecs {args.codecs} "
-                                  f"--rate-lambdas {args.rate_lambdas} --crop {args.crop} --every {args.every}`: "
-                                  + ", ".join(f"lambda {lam:g} {bd[lam][1]:+.2f} % BD-rate" for lam in lambdas[1:]
-                                              if bd[lam][1] is not None)})
+            # the refinement measured (the first codec's) with the rate term, also for a codec that had none
+            chosen_on = (f"{len(signals)} training photos (centre crops up to {args.crop}), post-filter on "
+                         f"{args.views} view(s): `python benchmarks/refine_rate.py --codecs {args.codecs} "
+                         f"--rate-lambdas {args.rate_lambdas} --crop {args.crop} --every {args.every}`: "
+                         + ", ".join(f"lambda {lam:g} {bd[lam][1]:+.2f} % BD-rate" for lam in lambdas[1:]
+                                     if bd[lam][1] is not None))
+            # the refinement measured (the first codec's) with the rate term, also for a codec that had none
+            cfg["refine"] = {**(cfg.get("refine") or {}), **{k: spec[k] for k in ("steps", "latent_lr", "quantized")},
+                             **dataclasses.replace(scales, lam=args.set).spec(), "rate_chosen_on": chosen_on}
             (c.folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         print(f"rate lambda {args.set:g} written into {len(chosen)} codec configs", flush=True)
 

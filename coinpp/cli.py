@@ -583,11 +583,10 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
         raise InputError("--refine-latent-lr must be in (0, 10], and --refine-rate-lambda (in [0, 1]) needs it")
     refine = None
     if refine_steps:
-        refine = {"steps": refine_steps, "lr": refine_lr, "quantized": True}
-        if refine_latent_lr is not None:
-            refine = {"steps": refine_steps, "latent_lr": refine_latent_lr, "quantized": False}
-            if refine_rate_lambda:
-                refine["rate_lambda"] = refine_rate_lambda
+        refine = ({"steps": refine_steps, "lr": refine_lr, "quantized": True} if refine_latent_lr is None else
+                  {"steps": refine_steps, "latent_lr": refine_latent_lr, "quantized": False})
+        if refine_rate_lambda:
+            refine["rate_lambda"] = refine_rate_lambda
     if not 1 <= val_patches <= 100_000:
         raise InputError("--val-patches must be in 1..100000")
     coords = None

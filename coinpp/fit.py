@@ -79,6 +79,11 @@ class RatePenalty:
         return cls(float(spec["rate_lambda"]), np.asarray(spec["rate_centres"], dtype=np.float64),
                    np.asarray(spec["rate_scales"], dtype=np.float64), quantizer.basis, quantizer.centre)
 
+    def spec(self) -> dict:
+        """The codec refine entries from_spec reads (five significant digits: JSON, not bit-exact)."""
+        return {"rate_lambda": self.lam, "rate_centres": [float(f"{x:.5g}") for x in self.centre],
+                "rate_scales": [float(f"{x:.5g}") for x in self.scale]}
+
     def __call__(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(P, D) latents -> penalty (P,) and its gradient (P, D)."""
         dev = z.device

@@ -551,9 +551,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
         if refine:
             config["refine"] = dict(refine)
             if refine.get("rate_lambda"):  # the rate term's Laplace centres and scales, from the table latents
-                penalty = RatePenalty.from_latents(q, latents, float(refine["rate_lambda"]))
-                config["refine"]["rate_centres"] = [float(f"{x:.5g}") for x in penalty.centre]
-                config["refine"]["rate_scales"] = [float(f"{x:.5g}") for x in penalty.scale]
+                config["refine"] |= RatePenalty.from_latents(q, latents, float(refine["rate_lambda"])).spec()
         arch = SirenConfig.from_dict(cfg["model"])
         quant_text = f"{bits}-bit per-dimension quantization (mean ± {clip:g} std)"
         if sensitivity is not None:
