@@ -8,10 +8,13 @@ most 512x768), refines the latents as the codec says (`--no-refine`: not), codes
 decodes them with and without the codec's post-filter (`--views`: averaged over that many views).
 
     python benchmarks/rd_quantization.py --codecs CODECS [--lambdas 0,0.05,0.1,0.2] [--cache runs/rd.pt]
-        [--views 1] [--no-refine] [--set 0.1]
+        [--views 1] [--no-refine] [--set 0.1] [--every 2 --crop 256x256]
 
 Prints one Markdown row per codec and lambda, then each lambda's BD-rate against lambda 0 for the
 codecs as one family. Fits are shared by codecs with the same network and kept in `--cache`.
+`--every K` takes every K-th of all the photos of `--data` instead (as benchmarks/refine_rate.py
+does; three photos proved a poor guide for encoder settings), the refined latents shared by codecs
+with the same refinement.
 `--set L` writes lambda L into each codec's config (encoder-only, outside the hash) with what was
 measured.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from context_models import fitted, photos  # the same photos, crops and fit cache as refine_rate.py
 
 from coinpp import codec as codecs
 from coinpp import modalities
@@ -60,6 +64,7 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=None, help="Post-filter views (default: the codec's)")
     ap.add_argument("--no-refine", action="store_true", help="Skip the codecs' encoder-side refinement")
     ap.add_argument("--set", type=float, default=None, metavar="L", help="Write lambda L into the codecs")
+    ap.add_argument("--every", type=int, default=None, help="Every K-th of all the photos, not the held-out ones")
     args = ap.parse_args()
     names = args.codecs.split(",")
     lambdas = [float(x) for x in args.lambdas.split(",")]
@@ -68,23 +73,33 @@ def main() -> None:
     if args.set is not None and args.set not in lambdas:
         raise SystemExit("--set needs a lambda that is measured (one of --lambdas)")
     image = modalities.get("image")
-    signals, photos = held_out_images(args.data, *map(int, args.crop.split("x")))
-    fits = torch.load(args.cache) if args.cache is not None and args.cache.is_file() else {}
+    crop = tuple(map(int, args.crop.split("x")))
+    if args.every is None:
+        signals, names_of = held_out_images(args.data, *crop)
+        on = f"the 3 held-out photos ({', '.join(names_of)})"
+    else:
+        signals = photos(args.data, *crop)[:: args.every]
+        on = f"{len(signals)} photos of {args.data} (every {args.every}th)"
+    fits = torch.load(args.cache, weights_only=False) if args.cache is not None and args.cache.is_file() else {}
     pixels = sum(s.values.shape[0] * s.values.shape[1] for s in signals)
     results: dict[tuple[str, float], tuple[float, float, float]] = {}
-    print(f"held-out photos: {', '.join(photos)} (centre crops up to {args.crop}, {pixels} pixels)", flush=True)
+    print(f"{on} (centre crops up to {args.crop}, {pixels} pixels)", flush=True)
     print("| codec | lambda | bpp | PSNR, normative | PSNR, post-filtered |\n|---|---|---|---|---|")
     for name in names:
         codec = codecs.load(name)
-        key = codecs.fit_key(codec)
-        for i, s in enumerate(signals):
-            if f"{key}:{i}" not in fits:
-                fits[f"{key}:{i}"] = fit_signal(s, image, codec)
-                if args.cache is not None:
-                    args.cache.parent.mkdir(parents=True, exist_ok=True)
-                    torch.save(fits, args.cache)
-        latents = [fits[f"{key}:{i}"] if args.no_refine else refine_signal(fits[f"{key}:{i}"], s, image, codec, "cpu")
-                   for i, s in enumerate(signals)]
+        if args.every is not None:
+            latents = [torch.from_numpy(z) for z in fitted(codec, signals, args.cache, fits, not args.no_refine,
+                                                           tag=f"|{args.crop}|every{args.every}")]
+        else:
+            key = codecs.fit_key(codec)
+            for i, s in enumerate(signals):
+                if f"{key}:{i}" not in fits:
+                    fits[f"{key}:{i}"] = fit_signal(s, image, codec)
+                    if args.cache is not None:
+                        args.cache.parent.mkdir(parents=True, exist_ok=True)
+                        torch.save(fits, args.cache)
+            latents = [fits[f"{key}:{i}"] if args.no_refine else
+                       refine_signal(fits[f"{key}:{i}"], s, image, codec, "cpu") for i, s in enumerate(signals)]
         for lam in lambdas:
             nbytes, plain, filtered = 0, [], []
             for i, s in enumerate(signals):
@@ -112,9 +127,10 @@ def main() -> None:
             cfg = json.loads((codec.folder / "config.json").read_text())
             r0, r = results[(name, 0.0)], results[(name, args.set)]
             cfg["rdo"] = {"lambda": args.set, "measured": {
-                "on": f"the 3 held-out photos ({', '.join(photos)}), centre crops up to {args.crop}: "
+                "on": f"{on}, centre crops up to {args.crop}: "
                       f"`python benchmarks/rd_quantization.py --codecs {args.codecs} --lambdas {args.lambdas} "
-                      f"--crop {args.crop} --set {args.set:g}`",
+                      f"--crop {args.crop}" + ("" if args.every is None else f" --every {args.every}")
+                      + f" --set {args.set:g}`",
                 "bpp": [round(r0[0], 4), round(r[0], 4)], "psnr_db": [round(r0[2], 3), round(r[2], 3)],
                 "family_bd_rate_percent": None if bd.get(args.set) is None else
                 [None if c is None else round(c, 2) for c in bd[args.set]]}}

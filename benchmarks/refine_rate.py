@@ -10,16 +10,24 @@ them through its post-filter (`--views`).
 
     python benchmarks/refine_rate.py --codecs image-klt-6x128-l128-b5,image-klt-6x128-l128-b6 \
         --rate-lambdas 0,1e-6,2e-6,4e-6 [--cache runs/refine-rate.pt] [--every 2] [--views 1] [--set L]
+        [--results runs/l128.json] [--family-with runs/l64.json,...]
 
 Prints a Markdown row per codec and lambda (bpp, PSNR normative and post-filtered), then the
-BD-rate of the codecs as one curve against lambda 0. `--set L` writes lambda L, with the centres and
-scales, into every listed codec's refine entry (encoder-only, outside the codec hash).
+BD-rate of the codecs as one curve against lambda 0, then the best lambda per codec: every
+assignment of the measured lambdas to the codecs (and to those of earlier runs' `--results`
+files named in `--family-with`, other networks of the same family), the curve they make against
+all at lambda 0. The rate term's best weight is the slope of the distortion-rate curve where a
+codec sits, which differs ten-fold across a family, so one weight per network leaves rate behind.
+`--set L` writes lambda L, with the centres and scales, into every listed codec's refine entry
+(encoder-only, outside the codec hash); `--set L1,L2,...` one per codec, in `--codecs` order
+(codecs with different weights no longer share one refinement).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -51,7 +59,11 @@ def main() -> None:
     ap.add_argument("--rate-lambdas", default="0,1e-6,2e-6,4e-6")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--views", type=int, default=1)
-    ap.add_argument("--set", type=float, default=None, metavar="L", help="Write rate lambda L into the codecs")
+    ap.add_argument("--set", default=None, metavar="L[,L...]",
+                    help="Write rate lambda L into the codecs (one for all, or one per codec)")
+    ap.add_argument("--steps", type=int, default=None, help="Adam evaluations instead of the codecs' own")
+    ap.add_argument("--results", type=Path, default=None, help="Save the measured points (JSON)")
+    ap.add_argument("--family-with", default="", help="Earlier --results files to choose per-codec weights with")
     args = ap.parse_args()
     names = args.codecs.split(",")
     chosen = [codecs.load(n) for n in names]
@@ -59,6 +71,8 @@ def main() -> None:
     spec = first.refine or {}
     if "latent_lr" not in spec:
         raise SystemExit(f"{first.name} has no Adam refinement with one latent rate")
+    if args.steps is not None:
+        spec = {**spec, "steps": args.steps}
     image = modalities.get("image")
     signals = photos(args.data, *map(int, args.crop.split("x")))[:: args.every]
     pixels = sum(s.values.shape[0] * s.values.shape[1] for s in signals)
@@ -101,22 +115,53 @@ def main() -> None:
             cells.append(bd_rate(base, test) if len(names) > 1 else None)
         print(f"| {lam:g} | " + " | ".join("–" if c is None else f"{c:+.2f} %" for c in cells) + " |", flush=True)
         bd[lam] = cells
+    points = {n: {f"{lam:g}": list(results[(n, lam)]) for lam in lambdas} for n in names}
+    if args.results is not None:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(points, indent=1) + "\n")
+    for f in filter(None, args.family_with.split(",")):
+        points.update(json.loads(Path(f).read_text()))
+    per_codec = best_per_codec(points)
+    if per_codec is not None:
+        weights, gain = per_codec
+        print("\nbest weight per codec, post-filtered, against every codec at lambda 0: "
+              + ", ".join(f"`{n}` {w}" for n, w in weights.items()) + f": {gain:+.2f} % BD-rate", flush=True)
     if args.set is not None:
-        if args.set not in lambdas[1:]:
-            raise SystemExit("--set needs a measured, nonzero lambda")
-        for c in chosen:
+        chosen_lams = [float(x) for x in args.set.split(",")]
+        chosen_lams = chosen_lams * len(chosen) if len(chosen_lams) == 1 else chosen_lams
+        if len(chosen_lams) != len(chosen) or not all(lam in lambdas[1:] for lam in chosen_lams):
+            raise SystemExit("--set needs one measured, nonzero lambda, or one per codec")
+        for c, lam_c in zip(chosen, chosen_lams, strict=True):
             cfg = json.loads((c.folder / "config.json").read_text())
             # the refinement measured (the first codec's) with the rate term, also for a codec that had none
             chosen_on = (f"{len(signals)} training photos (centre crops up to {args.crop}), post-filter on "
                          f"{args.views} view(s): `python benchmarks/refine_rate.py --codecs {args.codecs} "
-                         f"--rate-lambdas {args.rate_lambdas} --crop {args.crop} --every {args.every}`: "
+                         f"--rate-lambdas {args.rate_lambdas} --crop {args.crop} --every {args.every}"
+                         + ("" if args.steps is None else f" --steps {args.steps}") + "`: "
                          + ", ".join(f"lambda {lam:g} {bd[lam][1]:+.2f} % BD-rate" for lam in lambdas[1:]
-                                     if bd[lam][1] is not None))
+                                     if bd[lam][1] is not None)
+                         + (f"; weight per codec: {', '.join(f'{n} {w}' for n, w in per_codec[0].items())} "
+                            f"{per_codec[1]:+.2f} %" if per_codec is not None else ""))
             # the refinement measured (the first codec's) with the rate term, also for a codec that had none
             cfg["refine"] = {**(cfg.get("refine") or {}), **{k: spec[k] for k in ("steps", "latent_lr", "quantized")},
-                             **dataclasses.replace(scales, lam=args.set).spec(), "rate_chosen_on": chosen_on}
+                             **dataclasses.replace(scales, lam=lam_c).spec(), "rate_chosen_on": chosen_on}
             (c.folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        print(f"rate lambda {args.set:g} written into {len(chosen)} codec configs", flush=True)
+        print(f"rate lambda {args.set} written into {len(chosen)} codec configs", flush=True)
+
+
+def best_per_codec(points: dict[str, dict[str, list[float]]]) -> tuple[dict[str, str], float] | None:
+    """The assignment of one measured weight to each codec whose points, as one curve, have the
+    lowest post-filtered BD-rate against every codec at weight 0; None with fewer than two codecs."""
+    names = sorted(points, key=lambda n: points[n]["0"][0])
+    if len(names) < 2 or not all("0" in points[n] for n in names):
+        return None
+    base = [tuple(points[n]["0"][::2]) for n in names]
+    best = None
+    for combo in itertools.product(*(sorted(points[n]) for n in names)):
+        gain = bd_rate(base, [tuple(points[n][w][::2]) for n, w in zip(names, combo, strict=True)])
+        if gain is not None and (best is None or gain < best[1]):
+            best = (dict(zip(names, combo, strict=True)), gain)
+    return best
 
 
 if __name__ == "__main__":
