@@ -11,10 +11,9 @@ decodes them with and without the codec's post-filter (`--views`: averaged over 
         [--views 1] [--no-refine] [--set 0.1] [--every 2 --crop 256x256]
 
 Prints one Markdown row per codec and lambda, then each lambda's BD-rate against lambda 0 for the
-codecs as one family. Fits are shared by codecs with the same network and kept in `--cache`.
-`--every K` takes every K-th of all the photos of `--data` instead (as benchmarks/refine_rate.py
-does; three photos proved a poor guide for encoder settings), the refined latents shared by codecs
-with the same refinement.
+codecs as one family. Fitted (and refined) latents are shared by codecs with the same network
+(and refinement) and kept in `--cache`. `--every K` takes every K-th of all the photos of `--data`
+instead (as benchmarks/refine_rate.py does; three photos proved a poor guide for encoder settings).
 `--set L` writes lambda L into each codec's config (encoder-only, outside the hash) with what was
 measured.
 """
@@ -34,7 +33,7 @@ from coinpp import codec as codecs
 from coinpp import modalities
 from coinpp.bench import bd_rate
 from coinpp.modalities import Signal
-from coinpp.pipeline import decode_parsed, fit_signal, pack, parse, refine_signal
+from coinpp.pipeline import decode_parsed, pack, parse
 from coinpp.train import load_folder
 
 
@@ -79,7 +78,7 @@ def main() -> None:
         on = f"the 3 held-out photos ({', '.join(names_of)})"
     else:
         signals = photos(args.data, *crop)[:: args.every]
-        on = f"{len(signals)} photos of {args.data} (every {args.every}th)"
+        on = f"{len(signals)} photos of {args.data} (one in {args.every})"
     fits = torch.load(args.cache, weights_only=False) if args.cache is not None and args.cache.is_file() else {}
     pixels = sum(s.values.shape[0] * s.values.shape[1] for s in signals)
     results: dict[tuple[str, float], tuple[float, float, float]] = {}
@@ -87,19 +86,8 @@ def main() -> None:
     print("| codec | lambda | bpp | PSNR, normative | PSNR, post-filtered |\n|---|---|---|---|---|")
     for name in names:
         codec = codecs.load(name)
-        if args.every is not None:
-            latents = [torch.from_numpy(z) for z in fitted(codec, signals, args.cache, fits, not args.no_refine,
-                                                           tag=f"|{args.crop}|every{args.every}")]
-        else:
-            key = codecs.fit_key(codec)
-            for i, s in enumerate(signals):
-                if f"{key}:{i}" not in fits:
-                    fits[f"{key}:{i}"] = fit_signal(s, image, codec)
-                    if args.cache is not None:
-                        args.cache.parent.mkdir(parents=True, exist_ok=True)
-                        torch.save(fits, args.cache)
-            latents = [fits[f"{key}:{i}"] if args.no_refine else
-                       refine_signal(fits[f"{key}:{i}"], s, image, codec, "cpu") for i, s in enumerate(signals)]
+        tag = f"|{args.crop}|" + ("held-out" if args.every is None else f"every{args.every}")
+        latents = [torch.from_numpy(z) for z in fitted(codec, signals, args.cache, fits, not args.no_refine, tag)]
         for lam in lambdas:
             nbytes, plain, filtered = 0, [], []
             for i, s in enumerate(signals):

@@ -16,8 +16,8 @@ Prints a Markdown row per codec and lambda (bpp, PSNR normative and post-filtere
 BD-rate of the codecs as one curve against lambda 0, then the best lambda per codec: every
 assignment of the measured lambdas to the codecs (and to those of earlier runs' `--results`
 files named in `--family-with`, other networks of the same family), the curve they make against
-all at lambda 0. The rate term's best weight is the slope of the distortion-rate curve where a
-codec sits, which differs ten-fold across a family, so one weight per network leaves rate behind.
+all at lambda 0 (in theory the best weight is the slope of the distortion-rate curve where a
+codec sits, which differs ten-fold across a family; measured for l64, one weight did as well).
 `--set L` writes lambda L, with the centres and scales, into every listed codec's refine entry
 (encoder-only, outside the codec hash); `--set L1,L2,...` one per codec, in `--codecs` order
 (codecs with different weights no longer share one refinement).
@@ -133,7 +133,6 @@ def main() -> None:
             raise SystemExit("--set needs one measured, nonzero lambda, or one per codec")
         for c, lam_c in zip(chosen, chosen_lams, strict=True):
             cfg = json.loads((c.folder / "config.json").read_text())
-            # the refinement measured (the first codec's) with the rate term, also for a codec that had none
             chosen_on = (f"{len(signals)} training photos (centre crops up to {args.crop}), post-filter on "
                          f"{args.views} view(s): `python benchmarks/refine_rate.py --codecs {args.codecs} "
                          f"--rate-lambdas {args.rate_lambdas} --crop {args.crop} --every {args.every}"
@@ -152,9 +151,9 @@ def main() -> None:
 def best_per_codec(points: dict[str, dict[str, list[float]]]) -> tuple[dict[str, str], float] | None:
     """The assignment of one measured weight to each codec whose points, as one curve, have the
     lowest post-filtered BD-rate against every codec at weight 0; None with fewer than two codecs."""
-    names = sorted(points, key=lambda n: points[n]["0"][0])
-    if len(names) < 2 or not all("0" in points[n] for n in names):
+    if len(points) < 2 or not all("0" in p for p in points.values()):
         return None
+    names = sorted(points, key=lambda n: points[n]["0"][0])
     base = [tuple(points[n]["0"][::2]) for n in names]
     best = None
     for combo in itertools.product(*(sorted(points[n]) for n in names)):
