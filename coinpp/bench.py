@@ -170,9 +170,11 @@ def _measures(modality: Modality, unit: str, nbytes: int, signal: Signal, decode
 
 def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
               tick: Callable[[str], None] = lambda s: None,
-              done: set[tuple[str, str, str]] | None = None, suite: Suite | None = None) -> list[dict]:
+              done: set[tuple[str, str, str]] | None = None, suite: Suite | None = None,
+              postfilter: bool = True) -> list[dict]:
     """One row per (file, codec): bytes, rate, quality, encode and decode seconds. Rows in `done`
-    (codec, setting, file) are skipped, so an interrupted run resumes."""
+    (codec, setting, file) are skipped, so an interrupted run resumes. `postfilter=False` measures
+    the normative decode (what the bitstream alone defines), skipping the codecs' post-filters."""
     done = done or set()
     suite = suite or SUITES["kodak"]
     image = modalities.get(suite.modality)
@@ -206,7 +208,7 @@ def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
                 enc = pack(z, signal, image, c)
                 t_enc = t_fit + t_refine + time.perf_counter() - t0
                 t0 = time.perf_counter()
-                decoded, _ = decode_bytes(enc.data, device=device)
+                decoded, _ = decode_bytes(enc.data, device=device, postfilter=postfilter)
                 t_dec = time.perf_counter() - t0
                 rows.append({"codec": c.name, "setting": f"b{c.bits}", "file": path.name,
                              **_measures(image, suite.unit, len(enc.data), signal, decoded),

@@ -827,9 +827,11 @@ def demo(out: str, device: str) -> None:
               help="Published curves to overlay (dashed) and to compare against.")
 @click.option("--limit", type=int, help="Only the first N files.")
 @click.option("--record-in-codecs", is_flag=True, help="Write the measured points into the codecs' cards.")
+@click.option("--no-postfilter", "no_postfilter", is_flag=True,
+              help="Measure the normative decode: skip the codecs' post-filters (use a separate --out).")
 @DEVICE
 def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, reference: str, limit: int | None,
-          record_in_codecs: bool, device: str) -> None:
+          record_in_codecs: bool, no_postfilter: bool, device: str) -> None:
     """Rate-distortion of coin codecs and baselines on SUITE (a named suite or a folder):
     real file sizes, PSNR, times; JSON, CSV, a plot and a BD-rate table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -837,6 +839,9 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
     from . import bench as benchmod
     from .baselines import BY_NAME as BASELINES
 
+    if no_postfilter and record_in_codecs:  # the cards give the output `coin decode` writes by default
+        raise InputError("--no-postfilter and --record-in-codecs do not go together: the codecs' cards "
+                         "give the post-filtered output")
     t_start = time.perf_counter()
     spec, files = benchmod.suite_files(suite, Path(data_root))
     files = files[:limit]
@@ -873,7 +878,8 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
             progress.update(task, advance=1, description=what)
 
         for i, path in enumerate(files, 1):  # file by file, so an interrupted run keeps whole files
-            new = benchmod.coin_rows([path], coin_names, device, tick, done, spec) if coin_names else []
+            new = (benchmod.coin_rows([path], coin_names, device, tick, done, spec, postfilter=not no_postfilter)
+                   if coin_names else [])
             for b in runnable:
                 new += benchmod.baseline_rows([path], b, done, tick, spec)
             benchmod.append_rows(out_dir, new)
@@ -884,7 +890,8 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
                               f"{time.perf_counter() - t_start:.0f} s)")
     wanted = set(coin_names) | {b.name for b in runnable}
     rows = [r for r in rows if r["codec"] in wanted and r["file"] in {p.name for p in files}]
-    desc = {n: f"coin codec {n} (real file sizes, headers included)" for n in coin_names}
+    decode = "; normative decode, post-filter skipped" if no_postfilter else ""
+    desc = {n: f"coin codec {n} (real file sizes, headers included{decode})" for n in coin_names}
     desc.update({b.name: b.description for b in runnable})
     summary = benchmod.write_results(out_dir, rows, desc, spec)
     measured = benchmod.curves(summary)

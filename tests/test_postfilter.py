@@ -413,3 +413,29 @@ def test_recording_a_bench_keeps_the_post_filter_section(tiny_codec):
     assert card.count("## Measured on kodak") == 1 and card.count("## Post-filter") == 1
     assert "PSNR 21.00 dB" in card and "20.00 dB" not in card and "through the codec's post-filter" in card
     assert json.loads((tiny_codec.folder / "config.json").read_text())["measured"]["psnr_db"] == 21.0
+
+
+def test_bench_can_measure_the_normative_decode(tiny_codec, tmp_path):
+    from coinpp import bench
+
+    net = pf.PostFilter(pf.PostFilterConfig(4, 2, (8, 8)))
+    with torch.no_grad():
+        net.convs[-1].bias.fill_(0.2)  # a filter that visibly changes the decoded image
+    pf.install(tiny_codec.folder, net, {"steps": 1})
+    codecs._load_cached.cache_clear()
+    path = sorted(_photos(tmp_path).glob("*.png"))[:1]
+    filtered = bench.coin_rows(path, [tiny_codec.name], "cpu")[0]
+    normative = bench.coin_rows(path, [tiny_codec.name], "cpu", postfilter=False)[0]
+    cfg = json.loads((tiny_codec.folder / "config.json").read_text())
+    del cfg["postfilter"]
+    (tiny_codec.folder / "config.json").write_text(json.dumps(cfg))
+    codecs._load_cached.cache_clear()
+    unfiltered = bench.coin_rows(path, [tiny_codec.name], "cpu")[0]
+    assert filtered["bytes"] == normative["bytes"] == unfiltered["bytes"]
+    assert normative["psnr"] == unfiltered["psnr"] and abs(filtered["psnr"] - normative["psnr"]) > 0.5
+
+
+def test_bench_refuses_to_record_a_normative_run(tiny_codec, tmp_path):
+    r = CliRunner().invoke(cli, ["bench", "kodak", "--out", str(tmp_path / "out"), "--codecs", tiny_codec.name,
+                                 "--no-postfilter", "--record-in-codecs"])
+    assert r.exit_code != 0 and "do not go together" in r.output and not (tmp_path / "out").exists()
