@@ -23,7 +23,7 @@ from .baselines import Baseline
 from .errors import InputError
 from .modalities import Modality, Signal
 from .modalities.image import to_uint8
-from .pipeline import decode_bytes, fit_signal, pack, refine_signal
+from .pipeline import decode_bytes, fit_signal, pack, refine_signal, refine_through_postfilter
 
 
 @dataclass(frozen=True)
@@ -202,9 +202,11 @@ def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
             for c in group:
                 if c.refine_key not in refined:
                     t0 = time.perf_counter()
-                    refined[c.refine_key] = (refine_signal(latents, signal, image, c, device), time.perf_counter() - t0)
+                    refined[c.refine_key] = (refine_signal(latents, signal, image, c, device, through_postfilter=False),
+                                             time.perf_counter() - t0)
                 z, t_refine = refined[c.refine_key]
                 t0 = time.perf_counter()
+                z = refine_through_postfilter(z, signal, image, c, device)  # each codec's own filter
                 enc = pack(z, signal, image, c)
                 t_enc = t_fit + t_refine + time.perf_counter() - t0
                 t0 = time.perf_counter()

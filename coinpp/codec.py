@@ -103,7 +103,9 @@ class Codec:
         of one network at several bit depths refine alike). "rate_lambda" (per-patch MSE per bit)
         adds a rate term to the loss (fit.RatePenalty: each coded value Laplace about "rate_centres"
         with mean absolute deviations "rate_scales", measured on training latents, so they are the
-        same for every bit depth). Files decode the same either way."""
+        same for every bit depth). "filter_steps" more Adam evaluations at "filter_lr" then fit the
+        post-filtered image ("filter_views" of the filter's views averaged, default its own) over
+        all patches at once (pipeline.refine_through_postfilter). Files decode the same either way."""
         return self.config.get("refine")
 
     @property
@@ -179,6 +181,12 @@ def load_folder(folder: Path) -> Codec:
                                                                   for t in terms) or (terms[1] <= 0).any()):
                 raise ValueError("refine rate_lambda needs a value in (0, 1] (MSE per bit) and rate_centres and "
                                  "positive rate_scales, one per latent dimension")
+        if refine.get("filter_steps"):
+            steps, views = refine["filter_steps"], refine.get("filter_views", 1)
+            if (not isinstance(steps, int) or not 1 <= steps <= 1000 or not 0 < float(refine.get("filter_lr", 0)) <= 10
+                    or not isinstance(views, int) or not 1 <= views <= 8 or "postfilter" not in config):
+                raise ValueError("refine filter_steps needs a post-filter, 1..1000 steps, a filter_lr in (0, 10] "
+                                 "and filter_views in 1..8")
         if "rdo" in config and not (0 <= float(config["rdo"]["lambda"]) <= 10 and "context" in config):
             raise ValueError("rdo needs the neighbour context and a lambda in [0, 10]")
         postfilter = load_postfilter(folder, config["postfilter"]) if "postfilter" in config else None

@@ -18,7 +18,8 @@ import torch
 
 from .device import pick_device
 from .model import GridModulatedSiren, LatentModulatedSiren
-from .patching import CellLayout
+from .patching import CellLayout, patch_coordinates
+from .postfilter import PostFilter, loss_and_input_grad
 from .quantize import Quantizer
 
 FIT_CHUNK = 64  # patches per chunk: past ~16-64 the CPU gains nothing and memory grows
@@ -26,6 +27,9 @@ FIT_CHUNK = 64  # patches per chunk: past ~16-64 the CPU gains nothing and memor
 # lets folder mode fill it with the patches of many small files. Not measured here (no GPU).
 FIT_CHUNK_CUDA = 1024
 EVAL_CHUNK = 1 << 15  # points per chunk when evaluating
+# Steps through the post-filter keep the network's activations of a whole image up to this size
+# (filtered_loss_and_latent_grad).
+KEEP_ACTIVATIONS_BYTES = 3 << 30
 # Latent grids: samples per band of rows in the fit. The gradient is summed over bands, so memory
 # stays bounded (about 1.5 kB per sample at width 64) whatever the image size.
 BAND_SAMPLES = 1 << 16
@@ -138,6 +142,84 @@ def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.
             z = z - rate * (m / (1 - b1**k)) / ((v / (1 - b2**k)).sqrt() + eps)
         out.append(best.cpu())
     return torch.cat(out) if out else latents
+
+
+@torch.no_grad()
+def filtered_loss_and_latent_grad(net: LatentModulatedSiren, postfilter: PostFilter, patch: tuple[int, int],
+                                  goal: torch.Tensor, latents: torch.Tensor, views: int | None = None,
+                                  chunk: int = FIT_CHUNK) -> tuple[float, torch.Tensor]:
+    """The post-filtered image's squared error against goal (C, H, W), in per-patch-MSE units (each
+    squared error over the values of a patch), and its gradient with respect to the latents (P, D)."""
+    dev = latents.device
+    coords = patch_coordinates(patch).to(dev)
+    c, h, w = goal.shape
+    (ph, pw), rows, cols = patch, math.ceil(h / patch[0]), math.ceil(w / patch[1])
+    # Keep the activations for the backward pass when they fit (2.6 MB per 32x32 patch at width 128,
+    # 1 GB for a Kodak image); else evaluate the network again then (a fifth more time per step).
+    keep = len(latents) * ph * pw * net.cfg.width * net.cfg.depth * 4 <= KEEP_ACTIVATIONS_BYTES
+    outs, kept = [], []
+    for part in latents.split(chunk):
+        if keep:
+            o, pre = net.forward_keeping(coords, part)
+            outs.append(o)
+            kept.append(pre)
+        else:
+            outs.append(net(coords, part))
+    out = torch.cat(outs)  # (P, N, C)
+    image = out.reshape(rows, cols, ph, pw, c).permute(4, 0, 2, 1, 3).reshape(c, rows * ph, cols * pw)[:, :h, :w]
+    inside = (image >= 0) & (image <= 1)  # the decoder clips before filtering: no gradient outside
+    loss, g_image = loss_and_input_grad(postfilter, image.clamp(0, 1), goal, views)
+    g = torch.zeros(c, rows * ph, cols * pw, device=dev)
+    g[:, :h, :w] = g_image * inside
+    g = g.reshape(c, rows, ph, cols, pw).permute(1, 3, 2, 4, 0).reshape(rows * cols, ph * pw, c)
+    scale = 1.0 / (ph * pw * c)  # per-patch-MSE units
+    if keep:
+        grad = torch.cat([net.latent_grad_from(pre, gp, scale) for pre, gp in zip(kept, g.split(chunk), strict=True)])
+    else:
+        grad = torch.cat([net.latent_grad_from(net.forward_keeping(coords, zp)[1], gp, scale)
+                          for zp, gp in zip(latents.split(chunk), g.split(chunk), strict=True)])
+    return loss * scale, grad
+
+
+@torch.no_grad()
+def refine_through_filter(net: LatentModulatedSiren, postfilter: PostFilter, patch: tuple[int, int],
+                          target: np.ndarray, latents: torch.Tensor, steps: int, lr: float,
+                          penalty: RatePenalty | None = None, views: int | None = None, device: str = "auto",
+                          chunk: int | None = None) -> torch.Tensor:
+    """Adam on all of an image's latents at once, the loss what the decoder will show: the squared
+    error of the post-filtered image (`views` as decoding averages them) plus the rate term.
+
+    The per-patch refinement fits each patch to its own pixels; the filter then changes them, most of
+    all at patch borders, which no per-patch loss sees. Here the filter's gradient with respect to the
+    decoded image (postfilter.loss_and_input_grad) is passed back through the network by its hand-
+    written backward pass (model.latent_grad_from). The loss is in per-patch-MSE units (summed over
+    patches), so `lr` and the rate term weigh as in refine_latents. target (H, W, 3) in [0, 1];
+    latents (P, D) of its patches in row-major order. Keeps the latents of the lowest loss seen, so
+    it never ends worse than it started.
+    """
+    dev = pick_device(device)
+    chunk = chunk or (FIT_CHUNK_CUDA if dev.type == "cuda" else FIT_CHUNK)
+    net, postfilter = net.to(dev), postfilter.to(dev)
+    h, w, c = target.shape
+    if math.ceil(h / patch[0]) * math.ceil(w / patch[1]) != len(latents) or c != net.cfg.out_dim:
+        raise ValueError("latents do not tile the image")
+    goal = torch.as_tensor(np.ascontiguousarray(target), dtype=torch.float32, device=dev).permute(2, 0, 1)
+    z = latents.to(dev).clone()
+    m, v = torch.zeros_like(z), torch.zeros_like(z)
+    best, best_loss = z.clone(), math.inf
+    for k in range(1, steps + 1):
+        loss, grad = filtered_loss_and_latent_grad(net, postfilter, patch, goal, z, views, chunk)
+        if penalty is not None:
+            extra, g_extra = penalty(z)
+            loss, grad = loss + float(extra.sum()), grad + g_extra
+        if loss < best_loss:
+            best, best_loss = z.clone(), loss
+        if k == steps:
+            break
+        m.mul_(0.9).add_(grad, alpha=0.1)
+        v.mul_(0.999).addcmul_(grad, grad, value=0.001)
+        z = z - lr * (m / (1 - 0.9**k)) / ((v / (1 - 0.999**k)).sqrt() + 1e-12)
+    return best.cpu()
 
 
 def _axis_samples(size: int, out_size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:

@@ -153,6 +153,14 @@ class LatentModulatedSiren(nn.Module):
         """The same, for encoding (no graph to keep): w0 folded into the weights and the activations'
         cosines taken in place. The (B, N, W) activations are the encoder's memory traffic; this makes
         fewer passes over them than the differentiable version above."""
+        err, pre = self.forward_keeping(coords, latents)
+        err.sub_(targets)  # (B, N, C)
+        n = err.shape[1] * err.shape[2]
+        loss = err.pow(2).mean(dim=(1, 2))
+        return loss, self.latent_grad_from(pre, err, 2.0 / n)
+
+    def forward_keeping(self, coords: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Outputs (B, N, C) and the pre-activations latent_grad_from needs (no graph; w0 folded in)."""
         w0, width = self.cfg.w0, self.cfg.width
         shifts = self.latent_map(latents)  # (B, L*W)
         pre = []
@@ -163,11 +171,14 @@ class LatentModulatedSiren(nn.Module):
             u = u + bias if u.dim() == 2 else u.add_(bias)
             pre.append(u)
             h = torch.sin(u)
-        err = h @ self.out_weight.T
-        err.add_(self.out_bias + 0.5).sub_(targets)  # (B, N, C)
-        n = err.shape[1] * err.shape[2]
-        loss = err.pow(2).mean(dim=(1, 2))
-        g_h = err @ (self.out_weight * (2.0 / n))  # (B, N, W)
+        out = h @ self.out_weight.T
+        return out.add_(self.out_bias + 0.5), pre
+
+    def latent_grad_from(self, pre: list[torch.Tensor], g_out: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """The gradient (B, D) with respect to the latents of a loss whose gradient with respect to the
+        outputs is scale * g_out (B, N, C), by the hand-written backward pass; consumes `pre` (in place)."""
+        w0 = self.cfg.w0
+        g_h = g_out @ (self.out_weight * scale)  # (B, N, W)
         g_shifts = []
         for i in range(len(pre) - 1, -1, -1):
             g_u = pre[i].cos_().mul_(g_h)  # d/ds_i divided by w0
@@ -175,7 +186,7 @@ class LatentModulatedSiren(nn.Module):
             if i > 0:
                 g_h = g_u @ (self.weights[i] * w0)
         g_s = torch.cat(g_shifts[::-1], dim=1)
-        return loss, g_s @ self.latent_map.weight
+        return g_s @ self.latent_map.weight
 
     def zero_latents(self, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Where encoding starts: a zero latent per patch of `targets`, (B, D)."""

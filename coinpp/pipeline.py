@@ -24,6 +24,7 @@ from .fit import (
     fit_grid,
     fit_latents,
     refine_latents,
+    refine_through_filter,
 )
 from .modalities import Modality, Signal
 from .patching import patch_coordinates, split
@@ -109,9 +110,10 @@ def _fit_fields(signal: Signal, modality: Modality, codec: codecs.Codec, steps: 
 
 
 def refine_signal(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codecs.Codec,
-                  device: str = "auto") -> torch.Tensor:
-    """The codec's encoder-side refinement (Adam, through the quantizer) of fitted latents; the
-    latents unchanged when the codec has none."""
+                  device: str = "auto", through_postfilter: bool = True) -> torch.Tensor:
+    """The codec's encoder-side refinement of fitted latents: Adam on each patch (through the
+    quantizer, or with a rate term), then, with `through_postfilter`, the steps that see the
+    post-filter (refine_through_postfilter); the latents unchanged when the codec has neither."""
     spec = codec.refine
     if not spec or not spec.get("steps") or modality.absolute_coordinates or codec.net.cfg.cell:
         return latents  # (not written for latent grids)
@@ -123,8 +125,26 @@ def refine_signal(latents: torch.Tensor, signal: Signal, modality: Modality, cod
     penalty = None
     if spec.get("rate_lambda"):
         penalty = RatePenalty.from_spec(codec.quantizer, spec)
-    return refine_latents(codec.net, patch_coordinates(codec.patch), _patch_targets(signal, modality, codec),
-                          latents, int(spec["steps"]), lr, quantizer, device, penalty=penalty)
+    latents = refine_latents(codec.net, patch_coordinates(codec.patch), _patch_targets(signal, modality, codec),
+                             latents, int(spec["steps"]), lr, quantizer, device, penalty=penalty)
+    return refine_through_postfilter(latents, signal, modality, codec, device) if through_postfilter else latents
+
+
+def refine_through_postfilter(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codecs.Codec,
+                              device: str = "auto") -> torch.Tensor:
+    """The codec's last encoder steps (refine "filter_steps"), whose loss is the post-filtered
+    image's error (fit.refine_through_filter), for an image of one channel group; the latents
+    unchanged otherwise. They depend on the codec's filter, so codecs that share the per-patch
+    refinement (refine_key) do not share these."""
+    spec = codec.refine or {}
+    steps = int(spec.get("filter_steps", 0))
+    values = modality.to_network(signal, codec.net.cfg.out_dim) if modality.name == "image" else None
+    if (not steps or codec.postfilter is None or values is None or values.shape[-1] != codec.net.cfg.out_dim
+            or codec.net.cfg.cell):
+        return latents
+    penalty = RatePenalty.from_spec(codec.quantizer, spec) if spec.get("rate_lambda") else None
+    return refine_through_filter(codec.net, codec.postfilter, codec.patch, values, latents, steps,
+                                 float(spec["filter_lr"]), penalty, spec.get("filter_views"), device)
 
 
 def _patch_grid(codec: codecs.Codec, shape: tuple[int, ...], groups: int) -> tuple[int, int, int]:

@@ -155,6 +155,49 @@ def apply(net: PostFilter, image: np.ndarray, device: torch.device | str = "cpu"
     return total / views if views > 1 else total
 
 
+def loss_and_input_grad(net: PostFilter, image: torch.Tensor, target: torch.Tensor, views: int | None = None,
+                        tile: int = TILE) -> tuple[float, torch.Tensor]:
+    """For an encoder that sees the filter: the squared error of `apply`'s output (the average over
+    `views`, not clipped) against `target`, summed over all values, and its gradient with respect to
+    `image`. image and target (3, H, W) on the filter's device, image in [0, 1].
+
+    Tiled as `apply` is: each tile's outputs are differentiated against the tile plus a halo as wide
+    as the receptive field and the halos' gradients summed, so the gradient is the whole image's (up
+    to float rounding) with memory bounded by the tile.
+    """
+    views = net.views if views is None else views
+    period = net.cfg.period
+    _, h, w = image.shape
+    with torch.no_grad():
+        mean = apply(net, image.permute(1, 2, 0).cpu().numpy(), image.device, tile, views)
+    err = torch.from_numpy(mean).permute(2, 0, 1).to(image.device) - target
+    scaled = err * (2.0 / views)  # d(sum of err^2)/d(each view's output)
+    r = net.halo
+    grad = torch.zeros_like(image)
+    for view in usable_views(period)[:views]:
+        transpose, flip_rows, flip_cols = view
+        dims = [d for d, f in ((1, flip_rows), (2, flip_cols)) if f]
+        x = image.transpose(1, 2) if transpose else image
+        x = x.flip(dims) if dims else x
+        e = scaled.transpose(1, 2) if transpose else scaled
+        e = e.flip(dims) if dims else e
+        g = torch.zeros_like(x)
+        vh, vw = x.shape[1], x.shape[2]
+        for y0 in range(0, vh, tile):
+            for x0 in range(0, vw, tile):
+                ya, yb, xa, xb = max(0, y0 - r), min(vh, y0 + tile + r), max(0, x0 - r), min(vw, x0 + tile + r)
+                pos = _view_positions(period, view, (h, w), ya, xa, yb - ya, xb - xa, x.device)
+                ty, tx = min(tile, vh - y0), min(tile, vw - x0)
+                with torch.enable_grad():
+                    region = x[None, :, ya:yb, xa:xb].detach().requires_grad_(True)
+                    out = net(region, pos)[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx]
+                    (g_region,) = torch.autograd.grad(out, region, grad_outputs=e[:, y0 : y0 + ty, x0 : x0 + tx])
+                g[:, ya:yb, xa:xb] += g_region[0]
+        g = g.flip(dims) if dims else g
+        grad += g.transpose(1, 2) if transpose else g
+    return float(err.double().pow(2).sum()), grad
+
+
 @torch.no_grad()
 def grow(small: PostFilter, cfg: PostFilterConfig) -> PostFilter:
     """A filter of `cfg`'s size (at least as wide and deep, same period) that computes exactly what
@@ -344,7 +387,9 @@ def decoded_crops(codec_names: list[str], images: list[np.ndarray], crops_per_im
             if key not in fitted:
                 fitted[key] = fit_signal(signal, image, c, device=device)
             if (key, c.refine_key) not in refined:  # what `coin encode` writes
-                refined[key, c.refine_key] = refine_signal(fitted[key], signal, image, c, device)
+                # without the steps through the filter: a filter learns from the decodes it was not part of
+                refined[key, c.refine_key] = refine_signal(fitted[key], signal, image, c, device,
+                                                           through_postfilter=False)
             latents = refined[key, c.refine_key]
             decoded, _ = decode_bytes(pack(latents, signal, image, c).data, device=device, postfilter=False)
             pairs[c.name].append((decoded.values, original))

@@ -580,6 +580,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                 rate += f", a rate term of {refine['rate_lambda']:g} MSE per bit"
             series += (f"; encoding adds {refine['steps']} Adam steps ({rate})"
                        f"{' through the quantizer' if refine.get('quantized', True) else ''}")
+            if refine.get("filter_steps"):
+                series += f", then {refine['filter_steps']} on the post-filtered image (lr {refine['filter_lr']})"
         held_out = f"random crops; {cfg['val_files']} file(s) held out for validation" if coords is None else \
             "whole fields; the latest fields of each file held out for validation"
         card = (f"# {name}\n\nCOIN++ {cfg['modality']} codec: "

@@ -439,3 +439,105 @@ def test_bench_refuses_to_record_a_normative_run(tiny_codec, tmp_path):
     r = CliRunner().invoke(cli, ["bench", "kodak", "--out", str(tmp_path / "out"), "--codecs", tiny_codec.name,
                                  "--no-postfilter", "--record-in-codecs"])
     assert r.exit_code != 0 and "do not go together" in r.output and not (tmp_path / "out").exists()
+
+
+def _views_mean(net: pf.PostFilter, x: torch.Tensor, views: int) -> torch.Tensor:
+    """The filter averaged over views, differentiably (x (3, H, W)), as `apply` computes it."""
+    h, w = x.shape[1:]
+    total = 0
+    for view in pf.usable_views(net.cfg.period)[:views]:
+        dims = [d for d, f in ((1, view[1]), (2, view[2])) if f]
+        v = x.transpose(1, 2) if view[0] else x
+        v = v.flip(dims) if dims else v
+        pos = pf._view_positions(net.cfg.period, view, (h, w), 0, 0, v.shape[1], v.shape[2], torch.device("cpu"))
+        y = net(v[None], pos)[0]
+        y = y.flip(dims) if dims else y
+        total = total + (y.transpose(1, 2) if view[0] else y)
+    return total / views
+
+
+@pytest.mark.parametrize("views", [1, 4, 8])
+def test_loss_and_input_grad_is_the_whole_images_gradient_whatever_the_tile(views):
+    torch.manual_seed(0)
+    net = pf.PostFilter(pf.PostFilterConfig(channels=6, layers=3, period=(8, 8))).eval().requires_grad_(False)
+    rng = np.random.default_rng(3)
+    img = torch.from_numpy(rng.uniform(0, 1, (3, 21, 30)).astype(np.float32))
+    goal = torch.from_numpy(rng.uniform(0, 1, (3, 21, 30)).astype(np.float32))
+    x = img.clone().requires_grad_(True)
+    ref = ((_views_mean(net, x, views) - goal) ** 2).sum()
+    (g_ref,) = torch.autograd.grad(ref, x)
+    for tile in (7, 256):
+        loss, g = pf.loss_and_input_grad(net, img, goal, views=views, tile=tile)
+        assert loss == pytest.approx(ref.item(), rel=1e-5)
+        assert torch.allclose(g, g_ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_filtered_loss_gradient_reaches_the_latents_exactly_and_refinement_lowers_it(keep, monkeypatch):
+    from coinpp import fit
+    from coinpp.fit import filtered_loss_and_latent_grad, refine_through_filter
+
+    if not keep:  # an image too large to keep the activations: the network is evaluated again
+        monkeypatch.setattr(fit, "KEEP_ACTIVATIONS_BYTES", 0)
+    from coinpp.model import SirenConfig, build_network
+    from coinpp.patching import patch_coordinates
+
+    torch.manual_seed(0)
+    net = build_network(SirenConfig(width=16, depth=2, latent_dim=6)).requires_grad_(False)
+    filt = pf.PostFilter(pf.PostFilterConfig(channels=6, layers=3, period=(8, 8))).eval().requires_grad_(False)
+    rng = np.random.default_rng(0)
+    # a goal the latents can reach: the filtered image of other latents (partial patches on both axes)
+    z_goal = torch.from_numpy(rng.normal(0, 0.3, (6, 6)).astype(np.float32))
+    out = net(patch_coordinates((8, 8)), z_goal).reshape(3, 2, 8, 8, 3).permute(4, 0, 2, 1, 3).reshape(3, 24, 16)
+    goal = pf.apply(filt, out[:, :20, :13].clamp(0, 1).permute(1, 2, 0).numpy(), views=4)
+    z = z_goal + torch.from_numpy(rng.normal(0, 0.3, (6, 6)).astype(np.float32))
+    g_t = torch.from_numpy(goal).permute(2, 0, 1)
+    loss, grad = filtered_loss_and_latent_grad(net, filt, (8, 8), g_t, z, views=4)
+    zz = z.clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = net(patch_coordinates((8, 8)), zz).reshape(3, 2, 8, 8, 3).permute(4, 0, 2, 1, 3).reshape(3, 24, 16)
+        image = out[:, :20, :13].clamp(0, 1)
+        ref = ((_views_mean(filt, image, 4) - g_t) ** 2).sum() / (8 * 8 * 3)
+        (g_ref,) = torch.autograd.grad(ref, zz)
+    assert loss == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(grad, g_ref, atol=1e-5 * float(g_ref.abs().max()))
+    refined = refine_through_filter(net, filt, (8, 8), goal, z, steps=20, lr=0.1, views=4, device="cpu")
+    assert filtered_loss_and_latent_grad(net, filt, (8, 8), g_t, refined, views=4)[0] < 0.8 * loss
+    with pytest.raises(ValueError):
+        refine_through_filter(net, filt, (8, 8), goal, z[:5], steps=2, lr=0.05, device="cpu")
+
+
+def _set_refine(codec: codecs.Codec, refine: dict) -> codecs.Codec:
+    path = codec.folder / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["refine"] = refine
+    path.write_text(json.dumps(cfg))
+    codecs._load_cached.cache_clear()
+    return codecs.load(codec.name)
+
+
+def test_encoder_steps_through_the_filter_lower_the_filtered_error_and_are_checked(tiny_codec):
+    from coinpp.fit import filtered_loss_and_latent_grad
+    from coinpp.pipeline import fit_signal, pack, parse, refine_signal
+
+    image = modalities.get("image")
+    signal = _image(20, 37)  # partial patches
+    plain = {"steps": 2, "latent_lr": 0.01, "quantized": False}
+    with pytest.raises(CodecError):  # steps through a filter the codec does not have
+        _set_refine(tiny_codec, {**plain, "filter_steps": 4, "filter_lr": 0.01})
+    _install(tiny_codec)
+    for bad in ({"filter_steps": 0.5, "filter_lr": 0.01}, {"filter_steps": 4, "filter_lr": 0},
+                {"filter_steps": 4, "filter_lr": 0.01, "filter_views": 9}):
+        with pytest.raises(CodecError):
+            _set_refine(tiny_codec, {**plain, **bad})
+    c = _set_refine(tiny_codec, {**plain, "filter_steps": 6, "filter_lr": 0.01})
+    z = fit_signal(signal, image, c, device="cpu")
+    before = refine_signal(z, signal, image, c, device="cpu", through_postfilter=False)
+    after = refine_signal(z, signal, image, c, device="cpu")
+    goal = torch.from_numpy(signal.values).permute(2, 0, 1)
+    loss_before = filtered_loss_and_latent_grad(c.net, c.postfilter, c.patch, goal, before)[0]
+    loss_after = filtered_loss_and_latent_grad(c.net, c.postfilter, c.patch, goal, after)[0]
+    assert loss_after < 0.99 * loss_before
+    data = encode_signal(signal, image, c, device="cpu").data  # what coin encode writes: the steps included
+    assert data == pack(after, signal, image, c).data
+    assert parse(data).codec.hash == tiny_codec.hash  # encoder-only: the files decode as before
