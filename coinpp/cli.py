@@ -656,11 +656,16 @@ DEFAULT_PATCH = {"image": 32, "audio": 200, "mri": 8}
 @click.option("--crops-cache", "crops_cache", default=None, type=click.Path(dir_okay=False),
               help="Keep the decoded crops in this file and reuse them when the codecs, data and crop options "
                    "are the same (decoding them costs more than training).")
+@click.option("--aware", is_flag=True,
+              help="Encode the crops with each codec's steps through its present post-filter (refine "
+                   "filter_steps), as `coin encode` does, and train on those decodes; without it the "
+                   "crops are encoded as if the codec had no filter.")
 @DEVICE
 @FORCE
 def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int, layers: int, steps: int, lr: float,
                init_codec: str | None, seed: int, val_files: int, val_crops: int | None, shared: bool,
-               augment: bool, views: int, crops_cache: str | None, device: str, force: bool) -> None:
+               augment: bool, views: int, crops_cache: str | None, aware: bool, device: str,
+               force: bool) -> None:
     """Train a decoder-side post-filter for each image codec in CODEC_LIST (comma-separated, same
     patch) on its own decodes of DATA, and install it into the codec's folder.
 
@@ -712,6 +717,10 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
     key = {"codecs": {c.name: [c.hash.hex(), codecs.fit_key(c), c.config.get("refine")] for c in loaded},
            "data": str(Path(data).resolve()), "crops": crops, "size": size, "seed": seed,
            "val_files": val_files, "val_crops": n_val}
+    if aware:  # the encoder then depends on each codec's present filter too
+        if any(c.postfilter is None or not (c.refine or {}).get("filter_steps") for c in loaded):
+            raise InputError("--aware needs codecs with a post-filter and refine filter_steps")
+        key["aware"] = {c.name: c.config["postfilter"]["sha256"] for c in loaded}
     cached = None
     if crops_cache:
         try:
@@ -725,8 +734,8 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
     else:
         with console.status("decoding crops") as status:
             tick = lambda i, n: status.update(f"decoding crops {i}/{n}")  # noqa: E731
-            pairs = pf.decoded_crops(names, train_s, crops, size, seed, device, tick)
-            val = pf.decoded_crops(names, val_s, n_val, size, seed + 1, device, tick)
+            pairs = pf.decoded_crops(names, train_s, crops, size, seed, device, tick, aware=aware)
+            val = pf.decoded_crops(names, val_s, n_val, size, seed + 1, device, tick, aware=aware)
         if crops_cache:
             pf.save_pairs(Path(crops_cache), pairs, {**key, "part": "train"})
             pf.save_pairs(Path(crops_cache).with_suffix(".val.npz"), val, {**key, "part": "val"})
@@ -737,6 +746,7 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
                + (f" --init {init_codec}" if init_codec else "")
                + (f" --val-crops {val_crops}" if val_crops else "") + (" --shared" if shared else "")
                + (" --augment" if augment else "") + (f" --views {views}" if views > 1 else "")
+               + (" --aware" if aware else "")
                + (" --force" if force else ""))  # replacing a filter needs it: the command must run as recorded
     jobs = [names] if shared else [[n] for n in names]
     for group in jobs:

@@ -354,15 +354,17 @@ def mse_before_after(net: PostFilter, pairs: list[tuple[np.ndarray, np.ndarray]]
 
 
 def decoded_crops(codec_names: list[str], images: list[np.ndarray], crops_per_image: int, size: int, seed: int,
-                  device: str = "auto", tick: Callable[[int, int], None] = lambda i, n: None
-                  ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+                  device: str = "auto", tick: Callable[[int, int], None] = lambda i, n: None,
+                  aware: bool = False) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """Per codec, (decoded, original uint8) pairs: random size x size crops of `images` (H, W, 3) in
     [0, 1], each encoded and decoded (without a post-filter) by every codec. Codecs sharing a network
-    fit each crop once, and refine it once when they share the refinement too."""
+    fit each crop once, and refine it once when they share the refinement too. With `aware` the
+    encoder also takes each codec's steps through its present filter (refine "filter_steps"), as
+    `coin encode` does: a filter retrained on those decodes learns what that encoder leaves."""
     from . import codec as codecs
     from . import modalities
     from .modalities import Signal
-    from .pipeline import decode_bytes, fit_signal, pack, refine_signal
+    from .pipeline import decode_bytes, fit_signal, pack, refine_signal, refine_through_postfilter
 
     rng = np.random.default_rng(seed)
     image = modalities.get("image")
@@ -386,11 +388,12 @@ def decoded_crops(codec_names: list[str], images: list[np.ndarray], crops_per_im
             key = keys[c.name]
             if key not in fitted:
                 fitted[key] = fit_signal(signal, image, c, device=device)
-            if (key, c.refine_key) not in refined:  # what `coin encode` writes
-                # without the steps through the filter: a filter learns from the decodes it was not part of
+            if (key, c.refine_key) not in refined:  # the per-patch refinement `coin encode` runs
                 refined[key, c.refine_key] = refine_signal(fitted[key], signal, image, c, device,
                                                            through_postfilter=False)
             latents = refined[key, c.refine_key]
+            if aware:  # (each codec's own filter: not shared)
+                latents = refine_through_postfilter(latents, signal, image, c, device)
             decoded, _ = decode_bytes(pack(latents, signal, image, c).data, device=device, postfilter=False)
             pairs[c.name].append((decoded.values, original))
         tick(i + 1, len(crops))

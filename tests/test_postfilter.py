@@ -541,3 +541,37 @@ def test_encoder_steps_through_the_filter_lower_the_filtered_error_and_are_check
     data = encode_signal(signal, image, c, device="cpu").data  # what coin encode writes: the steps included
     assert data == pack(after, signal, image, c).data
     assert parse(data).codec.hash == tiny_codec.hash  # encoder-only: the files decode as before
+
+
+def test_aware_crops_are_what_coin_encode_writes_and_the_cli_needs_filter_steps(tiny_codec, tmp_path,
+                                                                                  monkeypatch):
+    from coinpp.pipeline import decode_bytes as decode
+
+    images = [np.random.default_rng(5).uniform(0, 1, (64, 64, 3)).astype(np.float32)]
+    _with_gain(monkeypatch, 0.05)
+    data = _photos(tmp_path)
+    args = ["postfilter", tiny_codec.name, "--data", str(data), "--crops", "1", "--size", "64", "--channels", "4",
+            "--layers", "2", "--steps", "2", "--device", "cpu", "--force", "--aware"]
+    r = CliRunner().invoke(cli, args)  # no filter and no filter_steps yet: refused in one line
+    assert r.exit_code != 0 and "--aware needs" in r.output and "Traceback" not in r.output
+    _install(tiny_codec)
+    c = _set_refine(tiny_codec, {"steps": 2, "latent_lr": 0.01, "quantized": False, "filter_steps": 6,
+                                 "filter_lr": 0.01})
+    plain = pf.decoded_crops([c.name], images, 1, 64, seed=0, device="cpu")[c.name][0]
+    aware = pf.decoded_crops([c.name], images, 1, 64, seed=0, device="cpu", aware=True)[c.name][0]
+    crop = Signal(np.ascontiguousarray(images[0]), {"channels": 3})  # the one 64x64 crop is the image
+    written, _ = decode(encode_signal(crop, modalities.get("image"), c, device="cpu").data, device="cpu",
+                        postfilter=False)
+    assert np.array_equal(aware[0], written.values) and not np.array_equal(plain[0], aware[0])
+    assert np.array_equal(plain[1], aware[1])
+    cache = tmp_path / "crops.npz"
+    assert CliRunner().invoke(cli, [*args, "--crops-cache", str(cache)]).exit_code == 0
+    cfg = json.loads((c.folder / "config.json").read_text())
+    assert "--aware" in cfg["postfilter"]["training"]["command"]
+    # The crops were made with the filter that has just been replaced: the cache does not serve them again.
+    def decoded_crops(*a, **k):
+        raise RuntimeError("decoded again")
+
+    monkeypatch.setattr(pf, "decoded_crops", decoded_crops)
+    again = CliRunner().invoke(cli, [*args, "--crops-cache", str(cache)])
+    assert isinstance(again.exception, RuntimeError)
