@@ -720,7 +720,9 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
     if aware:  # the encoder then depends on each codec's present filter too
         if any(c.postfilter is None or not (c.refine or {}).get("filter_steps") for c in loaded):
             raise InputError("--aware needs codecs with a post-filter and refine filter_steps")
-        key["aware"] = {c.name: c.config["postfilter"]["sha256"] for c in loaded}
+        key["aware"] = True  # and each codec's crops depend on its filter (a file for more codecs serves any)
+        for c in loaded:
+            key["codecs"][c.name].append(c.config["postfilter"]["sha256"])
     cached = None
     if crops_cache:
         try:

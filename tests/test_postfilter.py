@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import make_tiny_codec
 
 from coinpp import codec as codecs
 from coinpp import modalities
@@ -318,8 +319,6 @@ def test_cli_postfilter_init_own_starts_each_codec_from_its_own_filter(tiny_code
     import os
     from pathlib import Path
 
-    from conftest import make_tiny_codec
-
     other = make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-b5", bits=5)
     data = _photos(tmp_path)
     base = ["postfilter", f"{tiny_codec.name},{other.name}", "--data", str(data), "--crops", "1", "--size", "64",
@@ -564,14 +563,27 @@ def test_aware_crops_are_what_coin_encode_writes_and_the_cli_needs_filter_steps(
                         postfilter=False)
     assert np.array_equal(aware[0], written.values) and not np.array_equal(plain[0], aware[0])
     assert np.array_equal(plain[1], aware[1])
+    other = make_tiny_codec(tiny_codec.folder.parent, name="tiny-b5", bits=5)
+    _install(other, seed=1)
+    _set_refine(other, {"steps": 2, "latent_lr": 0.01, "quantized": False, "filter_steps": 6, "filter_lr": 0.01})
     cache = tmp_path / "crops.npz"
+    both = [args[0], f"{c.name},{other.name}", *args[2:], "--crops-cache", str(cache)]
+    _with_gain(monkeypatch, -1.0)  # nothing installed: the filters, and so the crops, stay as they are
+    r = CliRunner().invoke(cli, both)
+    assert r.exit_code == 0 and "not installed" in r.output, r.output
+    def decoded_crops(*a, **k):
+        raise RuntimeError("decoded again")
+
+    real_decoded_crops = pf.decoded_crops
+    monkeypatch.setattr(pf, "decoded_crops", decoded_crops)
+    r = CliRunner().invoke(cli, [*args, "--crops-cache", str(cache)])  # one of the two: served from the file
+    assert r.exit_code == 0 and "decoded crops from" in r.output, r.output
+    monkeypatch.setattr(pf, "decoded_crops", real_decoded_crops)
+    _with_gain(monkeypatch, 0.05)
     assert CliRunner().invoke(cli, [*args, "--crops-cache", str(cache)]).exit_code == 0
     cfg = json.loads((c.folder / "config.json").read_text())
     assert "--aware" in cfg["postfilter"]["training"]["command"]
     # The crops were made with the filter that has just been replaced: the cache does not serve them again.
-    def decoded_crops(*a, **k):
-        raise RuntimeError("decoded again")
-
     monkeypatch.setattr(pf, "decoded_crops", decoded_crops)
     again = CliRunner().invoke(cli, [*args, "--crops-cache", str(cache)])
     assert isinstance(again.exception, RuntimeError)
