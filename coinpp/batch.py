@@ -170,9 +170,10 @@ def _read_ahead(tasks: list, read: Callable, jobs: int) -> Iterator[tuple[object
 def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int | None = None,
                 force: bool = False, check: bool = True, device: str = "auto",
                 shard: tuple[int, int] | None = None, jobs: int = 1, batch_patches: int | None = None,
-                on_event: Event | None = None) -> Report:
+                on_event: Event | None = None, through_postfilter: bool = True) -> Report:
     """Encode every file of a known type under `root` into `out` (COIN++ codecs): each with the
-    default codec of its modality, or all files of `codec_name`'s modality with that codec."""
+    default codec of its modality, or all files of `codec_name`'s modality with that codec; without
+    `through_postfilter`, skipping the encoder's steps through the post-filter (`coin encode --fast`)."""
     from .device import pick_device
     from .pipeline import decode_bytes, fit_signals, pack, refine_signal
 
@@ -218,7 +219,8 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
         share = (time.perf_counter() - started) / len(group)
         for ((item, _, dst), signal, _, _), lat in zip(group, latents, strict=True):
             with _outcome(item, dst, report, notify, share):
-                enc = pack(refine_signal(lat, signal, modality, codec, device), signal, modality, codec)
+                enc = pack(refine_signal(lat, signal, modality, codec, device, through_postfilter), signal,
+                           modality, codec)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(dst, enc.data, force)
                 item.bytes_out = len(enc.data)

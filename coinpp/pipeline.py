@@ -178,9 +178,11 @@ def pack(latents: torch.Tensor, signal: Signal, modality: Modality, codec: codec
 
 
 def encode_signal(signal: Signal, modality: Modality, codec: codecs.Codec, steps: int | None = None,
-                  device: str = "auto") -> Encoded:
-    """Fit (and refine), quantize and entropy code one signal; returns the .coin bytes."""
-    latents = refine_signal(fit_signal(signal, modality, codec, steps, device), signal, modality, codec, device)
+                  device: str = "auto", through_postfilter: bool = True) -> Encoded:
+    """Fit (and refine), quantize and entropy code one signal; returns the .coin bytes. Without
+    `through_postfilter` the encoder skips its steps through the post-filter (faster; same format)."""
+    latents = refine_signal(fit_signal(signal, modality, codec, steps, device), signal, modality, codec, device,
+                            through_postfilter)
     return pack(latents, signal, modality, codec)
 
 

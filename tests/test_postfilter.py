@@ -587,3 +587,33 @@ def test_aware_crops_are_what_coin_encode_writes_and_the_cli_needs_filter_steps(
     monkeypatch.setattr(pf, "decoded_crops", decoded_crops)
     again = CliRunner().invoke(cli, [*args, "--crops-cache", str(cache)])
     assert isinstance(again.exception, RuntimeError)
+
+
+def test_cli_encode_fast_skips_the_steps_through_the_filter_and_decodes_the_same_way(tiny_codec, tmp_path):
+    from coinpp.pipeline import fit_signal, pack, refine_signal
+
+    image = modalities.get("image")
+    _install(tiny_codec)
+    c = _set_refine(tiny_codec, {"steps": 2, "latent_lr": 0.01, "quantized": False, "filter_steps": 6,
+                                 "filter_lr": 0.01})
+    src = tmp_path / "in" / "a.png"
+    src.parent.mkdir()
+    image.write(_image(24, 40), src)
+    signal = image.read(src)
+    z = fit_signal(signal, image, c, device="cpu")
+    quick = pack(refine_signal(z, signal, image, c, device="cpu", through_postfilter=False), signal, image, c).data
+    full = pack(refine_signal(z, signal, image, c, device="cpu"), signal, image, c).data
+    assert quick != full
+    for fast, want in ((True, quick), (False, full)):
+        out = tmp_path / f"a-{fast}.coin"
+        r = CliRunner().invoke(cli, ["encode", str(src), "-o", str(out), "--device", "cpu", "--no-check"]
+                               + (["--fast"] if fast else []))
+        assert r.exit_code == 0, r.output
+        assert out.read_bytes() == want
+    folder = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["encode", str(src.parent), "-o", str(folder), "--device", "cpu", "--fast"])
+    assert r.exit_code == 0, r.output
+    assert (folder / "a.png.coin").read_bytes() == quick
+    assert decode_bytes(quick, device="cpu")[0].values.shape == (24, 40, 3)
+    bad = CliRunner().invoke(cli, ["encode", str(src), "-o", str(tmp_path / "b.coin"), "--method", "coin", "--fast"])
+    assert bad.exit_code != 0 and "--fast" in bad.output and "Traceback" not in bad.output
