@@ -19,7 +19,7 @@ import torch
 from .device import pick_device
 from .model import GridModulatedSiren, LatentModulatedSiren
 from .patching import CellLayout, patch_coordinates
-from .postfilter import PostFilter, loss_and_input_grad
+from .postfilter import PostFilter, apply, loss_and_input_grad
 from .quantize import Quantizer
 
 FIT_CHUNK = 64  # patches per chunk: past ~16-64 the CPU gains nothing and memory grows
@@ -129,19 +129,44 @@ def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.
         best, best_loss = z.clone(), torch.full((len(z),), float("inf"), device=dev)
         for k in range(1, steps + 1):
             at = quantizer.quantize_ste(z) if quantizer is not None else z
+            if k == steps:  # the last evaluation only judges the last update: no gradient
+                loss = net.patch_mse(coords, at, part)
+                if penalty is not None:
+                    loss = loss + penalty(z)[0]
+                better = loss < best_loss
+                best[better] = z[better]
+                break
             loss, g = net.loss_and_latent_grad(coords, at, part)
             if penalty is not None:
                 extra, g_extra = penalty(z)
                 loss, g = loss + extra, g + g_extra
             better = loss < best_loss
             best[better], best_loss[better] = z[better], loss[better]
-            if k == steps:
-                break
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             z = z - rate * (m / (1 - b1**k)) / ((v / (1 - b2**k)).sqrt() + eps)
         out.append(best.cpu())
     return torch.cat(out) if out else latents
+
+
+def _patches_to_image(out: torch.Tensor, patch: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
+    """Network outputs (P, N, C) of the patches in row-major order -> the (C, H, W) image they tile."""
+    (ph, pw), (h, w), c = patch, shape, out.shape[-1]
+    rows, cols = math.ceil(h / ph), math.ceil(w / pw)
+    return out.reshape(rows, cols, ph, pw, c).permute(4, 0, 2, 1, 3).reshape(c, rows * ph, cols * pw)[:, :h, :w]
+
+
+@torch.no_grad()
+def filtered_loss(net: LatentModulatedSiren, postfilter: PostFilter, patch: tuple[int, int], goal: torch.Tensor,
+                  latents: torch.Tensor, views: int | None = None, chunk: int = FIT_CHUNK) -> float:
+    """filtered_loss_and_latent_grad's loss alone: no activations kept, no backward passes."""
+    coords = patch_coordinates(patch).to(latents.device)
+    # forward_keeping, not forward: the same arithmetic (w0 folded in) as the steps' own losses
+    outs = [net.forward_keeping(coords, part)[0] for part in latents.split(chunk)]
+    image = _patches_to_image(torch.cat(outs), patch, tuple(goal.shape[1:]))
+    mean = apply(postfilter, image.clamp(0, 1).permute(1, 2, 0).cpu().numpy(), latents.device, views=views)
+    err = torch.from_numpy(mean).permute(2, 0, 1).to(goal.device) - goal
+    return float(err.double().pow(2).sum()) / (patch[0] * patch[1] * goal.shape[0])
 
 
 @torch.no_grad()
@@ -165,8 +190,7 @@ def filtered_loss_and_latent_grad(net: LatentModulatedSiren, postfilter: PostFil
             kept.append(pre)
         else:
             outs.append(net(coords, part))
-    out = torch.cat(outs)  # (P, N, C)
-    image = out.reshape(rows, cols, ph, pw, c).permute(4, 0, 2, 1, 3).reshape(c, rows * ph, cols * pw)[:, :h, :w]
+    image = _patches_to_image(torch.cat(outs), patch, (h, w))
     inside = (image >= 0) & (image <= 1)  # the decoder clips before filtering: no gradient outside
     loss, g_image = loss_and_input_grad(postfilter, image.clamp(0, 1), goal, views)
     g = torch.zeros(c, rows * ph, cols * pw, device=dev)
@@ -208,14 +232,19 @@ def refine_through_filter(net: LatentModulatedSiren, postfilter: PostFilter, pat
     m, v = torch.zeros_like(z), torch.zeros_like(z)
     best, best_loss = z.clone(), math.inf
     for k in range(1, steps + 1):
+        if k == steps:  # the last evaluation only judges the last update: its gradient would go unused
+            loss = filtered_loss(net, postfilter, patch, goal, z, views, chunk)
+            if penalty is not None:
+                loss += float(penalty(z)[0].sum())
+            if loss < best_loss:
+                best = z.clone()
+            break
         loss, grad = filtered_loss_and_latent_grad(net, postfilter, patch, goal, z, views, chunk)
         if penalty is not None:
             extra, g_extra = penalty(z)
             loss, grad = loss + float(extra.sum()), grad + g_extra
         if loss < best_loss:
             best, best_loss = z.clone(), loss
-        if k == steps:
-            break
         m.mul_(0.9).add_(grad, alpha=0.1)
         v.mul_(0.999).addcmul_(grad, grad, value=0.001)
         z = z - lr * (m / (1 - 0.9**k)) / ((v / (1 - 0.999**k)).sqrt() + 1e-12)

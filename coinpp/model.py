@@ -159,6 +159,12 @@ class LatentModulatedSiren(nn.Module):
         loss = err.pow(2).mean(dim=(1, 2))
         return loss, self.latent_grad_from(pre, err, 2.0 / n)
 
+    def patch_mse(self, coords: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-patch MSE (B,), no gradient: the loss of loss_and_latent_grad without grad, by the same
+        arithmetic, for a step whose gradient would go unused."""
+        out, _ = self.forward_keeping(coords, latents)
+        return out.sub_(targets).pow(2).mean(dim=(1, 2))
+
     def forward_keeping(self, coords: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Outputs (B, N, C) and the pre-activations latent_grad_from needs (no graph; w0 folded in)."""
         w0, width = self.cfg.w0, self.cfg.width

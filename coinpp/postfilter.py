@@ -156,47 +156,106 @@ def apply(net: PostFilter, image: np.ndarray, device: torch.device | str = "cpu"
 
 
 def loss_and_input_grad(net: PostFilter, image: torch.Tensor, target: torch.Tensor, views: int | None = None,
-                        tile: int = TILE) -> tuple[float, torch.Tensor]:
+                        tile: int = TILE, keep_bytes: int | None = None) -> tuple[float, torch.Tensor]:
     """For an encoder that sees the filter: the squared error of `apply`'s output (the average over
     `views`, not clipped) against `target`, summed over all values, and its gradient with respect to
     `image`. image and target (3, H, W) on the filter's device, image in [0, 1].
 
     Tiled as `apply` is: each tile's outputs are differentiated against the tile plus a halo as wide
     as the receptive field and the halos' gradients summed, so the gradient is the whole image's (up
-    to float rounding) with memory bounded by the tile.
+    to float rounding) with memory bounded by the tile. The error needs every view's output before
+    any backward pass can start; where the graphs of all views and tiles fit in `keep_bytes` (default
+    KEEP_GRAPH_BYTES; a Kodak image at 4 views needs about 1 GB) they are kept from that one forward
+    pass, else each tile is evaluated a second time for its backward pass (a third more time).
     """
     views = net.views if views is None else views
     period = net.cfg.period
     _, h, w = image.shape
-    with torch.no_grad():
-        mean = apply(net, image.permute(1, 2, 0).cpu().numpy(), image.device, tile, views)
-    err = torch.from_numpy(mean).permute(2, 0, 1).to(image.device) - target
-    scaled = err * (2.0 / views)  # d(sum of err^2)/d(each view's output)
+    kept = graph_bytes(net, h, w, views) <= (KEEP_GRAPH_BYTES if keep_bytes is None else keep_bytes)
     r = net.halo
-    grad = torch.zeros_like(image)
-    for view in usable_views(period)[:views]:
-        transpose, flip_rows, flip_cols = view
-        dims = [d for d, f in ((1, flip_rows), (2, flip_cols)) if f]
-        x = image.transpose(1, 2) if transpose else image
-        x = x.flip(dims) if dims else x
-        e = scaled.transpose(1, 2) if transpose else scaled
-        e = e.flip(dims) if dims else e
-        g = torch.zeros_like(x)
-        vh, vw = x.shape[1], x.shape[2]
-        for y0 in range(0, vh, tile):
-            for x0 in range(0, vw, tile):
-                ya, yb, xa, xb = max(0, y0 - r), min(vh, y0 + tile + r), max(0, x0 - r), min(vw, x0 + tile + r)
+    graphs: list[list[tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int], tuple[int, int]]]] = []
+    if kept:
+        total = torch.zeros_like(image)
+        for view in usable_views(period)[:views]:
+            x = _to_view(image, view)
+            out = torch.empty_like(x)
+            tiles = []
+            for (ya, yb, xa, xb), (y0, x0, ty, tx) in _tiles(x.shape[1], x.shape[2], tile, r):
                 pos = _view_positions(period, view, (h, w), ya, xa, yb - ya, xb - xa, x.device)
-                ty, tx = min(tile, vh - y0), min(tile, vw - x0)
                 with torch.enable_grad():
                     region = x[None, :, ya:yb, xa:xb].detach().requires_grad_(True)
-                    out = net(region, pos)[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx]
-                    (g_region,) = torch.autograd.grad(out, region, grad_outputs=e[:, y0 : y0 + ty, x0 : x0 + tx])
+                    y = net(region, pos)[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx]
+                out[:, y0 : y0 + ty, x0 : x0 + tx] = y.detach()
+                tiles.append((region, y, (ya, yb, xa, xb), (y0, x0)))
+            graphs.append(tiles)
+            total += _from_view(out, view)
+        err = total / views - target
+    else:
+        with torch.no_grad():
+            mean = apply(net, image.permute(1, 2, 0).cpu().numpy(), image.device, tile, views)
+        err = torch.from_numpy(mean).permute(2, 0, 1).to(image.device) - target
+    scaled = err * (2.0 / views)  # d(sum of err^2)/d(each view's output)
+    grad = torch.zeros_like(image)
+    for i, view in enumerate(usable_views(period)[:views]):
+        x = _to_view(image, view)
+        e = _to_view(scaled, view)
+        g = torch.zeros_like(x)
+        if kept:
+            for region, y, (ya, yb, xa, xb), (y0, x0) in graphs[i]:
+                ty, tx = y.shape[1], y.shape[2]
+                (g_region,) = torch.autograd.grad(y, region, grad_outputs=e[:, y0 : y0 + ty, x0 : x0 + tx])
                 g[:, ya:yb, xa:xb] += g_region[0]
-        g = g.flip(dims) if dims else g
-        grad += g.transpose(1, 2) if transpose else g
+            graphs[i] = []  # the graphs are spent; free them as we go
+        else:
+            for (ya, yb, xa, xb), (y0, x0, ty, tx) in _tiles(x.shape[1], x.shape[2], tile, r):
+                pos = _view_positions(period, view, (h, w), ya, xa, yb - ya, xb - xa, x.device)
+                with torch.enable_grad():
+                    region = x[None, :, ya:yb, xa:xb].detach().requires_grad_(True)
+                    y = net(region, pos)[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx]
+                    (g_region,) = torch.autograd.grad(y, region, grad_outputs=e[:, y0 : y0 + ty, x0 : x0 + tx])
+                g[:, ya:yb, xa:xb] += g_region[0]
+        grad += _from_view(g, view)
     return float(err.double().pow(2).sum()), grad
 
+
+# Graphs loss_and_input_grad keeps between its forward and backward passes, at most (bytes).
+KEEP_GRAPH_BYTES = 2 << 30
+
+
+def graph_bytes(net: PostFilter, h: int, w: int, views: int, tile: int = TILE) -> int:
+    """About what the autograd graphs of `views` views of an (h, w) image take (bytes): each
+    convolution saves its input (the first the RGB and position features, the others the previous
+    ReLU's output), over every tile with its halo."""
+    r = net.halo
+    rows, cols = math.ceil(h / tile), math.ceil(w / tile)
+    pixels = (h + 2 * r * rows) * (w + 2 * r * cols)  # each tile's halo counted once per tile (upper bound)
+    channels = 3 + POSITION_FEATURES + net.cfg.channels * (net.cfg.layers - 1) + 3
+    return pixels * channels * 4 * views
+
+
+def _tiles(vh: int, vw: int, tile: int, r: int):
+    """((ya, yb, xa, xb), (y0, x0, ty, tx)) for each tile of a (vh, vw) view: the region with its
+    halo of r, and the tile's own origin and size."""
+    for y0 in range(0, vh, tile):
+        for x0 in range(0, vw, tile):
+            yield ((max(0, y0 - r), min(vh, y0 + tile + r), max(0, x0 - r), min(vw, x0 + tile + r)),
+                   (y0, x0, min(tile, vh - y0), min(tile, vw - x0)))
+
+
+def _to_view(x: torch.Tensor, view: tuple[bool, bool, bool]) -> torch.Tensor:
+    """(C, H, W) -> the view: transposed first, then flipped."""
+    transpose, flip_rows, flip_cols = view
+    x = x.transpose(1, 2) if transpose else x
+    dims = [d for d, f in ((1, flip_rows), (2, flip_cols)) if f]
+    return x.flip(dims) if dims else x
+
+
+def _from_view(x: torch.Tensor, view: tuple[bool, bool, bool]) -> torch.Tensor:
+    """The inverse of _to_view: unflipped first, then transposed back."""
+    transpose, flip_rows, flip_cols = view
+    dims = [d for d, f in ((1, flip_rows), (2, flip_cols)) if f]
+    x = x.flip(dims) if dims else x
+    return x.transpose(1, 2) if transpose else x
 
 @torch.no_grad()
 def grow(small: PostFilter, cfg: PostFilterConfig) -> PostFilter:

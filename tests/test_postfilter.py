@@ -466,9 +466,12 @@ def test_loss_and_input_grad_is_the_whole_images_gradient_whatever_the_tile(view
     ref = ((_views_mean(net, x, views) - goal) ** 2).sum()
     (g_ref,) = torch.autograd.grad(ref, x)
     for tile in (7, 256):
-        loss, g = pf.loss_and_input_grad(net, img, goal, views=views, tile=tile)
-        assert loss == pytest.approx(ref.item(), rel=1e-5)
-        assert torch.allclose(g, g_ref, atol=1e-5)
+        for keep_bytes in (None, 0):  # the graphs kept from the one forward pass, or a second pass
+            loss, g = pf.loss_and_input_grad(net, img, goal, views=views, tile=tile, keep_bytes=keep_bytes)
+            assert loss == pytest.approx(ref.item(), rel=1e-5)
+            assert torch.allclose(g, g_ref, atol=1e-5)
+    assert pf.graph_bytes(net, 21, 30, views) <= pf.KEEP_GRAPH_BYTES  # the default kept them
+    assert pf.graph_bytes(net, 5000, 5000, 8) > pf.KEEP_GRAPH_BYTES  # a large image does not
 
 
 @pytest.mark.parametrize("keep", [True, False])
@@ -500,10 +503,48 @@ def test_filtered_loss_gradient_reaches_the_latents_exactly_and_refinement_lower
         (g_ref,) = torch.autograd.grad(ref, zz)
     assert loss == pytest.approx(ref.item(), rel=1e-5)
     assert torch.allclose(grad, g_ref, atol=1e-5 * float(g_ref.abs().max()))
+    assert fit.filtered_loss(net, filt, (8, 8), g_t, z, views=4) == pytest.approx(loss, rel=1e-6)
     refined = refine_through_filter(net, filt, (8, 8), goal, z, steps=20, lr=0.1, views=4, device="cpu")
     assert filtered_loss_and_latent_grad(net, filt, (8, 8), g_t, refined, views=4)[0] < 0.8 * loss
     with pytest.raises(ValueError):
         refine_through_filter(net, filt, (8, 8), goal, z[:5], steps=2, lr=0.05, device="cpu")
+
+
+def test_the_last_steps_loss_alone_picks_the_latents_the_full_evaluation_would(monkeypatch):
+    """Both refinements judge their last update by its loss alone (no gradient): they must keep exactly
+    the latents they kept when every step also took the gradient."""
+    from coinpp import fit
+    from coinpp.model import LatentModulatedSiren, SirenConfig, build_network
+    from coinpp.patching import patch_coordinates
+
+    torch.manual_seed(0)
+    net = build_network(SirenConfig(width=16, depth=2, latent_dim=6)).requires_grad_(False)
+    filt = pf.PostFilter(pf.PostFilterConfig(channels=6, layers=3, period=(8, 8))).eval().requires_grad_(False)
+    rng = np.random.default_rng(1)
+    goal = rng.uniform(0, 1, (20, 13, 3)).astype(np.float32)
+    z = torch.from_numpy(rng.normal(0, 0.3, (6, 6)).astype(np.float32))
+    coords = patch_coordinates((8, 8))
+    targets = torch.from_numpy(rng.uniform(0, 1, (6, 64, 3)).astype(np.float32))
+    lr = np.full(6, 0.5, dtype=np.float32)
+    with torch.no_grad():
+        assert torch.equal(net.patch_mse(coords, z, targets), net.loss_and_latent_grad(coords, z, targets)[0])
+
+    def refinements(steps: int) -> list[torch.Tensor]:
+        # at this rate the last update helps four patches and not the other two; through the filter, at
+        # 0.3 it helps the image and at 1.0 it does not: both outcomes of the last comparison are tested
+        return [fit.refine_latents(net, coords, targets, z, steps, lr, device="cpu"),
+                *(fit.refine_through_filter(net, filt, (8, 8), goal, z, steps=steps, lr=rate, views=4, device="cpu")
+                  for rate in (0.3, 1.0))]
+
+    fewer, alone = refinements(2), refinements(3)
+    took_last = [not torch.equal(a, b) for a, b in zip(fewer[0], alone[0], strict=True)]
+    assert any(took_last) and not all(took_last)
+    assert not torch.equal(fewer[1], alone[1]) and torch.equal(fewer[2], alone[2])
+    monkeypatch.setattr(LatentModulatedSiren, "patch_mse",
+                        lambda self, c, zz, t: self.loss_and_latent_grad(c, zz, t)[0])
+    monkeypatch.setattr(fit, "filtered_loss", lambda *a, **k: fit.filtered_loss_and_latent_grad(*a, **k)[0])
+    for new, old in zip(alone, refinements(3), strict=True):  # against every step taking its gradient
+        assert torch.equal(new, old)
 
 
 def _set_refine(codec: codecs.Codec, refine: dict) -> codecs.Codec:
