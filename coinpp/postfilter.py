@@ -136,19 +136,14 @@ def apply(net: PostFilter, image: np.ndarray, device: torch.device | str = "cpu"
     r = net.halo
     for view in usable[:views]:
         transpose, flip_rows, flip_cols = view
-        x = source.transpose(2, 3) if transpose else source
-        dims = [d for d, f in ((2, flip_rows), (3, flip_cols)) if f]
-        x = x.flip(dims) if dims else x
+        x = _to_view(source[0], view)[None]
         vh, vw = x.shape[2], x.shape[3]
         out = np.empty((vh, vw, 3), dtype=np.float32)
-        for y0 in range(0, vh, tile):
-            for x0 in range(0, vw, tile):
-                ya, yb, xa, xb = max(0, y0 - r), min(vh, y0 + tile + r), max(0, x0 - r), min(vw, x0 + tile + r)
-                pos = _view_positions(period, view, (h, w), ya, xa, yb - ya, xb - xa, x.device)
-                y = net(x[:, :, ya:yb, xa:xb], pos)
-                ty, tx = min(tile, vh - y0), min(tile, vw - x0)
-                out[y0 : y0 + ty, x0 : x0 + tx] = y[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx] \
-                    .permute(1, 2, 0).cpu().numpy()
+        for (ya, yb, xa, xb), (y0, x0, ty, tx) in _tiles(vh, vw, tile, r):
+            pos = _view_positions(period, view, (h, w), ya, xa, yb - ya, xb - xa, x.device)
+            y = net(x[:, :, ya:yb, xa:xb], pos)
+            out[y0 : y0 + ty, x0 : x0 + tx] = y[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx] \
+                .permute(1, 2, 0).cpu().numpy()
         out = out[::-1] if flip_rows else out
         out = out[:, ::-1] if flip_cols else out
         total += out.transpose(1, 0, 2) if transpose else out
