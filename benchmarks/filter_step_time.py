@@ -27,7 +27,7 @@ goal = torch.from_numpy(img).permute(2, 0, 1).contiguous()
 patches = -(-img.shape[0] // c.patch[0]) * -(-img.shape[1] // c.patch[1])
 torch.manual_seed(0)
 z = torch.randn(patches, c.net.cfg.latent_dim) * 0.1
-views = c.refine.get("filter_views")
+views = c.refine.get("filter_views") or c.postfilter.views  # None: the filter's own
 kept_default = pf.KEEP_GRAPH_BYTES
 
 
