@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from coinpp import codec as codecs
-from coinpp import modalities
+from coinpp import malloc, modalities
 from coinpp.pipeline import decode_bytes, encode_signal
 
+malloc.tune()  # as the CLI does: freed blocks kept in the heap
 torch.set_num_threads(2)
 image = modalities.get("image")
 files = sorted(Path("../shared/data/kodak").glob("kodim*.png"))[:: 4]  # 6 images: 1, 5, 9, 13, 17, 21
