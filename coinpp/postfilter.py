@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from torch import nn
 FILE = "postfilter.safetensors"
 TILE = 256  # pixels per tile side when filtering: bounds memory on large images
 POSITION_FEATURES = 4  # sin, cos of the phase inside the patch, per axis
+KEEP_GRAPH_BYTES = 2 << 30  # at most this much autograd graph kept by loss_and_input_grad between its passes
 
 
 @dataclass(frozen=True)
@@ -166,23 +167,17 @@ def loss_and_input_grad(net: PostFilter, image: torch.Tensor, target: torch.Tens
     views = net.views if views is None else views
     period = net.cfg.period
     _, h, w = image.shape
+    chosen = usable_views(period)[:views]
     kept = graph_bytes(net, h, w, views) <= (KEEP_GRAPH_BYTES if keep_bytes is None else keep_bytes)
-    r = net.halo
-    graphs: list[list[tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int], tuple[int, int]]]] = []
+    graphs = []
     if kept:
         total = torch.zeros_like(image)
-        for view in usable_views(period)[:views]:
+        for view in chosen:
             x = _to_view(image, view)
             out = torch.empty_like(x)
-            tiles = []
-            for (ya, yb, xa, xb), (y0, x0, ty, tx) in _tiles(x.shape[1], x.shape[2], tile, r):
-                pos = _view_positions(period, view, (h, w), ya, xa, yb - ya, xb - xa, x.device)
-                with torch.enable_grad():
-                    region = x[None, :, ya:yb, xa:xb].detach().requires_grad_(True)
-                    y = net(region, pos)[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx]
-                out[:, y0 : y0 + ty, x0 : x0 + tx] = y.detach()
-                tiles.append((region, y, (ya, yb, xa, xb), (y0, x0)))
-            graphs.append(tiles)
+            graphs.append(list(_tile_graphs(net, x, view, (h, w), tile)))
+            for _, y, _, (y0, x0) in graphs[-1]:
+                out[:, y0 : y0 + y.shape[1], x0 : x0 + y.shape[2]] = y.detach()
             total += _from_view(out, view)
         err = total / views - target
     else:
@@ -191,30 +186,19 @@ def loss_and_input_grad(net: PostFilter, image: torch.Tensor, target: torch.Tens
         err = torch.from_numpy(mean).permute(2, 0, 1).to(image.device) - target
     scaled = err * (2.0 / views)  # d(sum of err^2)/d(each view's output)
     grad = torch.zeros_like(image)
-    for i, view in enumerate(usable_views(period)[:views]):
+    for i, view in enumerate(chosen):
         x = _to_view(image, view)
         e = _to_view(scaled, view)
         g = torch.zeros_like(x)
+        # kept: the graphs of the forward pass above; else each tile is evaluated again, one at a time
+        for region, y, (ya, xa), (y0, x0) in (graphs[i] if kept else _tile_graphs(net, x, view, (h, w), tile)):
+            ty, tx = y.shape[1], y.shape[2]
+            (g_region,) = torch.autograd.grad(y, region, grad_outputs=e[:, y0 : y0 + ty, x0 : x0 + tx])
+            g[:, ya : ya + region.shape[2], xa : xa + region.shape[3]] += g_region[0]
         if kept:
-            for region, y, (ya, yb, xa, xb), (y0, x0) in graphs[i]:
-                ty, tx = y.shape[1], y.shape[2]
-                (g_region,) = torch.autograd.grad(y, region, grad_outputs=e[:, y0 : y0 + ty, x0 : x0 + tx])
-                g[:, ya:yb, xa:xb] += g_region[0]
-            graphs[i] = []  # the graphs are spent; free them as we go
-        else:
-            for (ya, yb, xa, xb), (y0, x0, ty, tx) in _tiles(x.shape[1], x.shape[2], tile, r):
-                pos = _view_positions(period, view, (h, w), ya, xa, yb - ya, xb - xa, x.device)
-                with torch.enable_grad():
-                    region = x[None, :, ya:yb, xa:xb].detach().requires_grad_(True)
-                    y = net(region, pos)[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx]
-                    (g_region,) = torch.autograd.grad(y, region, grad_outputs=e[:, y0 : y0 + ty, x0 : x0 + tx])
-                g[:, ya:yb, xa:xb] += g_region[0]
+            graphs[i] = []  # spent: free them as we go
         grad += _from_view(g, view)
     return float(err.double().pow(2).sum()), grad
-
-
-# Graphs loss_and_input_grad keeps between its forward and backward passes, at most (bytes).
-KEEP_GRAPH_BYTES = 2 << 30
 
 
 def graph_bytes(net: PostFilter, h: int, w: int, views: int, tile: int = TILE) -> int:
@@ -228,7 +212,20 @@ def graph_bytes(net: PostFilter, h: int, w: int, views: int, tile: int = TILE) -
     return pixels * channels * 4 * views
 
 
-def _tiles(vh: int, vw: int, tile: int, r: int):
+def _tile_graphs(net: PostFilter, x: torch.Tensor, view: tuple[bool, bool, bool], source_shape: tuple[int, int],
+                 tile: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[int, int]]]:
+    """The filter on each tile of the view x (3, vh, vw), with its graph: (region, the tile's output,
+    (ya, xa) where the region starts, (y0, x0) where the tile starts); region requires grad."""
+    for (ya, yb, xa, xb), (y0, x0, ty, tx) in _tiles(x.shape[1], x.shape[2], tile, net.halo):
+        pos = _view_positions(net.cfg.period, view, source_shape, ya, xa, yb - ya, xb - xa, x.device)
+        with torch.enable_grad():  # (left before the yield: the caller runs in its own grad mode)
+            region = x[None, :, ya:yb, xa:xb].detach().requires_grad_(True)
+            y = net(region, pos)[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx]
+        yield region, y, (ya, xa), (y0, x0)
+
+
+def _tiles(vh: int, vw: int, tile: int, r: int
+           ) -> Iterator[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
     """((ya, yb, xa, xb), (y0, x0, ty, tx)) for each tile of a (vh, vw) view: the region with its
     halo of r, and the tile's own origin and size."""
     for y0 in range(0, vh, tile):
@@ -251,6 +248,7 @@ def _from_view(x: torch.Tensor, view: tuple[bool, bool, bool]) -> torch.Tensor:
     dims = [d for d, f in ((1, flip_rows), (2, flip_cols)) if f]
     x = x.flip(dims) if dims else x
     return x.transpose(1, 2) if transpose else x
+
 
 @torch.no_grad()
 def grow(small: PostFilter, cfg: PostFilterConfig) -> PostFilter:
