@@ -92,6 +92,13 @@ class Codec:
         return int(self.config["encode_steps"])
 
     @property
+    def half_steps(self) -> int:
+        """Encoder-only: how many of the first SGD steps take their gradient on half of each patch's
+        samples (a checkerboard, the other half at the next step; fit.fit_latents). Files decode
+        the same either way, so it is not part of the hash."""
+        return int(self.config.get("encode_half_steps", 0))
+
+    @property
     def bits(self) -> int:
         return self.quantizer.bits
 
@@ -202,7 +209,7 @@ def load_folder(folder: Path) -> Codec:
 def fit_key(codec: Codec) -> str:
     """Codecs that share weights, patch and encode steps fit identical latents: fit once for all."""
     h = hashlib.sha256((codec.folder / "weights.safetensors").read_bytes())
-    return f"{h.hexdigest()}:{codec.patch}:{codec.steps}"
+    return f"{h.hexdigest()}:{codec.patch}:{codec.steps}:{codec.half_steps}"
 
 
 def available() -> dict[str, Path]:

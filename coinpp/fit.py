@@ -38,16 +38,27 @@ BAND_SAMPLES_CUDA = 1 << 21
 
 @torch.no_grad()
 def fit_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.ndarray | torch.Tensor,
-                steps: int, device: str = "auto", chunk: int | None = None) -> torch.Tensor:
-    """targets (P, N, C) in [0, 1], coords (N, I) -> latents (P, D) on the CPU."""
+                steps: int, device: str = "auto", chunk: int | None = None,
+                subsets: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """targets (P, N, C) in [0, 1], coords (N, I) -> latents (P, D) on the CPU.
+
+    With `subsets`, step k < len(subsets) takes its gradient on the samples subsets[k] (indices into
+    N) alone: the mean squared error of a spread-out half of each patch estimates that of the whole,
+    at half the cost, and the first steps' large moves do not need the rest (pipeline.fit_signals).
+    """
     dev = pick_device(device)
     chunk = chunk or (FIT_CHUNK_CUDA if dev.type == "cuda" else FIT_CHUNK)
     net = net.to(dev)
     coords = coords.to(dev)
+    subsets = [s.to(dev) for s in subsets or []][:steps]
     t = torch.as_tensor(targets, dtype=torch.float32)
     out = []
     for part in t.split(chunk):
-        out.append(net.inner_loop(coords, part.to(dev), steps).cpu())
+        part = part.to(dev)
+        z = None
+        for idx in subsets:
+            z = net.inner_loop(coords[idx], part[:, idx], 1, z)
+        out.append(net.inner_loop(coords, part, steps - len(subsets), z).cpu())
     return torch.cat(out) if out else torch.zeros(0, net.cfg.latent_dim)
 
 

@@ -29,6 +29,13 @@ def patch_coordinates(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack(grid, dim=-1).reshape(-1, len(shape)).float()
 
 
+def checkerboard(shape: tuple[int, ...], parity: int) -> torch.Tensor:
+    """Indices (into patch_coordinates(shape)'s rows) of the samples whose index sum has the given
+    parity: half of the patch, spread over all of it (a checkerboard in 2-D)."""
+    grid = np.indices(shape).sum(axis=0).reshape(-1)
+    return torch.from_numpy(np.flatnonzero(grid % 2 == parity % 2))
+
+
 @dataclass(frozen=True)
 class PatchGrid:
     """How a signal of `shape` (spatial) is tiled by patches of `patch` (spatial)."""

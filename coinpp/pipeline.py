@@ -27,7 +27,7 @@ from .fit import (
     refine_through_filter,
 )
 from .modalities import Modality, Signal
-from .patching import patch_coordinates, split
+from .patching import checkerboard, patch_coordinates, split
 from .postfilter import apply as apply_postfilter
 
 
@@ -62,7 +62,9 @@ def fit_signals(signals: list[Signal], modality: Modality, codec: codecs.Codec, 
     if codec.net.cfg.cell:
         return [_fit_latent_grid(signal, modality, codec, steps, device) for signal in signals]
     parts = [_patch_targets(signal, modality, codec) for signal in signals]
-    latents = _fit_unique(codec, patch_coordinates(codec.patch), np.concatenate(parts), steps, device)
+    # The codec's first SGD steps on alternate halves of each patch (codec.half_steps).
+    subsets = [checkerboard(codec.patch, k) for k in range(min(codec.half_steps, steps))]
+    latents = _fit_unique(codec, patch_coordinates(codec.patch), np.concatenate(parts), steps, device, subsets)
     return list(latents.split([len(p) for p in parts]))
 
 
@@ -88,14 +90,14 @@ def _fit_latent_grid(signal: Signal, modality: Modality, codec: codecs.Codec, st
 
 
 def _fit_unique(codec: codecs.Codec, coords: torch.Tensor, targets: np.ndarray, steps: int,
-                device: str) -> torch.Tensor:
+                device: str, subsets: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Fit each distinct patch once: identical patches (the empty background of an MRI volume,
     flat sky) get identical latents anyway, and a brain volume is often half background."""
     flat = targets.reshape(len(targets), -1)
     unique, inverse = np.unique(flat, axis=0, return_inverse=True)
     if len(unique) > 0.9 * len(flat):
-        return fit_latents(codec.net, coords, targets, steps, device)
-    fitted = fit_latents(codec.net, coords, unique.reshape(-1, *targets.shape[1:]), steps, device)
+        return fit_latents(codec.net, coords, targets, steps, device, subsets=subsets)
+    fitted = fit_latents(codec.net, coords, unique.reshape(-1, *targets.shape[1:]), steps, device, subsets=subsets)
     return fitted[torch.from_numpy(inverse.reshape(-1))]
 
 

@@ -48,3 +48,36 @@ def test_grid_evaluation_at_double_resolution_equals_denser_patch_coordinates():
 
 def test_malloc_tuning_is_harmless():
     assert tune() in (True, False)
+
+
+def test_checkerboard_halves_partition_the_patch():
+    from coinpp.patching import checkerboard
+
+    even, odd = checkerboard((4, 6), 0), checkerboard((4, 6), 1)
+    assert len(even) == len(odd) == 12
+    assert sorted(torch.cat([even, odd]).tolist()) == list(range(24))
+    rows, cols = np.divmod(even.numpy(), 6)
+    assert ((rows + cols) % 2 == 0).all()  # no two neighbours in one half
+    assert torch.equal(checkerboard((4, 6), 2), even)
+
+
+def test_half_steps_take_their_gradient_on_their_subset_alone():
+    """A step on a subset moves the latents by the subset's gradient (not the whole patch's), the
+    steps after it see every sample, and no subsets is the plain fit."""
+    from coinpp.patching import checkerboard
+
+    net = _net()
+    targets = torch.rand(5, 16, 3)
+    c = patch_coordinates((4, 4))
+    lr = net.learning_rates()
+    assert torch.equal(fit_latents(net, c, targets, 3, "cpu", subsets=[]), fit_latents(net, c, targets, 3, "cpu"))
+    half = checkerboard((4, 4), 0)
+    z0 = torch.zeros(5, 4)
+    by_hand = z0 - lr * net.loss_and_latent_grad(c[half], z0, targets[:, half])[1]
+    whole = z0 - lr * net.loss_and_latent_grad(c, z0, targets)[1]
+    one = fit_latents(net, c, targets, 1, "cpu", subsets=[half])
+    assert torch.allclose(one, by_hand, atol=1e-7) and not torch.allclose(one, whole, atol=1e-4)
+    by_hand = by_hand - lr * net.loss_and_latent_grad(c, by_hand, targets)[1]
+    assert torch.allclose(fit_latents(net, c, targets, 2, "cpu", subsets=[half]), by_hand, atol=1e-7)
+    # more subsets than steps: the extra ones are not taken
+    assert torch.equal(fit_latents(net, c, targets, 1, "cpu", subsets=[half, half]), one)

@@ -152,3 +152,26 @@ def test_rate_penalty_gradient_and_what_it_buys(tiny_codec):
     free = refine_latents(tiny_codec.net, coords, targets, fitted, 8, lr, None, "cpu")
     paid = refine_latents(tiny_codec.net, coords, targets, fitted, 8, lr, None, "cpu", penalty=penalty)
     assert penalty(paid)[0].mean() < penalty(free)[0].mean()
+
+
+def test_half_steps_are_an_encoder_setting(tiny_codec):
+    """encode_half_steps changes the fitted latents and the fit key, not the hash, and the file
+    decodes as any other."""
+    image = modalities.get("image")
+    cfg = json.loads((tiny_codec.folder / "config.json").read_text())
+    cfg["encode_steps"] = 3
+    (tiny_codec.folder / "config.json").write_text(json.dumps(cfg))
+    codecs._load_cached.cache_clear()
+    plain = codecs.load(tiny_codec.name)
+    cfg["encode_half_steps"] = 2
+    (tiny_codec.folder / "config.json").write_text(json.dumps(cfg))
+    codecs._load_cached.cache_clear()
+    half = codecs.load(tiny_codec.name)
+    assert half.half_steps == 2 and plain.half_steps == 0
+    assert half.hash == plain.hash and codecs.fit_key(half) != codecs.fit_key(plain)
+    signal = _image(seed=5)
+    za, zb = fit_signal(signal, image, plain, device="cpu"), fit_signal(signal, image, half, device="cpu")
+    assert not torch.allclose(za, zb, atol=1e-5)
+    enc = encode_signal(signal, image, half, device="cpu")
+    decoded, _ = decode_bytes(enc.data, device="cpu")
+    assert decoded.values.shape == signal.values.shape
