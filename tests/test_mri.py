@@ -126,7 +126,8 @@ def test_identical_patches_are_fitted_once(tmp_path, tiny_mri_codec, monkeypatch
     s = MRI.read(src)
     seen = []
     real = pipeline.fit_latents
-    monkeypatch.setattr(pipeline, "fit_latents", lambda net, c, t, *a: seen.append(len(t)) or real(net, c, t, *a))
+    monkeypatch.setattr(pipeline, "fit_latents",
+                        lambda net, c, t, *a, **k: seen.append(len(t)) or real(net, c, t, *a, **k))
     z = pipeline.fit_signal(s, MRI, tiny_mri_codec)
     assert seen == [2] and len(z) == 32
     assert (z[1:] == z[-1]).all() and not (z[0] == z[-1]).all()
