@@ -21,10 +21,9 @@ import json
 import time
 
 import torch
-from filter_aware import held_out, psnr
+from filter_aware import prepare, psnr
 
 from coinpp import codec as codecs
-from coinpp import malloc, modalities
 from coinpp.bench import bd_rate
 from coinpp.pipeline import decode_parsed, encode_signal, parse
 
@@ -57,14 +56,9 @@ def main() -> None:
     ap.add_argument("--crop", default="512x768")
     ap.add_argument("--variant", action="append", default=[], help="NAME:KEY=VALUE[,KEY=VALUE...] (repeatable)")
     args = ap.parse_args()
-    malloc.tune()
-    torch.manual_seed(0)
-    image = modalities.get("image")
-    signals = held_out(args.data, *map(int, args.crop.split("x")))
-    pixels = sum(s.values.shape[0] * s.values.shape[1] for s in signals)
+    image, signals, pixels = prepare(args.data, args.crop)
     variants = [("shipped", {})] + [parse_variant(v) for v in args.variant]
     names = args.codecs.split(",")
-    print(f"{len(signals)} held-out photos, centre crops up to {args.crop}, {pixels} pixels")
     print("| codec | encoder | bpp | PSNR post-filtered | encode s/photo |\n|---|---|---|---|---|", flush=True)
     results: dict[tuple[str, str], tuple[float, float]] = {}
     for name in names:

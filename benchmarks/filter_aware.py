@@ -51,6 +51,17 @@ def psnr(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return 10 * math.log10(255**2 * sum(a.size for a, _ in pairs) / se)
 
 
+def prepare(data: str, crop: str) -> tuple[modalities.Modality, list[Signal], int]:
+    """The encoder experiments' set-up: the heap tuned as the CLI does, seeded, the held-out crops
+    (announced) and their pixel count."""
+    malloc.tune()
+    torch.manual_seed(0)
+    signals = held_out(data, *map(int, crop.split("x")))
+    pixels = sum(s.values.shape[0] * s.values.shape[1] for s in signals)
+    print(f"{len(signals)} held-out photos, centre crops up to {crop}, {pixels} pixels")
+    return modalities.get("image"), signals, pixels
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--codecs", required=True)
@@ -63,14 +74,9 @@ def main() -> None:
                          "(the per-patch loss) or aware (the filtered image's); LR_SCALE of the codec's latent_lr; "
                          "VIEWS the filter views the loss averages")
     args = ap.parse_args()
-    malloc.tune()
-    torch.manual_seed(0)
-    image = modalities.get("image")
-    signals = held_out(args.data, *map(int, args.crop.split("x")))
-    pixels = sum(s.values.shape[0] * s.values.shape[1] for s in signals)
+    image, signals, pixels = prepare(args.data, args.crop)
     names = args.codecs.split(",")
     results: dict[tuple[str, str], tuple[float, ...]] = {}
-    print(f"{len(signals)} held-out photos, centre crops up to {args.crop}, {pixels} pixels")
     print("| codec | encoder | bpp | PSNR post-filtered | normative | one view | encode s/photo |\n"
           "|---|---|---|---|---|---|---|", flush=True)
     for name in names:
