@@ -194,6 +194,9 @@ def load_folder(folder: Path) -> Codec:
                     or not isinstance(views, int) or not 1 <= views <= 8 or "postfilter" not in config):
                 raise ValueError("refine filter_steps needs a post-filter, 1..1000 steps, a filter_lr in (0, 10] "
                                  "and filter_views in 1..8")
+        half = config.get("encode_half_steps", 0)
+        if not isinstance(half, int) or isinstance(half, bool) or not 0 <= half <= 1000:
+            raise ValueError("encode_half_steps needs a whole number of steps in 0..1000")
         if "rdo" in config and not (0 <= float(config["rdo"]["lambda"]) <= 10 and "context" in config):
             raise ValueError("rdo needs the neighbour context and a lambda in [0, 10]")
         postfilter = load_postfilter(folder, config["postfilter"]) if "postfilter" in config else None

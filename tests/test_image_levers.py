@@ -175,3 +175,13 @@ def test_half_steps_are_an_encoder_setting(tiny_codec):
     enc = encode_signal(signal, image, half, device="cpu")
     decoded, _ = decode_bytes(enc.data, device="cpu")
     assert decoded.values.shape == signal.values.shape
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, "4", True, 1001])
+def test_half_steps_out_of_range_refuse_the_codec(tiny_codec, value):
+    cfg = json.loads((tiny_codec.folder / "config.json").read_text())
+    cfg["encode_half_steps"] = value
+    (tiny_codec.folder / "config.json").write_text(json.dumps(cfg))
+    codecs._load_cached.cache_clear()
+    with pytest.raises(CodecError, match="encode_half_steps"):
+        codecs.load(tiny_codec.name)
