@@ -507,6 +507,8 @@ def list_codecs(as_json: bool) -> None:
 @click.option("--frequencies", default=4, show_default=True, help="With --cell: harmonics of the in-cell position.")
 @click.option("--batch", default=16, show_default=True)
 @click.option("--inner-steps", default=3, show_default=True)
+@click.option("--half-inner", default=0, show_default=True,
+              help="The first N inner steps take their gradient on alternate checkerboard halves of each patch.")
 @click.option("--encode-steps", default=10, show_default=True, help="Steps at validation and in the codec.")
 @click.option("--lr", "outer_lr", default=2e-4, show_default=True)
 @click.option("--steps", default=100_000, show_default=True, help="Outer steps (upper bound).")
@@ -547,7 +549,8 @@ def list_codecs(as_json: bool) -> None:
               help="Climate: the latest fields of each file held out for validation.")
 @DEVICE
 def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim: int, w0: float, patch: int | None,
-          cell: int, frequencies: int, batch: int, inner_steps: int, encode_steps: int, outer_lr: float, steps: int,
+          cell: int, frequencies: int, batch: int, inner_steps: int, half_inner: int, encode_steps: int,
+          outer_lr: float, steps: int,
           minutes: float, val_every: int, val_patches: int, seed: int, val_files: int, no_meta_sgd: bool,
           export_name: str | None, bits: str, clip_std: str, allocate: bool, decorrelate: bool, context_buckets: int,
           refine_steps: int, refine_lr: float, refine_latent_lr: float | None, refine_rate_lambda: float,
@@ -611,7 +614,8 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
                                         depth=depth, latent_dim=latent_dim, w0=w0, meta_sgd=not no_meta_sgd,
                                         coord_scale=mod.coord_scale if coord_scale is None else coord_scale,
                                         cell=cell, frequencies=frequencies if cell else 0),
-                      batch=batch, inner_steps=inner_steps, test_steps=encode_steps, outer_lr=outer_lr,
+                      batch=batch, inner_steps=inner_steps, half_inner=half_inner, test_steps=encode_steps,
+                      outer_lr=outer_lr,
                       steps=steps, time_limit_min=minutes, val_every=val_every, val_patches=val_patches,
                       val_files=val_files, seed=seed, device=device)
     rank0 = int(os.environ.get("RANK", "0")) == 0

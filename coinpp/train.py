@@ -28,7 +28,7 @@ from torch import nn
 from .device import hardware_description, pick_device
 from .errors import InputError
 from .model import LatentModulatedSiren, SirenConfig, build_network
-from .patching import CellLayout, patch_coordinates
+from .patching import CellLayout, checkerboard, patch_coordinates
 
 
 @dataclass
@@ -40,6 +40,10 @@ class TrainConfig:
     model: SirenConfig = field(default_factory=SirenConfig)
     batch: int = 16
     inner_steps: int = 3
+    # The first N inner steps take their gradient on alternate checkerboard halves of each patch
+    # (patching.checkerboard), as a codec's encode_half_steps do when encoding; the outer loss
+    # still sees every sample. Patch networks only.
+    half_inner: int = 0
     test_steps: int = 10
     outer_lr: float = 2e-4
     steps: int = 100_000
@@ -107,14 +111,22 @@ def _sampler(signals, patch: tuple[int, ...], seed: int, coords: np.ndarray | No
 class MetaLearner(nn.Module):
     """Wraps the network so that one forward call is one meta-learning loss (for DDP)."""
 
-    def __init__(self, net: LatentModulatedSiren, inner_steps: int) -> None:
+    def __init__(self, net: LatentModulatedSiren, inner_steps: int, subsets: list[torch.Tensor] | None = None) -> None:
         super().__init__()
         self.net = net
         self.inner_steps = inner_steps
+        # Step k < len(subsets) takes its gradient on the samples subsets[k] alone (TrainConfig.half_inner).
+        self.subsets = list(subsets or [])[:inner_steps]
+
+    def adapt(self, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The inner loop: latents (B, D) fitted to targets (B, N, C), differentiable in the network."""
+        latents = None
+        for idx in self.subsets:
+            latents = self.net.inner_loop(coords[idx], targets[:, idx], 1, latents)
+        return self.net.inner_loop(coords, targets, self.inner_steps - len(self.subsets), latents)
 
     def forward(self, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        latents = self.net.inner_loop(coords, targets, self.inner_steps)
-        return (self.net(coords, latents) - targets).pow(2).mean()
+        return (self.net(coords, self.adapt(coords, targets)) - targets).pow(2).mean()
 
 
 def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
@@ -205,6 +217,10 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
     signals: crops are drawn from these (*spatial, C) arrays; or, with `coords` (N, I) given,
     whole fields (F, N, C) all evaluated at those coordinates (absolute-coordinate modalities).
     """
+    if cfg.half_inner and (coords is not None or cfg.model.cell):
+        raise InputError("half inner steps are for patch networks (not latent grids or whole fields)")
+    if not 0 <= cfg.half_inner <= cfg.inner_steps:
+        raise InputError("the half inner steps must be in 0..inner steps")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = 0, 1
     device = pick_device(cfg.device)
@@ -236,7 +252,8 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
     if distributed:  # every rank starts from rank 0's weights
         for p in net.parameters():
             dist.broadcast(p.data, 0)
-    learner = MetaLearner(net, cfg.inner_steps)
+    subsets = [checkerboard(cfg.patch, k).to(device) for k in range(min(cfg.half_inner, cfg.inner_steps))]
+    learner = MetaLearner(net, cfg.inner_steps, subsets)
     engine = nn.parallel.DistributedDataParallel(learner) if distributed else learner
 
     points = training_points(cfg.model, cfg.patch, coords)
@@ -582,6 +599,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                        f"{' through the quantizer' if refine.get('quantized', True) else ''}")
             if refine.get("filter_steps"):
                 series += f", then {refine['filter_steps']} on the post-filtered image (lr {refine['filter_lr']})"
+        half = cfg.get("half_inner", 0)
+        half_text = f" (the first {half} on alternate checkerboard halves of each patch)" if half else ""
         held_out = f"random crops; {cfg['val_files']} file(s) held out for validation" if coords is None else \
             "whole fields; the latest fields of each file held out for validation"
         card = (f"# {name}\n\nCOIN++ {cfg['modality']} codec: "
@@ -594,7 +613,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                 f"## Training\n\n- data: `{cfg['data']}` ({held_out})\n"
                 f"- outer steps: {state['step']} (best at {state['best_step']}), "
                 f"wall time {state['elapsed_s'] / 60:.1f} min, batch {cfg['batch']}, {cfg['inner_steps']} "
-                f"inner steps, Adam lr {cfg['outer_lr']} with cosine decay over the last 30 %\n"
+                f"inner steps{half_text}, Adam lr {cfg['outer_lr']} with cosine decay over the last 30 %\n"
                 f"- hardware: {state.get('hardware', 'unknown')}\n"
                 f"- validation PSNR ({encode_steps} steps, unquantized): {state['best_val_psnr']:.2f} dB\n"
                 f"- tables from {table_patches} training {'crops' if coords is None else 'fields'}\n{extra_card}")

@@ -241,3 +241,52 @@ def test_cli_export_with_rate_aware_refinement(tmp_path):
     (a.folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CodecError, match="rate_scales"):
         codecs.load_folder(a.folder)
+
+
+def test_half_inner_steps_see_their_half_and_match_the_encoder():
+    """A half inner step's latents do not depend on the other half's samples, and the inner loop
+    with half steps is the encoder's fit with the same subsets (fit.fit_latents)."""
+    import torch
+
+    from coinpp.fit import fit_latents
+    from coinpp.model import build_network
+    from coinpp.patching import checkerboard, patch_coordinates
+    from coinpp.train import MetaLearner
+
+    torch.manual_seed(0)
+    net = build_network(TINY)
+    coords = patch_coordinates((8, 8))
+    targets = torch.rand(3, 64, 3)
+    even, odd = checkerboard((8, 8), 0), checkerboard((8, 8), 1)
+    moved = targets.clone()
+    moved[:, odd] = torch.rand(3, len(odd), 3)
+    with torch.no_grad():
+        half = MetaLearner(net, 1, [even])
+        assert torch.allclose(half.adapt(coords, targets), half.adapt(coords, moved))
+        full = MetaLearner(net, 1)
+        assert not torch.allclose(full.adapt(coords, targets), full.adapt(coords, moved))
+        two = MetaLearner(net, 3, [even, odd]).adapt(coords, targets)
+    assert torch.allclose(two, fit_latents(net, coords, targets, 3, "cpu", subsets=[even, odd]), atol=1e-6)
+
+
+def test_cli_train_with_half_inner_steps_records_them(tmp_path):
+    d = _write_folder(tmp_path)
+    args = ["train", str(d), "--width", "16", "--depth", "2", "--latent", "4", "--patch", "8", "--steps", "4",
+            "--val-every", "2", "--encode-steps", "2", "--device", "cpu"]
+    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "run"), "--half-inner", "2"])
+    assert r.exit_code == 0, r.output
+    _, state, _ = load_checkpoint(tmp_path / "run" / "best")
+    assert state["config"]["half_inner"] == 2
+    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "run2"), "--half-inner", "4"])
+    assert r.exit_code != 0 and "half inner steps" in r.output
+
+
+def test_half_inner_steps_change_what_training_learns(tmp_path):
+    from safetensors.torch import load_file
+
+    runs = []
+    for half in (0, 1):
+        cfg = _cfg(tmp_path, out=str(tmp_path / f"run{half}"), steps=3, val_every=3, half_inner=half)
+        best = train(cfg, _signals(), _signals(1), progress=False)
+        runs.append(load_file(str(best.with_suffix(".safetensors"))))
+    assert any(not np.allclose(runs[0][k].numpy(), runs[1][k].numpy()) for k in runs[0] if k.startswith("model."))
