@@ -7,10 +7,10 @@ through the post-filter, rate-distortion rounding. Every file is decoded with th
     python benchmarks/encoder_settings.py --codecs image-klt-6x128-l64-b5 \
         --variant half4:encode_half_steps=4 --variant views2:refine.filter_views=2
 
-A variant is NAME:KEY=VALUE[,KEY=VALUE...], KEY a config entry (refine.X for one inside "refine"),
-VALUE a JSON value. Prints a Markdown row per codec and variant (bpp, PSNR, encode seconds per
-photo, all photos and codecs encoded in turn so that the machine's drift falls on every variant
-alike), and with more than one codec the BD-rate of each variant's curve against the shipped one.
+A variant is NAME:KEY=VALUE[,KEY=VALUE...]: KEY a config entry, dotted for one inside another
+(refine.steps, rdo.lambda), VALUE a JSON value. Prints a Markdown row per codec and variant (bpp,
+PSNR, encode seconds per photo, all photos and codecs encoded in turn so that the machine's drift
+falls on every variant alike), and with more than one codec the BD-rate of each variant's curve against the shipped one.
 """
 
 from __future__ import annotations
@@ -42,10 +42,11 @@ def parse_variant(text: str) -> tuple[str, dict]:
 def with_overrides(c: codecs.Codec, overrides: dict) -> codecs.Codec:
     config = json.loads(json.dumps(c.config))
     for key, value in overrides.items():
-        if key.startswith("refine."):
-            config["refine"][key.removeprefix("refine.")] = value
-        else:
-            config[key] = value
+        *parents, leaf = key.split(".")
+        entry = config
+        for parent in parents:
+            entry = entry.setdefault(parent, {})
+        entry[leaf] = value
     return dataclasses.replace(c, config=config)
 
 
