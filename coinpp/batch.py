@@ -22,6 +22,10 @@ from pathlib import Path
 
 from . import codec as codecs
 from . import modalities
+from .bitstream import parse
+from .decoder import Decoder, decode_bytes
+from .device import pick_device
+from .encoder import Encoder
 from .errors import CoinError, DiskFullError, InputError, OutputError
 from .files import atomic_write, atomic_write_bytes
 from .modalities import Modality, Signal
@@ -170,13 +174,10 @@ def _read_ahead(tasks: list, read: Callable, jobs: int) -> Iterator[tuple[object
 def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int | None = None,
                 force: bool = False, check: bool = True, device: str = "auto",
                 shard: tuple[int, int] | None = None, jobs: int = 1, batch_patches: int | None = None,
-                on_event: Event | None = None, through_postfilter: bool = True) -> Report:
+                on_event: Event | None = None, preset: str = "default") -> Report:
     """Encode every file of a known type under `root` into `out` (COIN++ codecs): each with the
-    default codec of its modality, or all files of `codec_name`'s modality with that codec; without
-    `through_postfilter`, skipping the encoder's steps through the post-filter (`coin encode --fast`)."""
-    from .device import pick_device
-    from .pipeline import decode_bytes, fit_signals, pack, refine_signal
-
+    default codec of its modality, or all files of `codec_name`'s modality with that codec, with the
+    codecs' encoder `preset` ("fast": `coin encode --fast`)."""
     forced = codecs.load(codec_name) if codec_name else None
     batch_patches = batch_patches or BATCH_PATCHES[pick_device(device).type]
 
@@ -193,6 +194,8 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
     report.command = "encode"
     notify = on_event or (lambda *a: None)
 
+    encoders: dict[tuple[str, str], Encoder] = {}
+
     def read(task) -> tuple[Signal, Modality, codecs.Codec]:
         item, src, _ = task
         modality = modalities.for_path(src)
@@ -200,6 +203,11 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
         if codec.modality != modality.name:
             raise InputError(f"codec {codec.name!r} is for {codec.modality}, not {modality.name}")
         return modality.read(src), modality, codec
+
+    def encoder_for(modality: Modality, codec: codecs.Codec) -> Encoder:
+        if (modality.name, codec.name) not in encoders:
+            encoders[modality.name, codec.name] = Encoder(codec, modality, preset, steps, device)
+        return encoders[modality.name, codec.name]
 
     group: list[tuple[tuple[Item, Path, Path], Signal, Modality, codecs.Codec]] = []
 
@@ -209,7 +217,8 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
         _, _, modality, codec = group[0]
         started = time.perf_counter()
         try:
-            latents = fit_signals([g[1] for g in group], modality, codec, steps, device)
+            encoder = encoder_for(modality, codec)
+            latents = encoder.fit([g[1] for g in group])
         except CoinError as e:
             for (item, _, _), *_ in group:
                 item.status, item.error = "failed", str(e)
@@ -219,8 +228,7 @@ def encode_tree(root: Path, out: Path, codec_name: str | None = None, steps: int
         share = (time.perf_counter() - started) / len(group)
         for ((item, _, dst), signal, _, _), lat in zip(group, latents, strict=True):
             with _outcome(item, dst, report, notify, share):
-                enc = pack(refine_signal(lat, signal, modality, codec, device, through_postfilter), signal,
-                           modality, codec)
+                enc = encoder.finish(lat, signal)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(dst, enc.data, force)
                 item.bytes_out = len(enc.data)
@@ -297,9 +305,8 @@ def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = Fal
                 postfilter: bool = True, postfilter_views: int | None = None) -> Report:
     """Decode every .coin file under `root` into `out`; the output keeps the original extension
     (a/b.png.coin -> a/b.png), or takes `ext`, or the modality's first extension. `postfilter` and
-    `postfilter_views` as for `pipeline.decode_parsed`."""
-    from .pipeline import decode_parsed, parse
-
+    `postfilter_views` as for `decoder.Decoder`."""
+    decoder = Decoder(device, postfilter=postfilter, postfilter_views=postfilter_views)
     if ext is not None and not ext.startswith("."):
         ext = "." + ext
 
@@ -330,7 +337,7 @@ def decode_tree(root: Path, out: Path, ext: str | None = None, force: bool = Fal
                 if target != dst and target.exists() and not force:
                     item.status = "exists"
                     continue
-                signal = decode_parsed(parsed, device=device, postfilter=postfilter, postfilter_views=postfilter_views)
+                signal = decoder.decode(parsed)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(target, lambda p, s=signal, m=modality: m.write(s, p), force)
                 item.bytes_out = target.stat().st_size

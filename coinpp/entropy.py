@@ -1,14 +1,21 @@
 """Entropy stage: symbols <-> bytes with constriction's range coder and integer tables.
 
+Three entropy models share one interface (`EntropyModel`): static per-dimension tables,
+series deltas (each row after the first coded as its difference from the row before) and the
+neighbour context (tables chosen by already decoded neighbours and adapted to the file). The
+codec's specification picks one (spec.py).
+
 A table is one row of integer frequencies per latent dimension, every entry >= 1 and every
 row summing to exactly 2^TABLE_PRECISION. The coder sees these as dyadic fractions
 (frequency / 2^16), which are exact in floating point, so encoder and decoder build the same
 fixed-point model on every machine: which symbol is read never depends on a float computed
-from decoded data.
+from decoded data. Nothing here imports torch. Learning the tables from training symbols is
+training's business (training/tables.py).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import constriction
@@ -18,29 +25,70 @@ from .errors import FormatError
 
 TABLE_PRECISION = 16  # rows sum to 2^16
 
+# A layout is (groups, *patches per axis): the patches of each channel group in raster order.
+Layout = tuple[int, ...]
 
-def frequency_table(symbols: np.ndarray, levels: int, prior: float = 1.0) -> np.ndarray:
-    """Per-dimension integer table (D, levels) from training symbols (N, D).
 
-    Additive smoothing (`prior` counts per symbol, Laplace at 1) and a floor of 1 keep every
-    symbol codable; rows are rescaled to sum to 2^TABLE_PRECISION exactly (largest-remainder
-    rounding).
-    """
-    n, d = symbols.shape
-    total = 1 << TABLE_PRECISION
-    if levels > total // 2:
-        raise ValueError("too many levels for the table precision")
-    table = np.zeros((d, levels), dtype=np.int64)
-    for j in range(d):
-        counts = np.bincount(symbols[:, j], minlength=levels)[:levels].astype(np.float64) + prior
-        spare = total - levels  # every symbol gets 1, the rest is shared by the counts
-        share = counts / counts.sum() * spare
-        row = np.floor(share).astype(np.int64)
-        remainder = spare - row.sum()
-        row[np.argsort(-(share - row), kind="stable")[:remainder]] += 1
-        table[j] = row + 1
-    assert (table.sum(axis=1) == total).all() and table.min() >= 1
-    return table.astype(np.int32)
+class EntropyModel:
+    """symbols (P, D) int32 <-> bytes, for the P patches of a layout."""
+
+    dims: int
+    levels: int
+
+    def encode(self, symbols: np.ndarray, layout: Layout) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes, layout: Layout) -> np.ndarray:
+        """bytes -> (P, D) int32 symbols. Corrupt data raises FormatError."""
+        raise NotImplementedError
+
+    def encode_rd(self, positions: np.ndarray, layout: Layout, lam: float) -> tuple[bytes, np.ndarray]:
+        """Encoder only: (P, D) positions in symbol units (Quantizer.positions) -> (bytes, the symbols
+        chosen). Models that cannot weigh rate per value round to the nearest level whatever `lam`."""
+        symbols = np.clip(np.rint(positions), 0, self.levels - 1).astype(np.int32)
+        return self.encode(symbols, layout), symbols
+
+
+@dataclass(frozen=True, eq=False)
+class StaticTables(EntropyModel):
+    """Dimension d of every patch coded with table row d."""
+
+    table: np.ndarray  # (D, levels) int32
+
+    @property
+    def dims(self) -> int:  # type: ignore[override]
+        return self.table.shape[0]
+
+    @property
+    def levels(self) -> int:  # type: ignore[override]
+        return self.table.shape[1]
+
+    def encode(self, symbols: np.ndarray, layout: Layout) -> bytes:
+        _check_count(symbols, layout)
+        return encode(symbols, self.table)
+
+    def decode(self, data: bytes, layout: Layout) -> np.ndarray:
+        return decode(data, math.prod(layout), self.table)
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesDeltas(StaticTables):
+    """The first patch coded with `table`, every later one as its difference from the one before
+    (a series of fields, where consecutive latents are close)."""
+
+    delta_table: np.ndarray = None  # type: ignore[assignment]  # (D, 2 * levels - 1) int32
+
+    def encode(self, symbols: np.ndarray, layout: Layout) -> bytes:
+        _check_count(symbols, layout)
+        return encode(symbols, self.table, self.delta_table)
+
+    def decode(self, data: bytes, layout: Layout) -> np.ndarray:
+        return decode(data, math.prod(layout), self.table, self.delta_table)
+
+
+def _check_count(symbols: np.ndarray, layout: Layout) -> None:
+    if len(symbols) != math.prod(layout):
+        raise ValueError("symbols do not match the patch layout")
 
 
 def residuals(symbols: np.ndarray, levels: int) -> np.ndarray:
@@ -106,8 +154,11 @@ def decode(data: bytes, num_patches: int, table: np.ndarray, delta_table: np.nda
 # Everything is integer arithmetic, so encoder and decoder build the same rows everywhere.
 
 
-@dataclass(frozen=True)
-class ContextModel:
+@dataclass(frozen=True, eq=False)
+class NeighbourContext(EntropyModel):
+    """2-D patch grids: each symbol's table chosen by its left and upper neighbours and adapted to
+    the file as it is read."""
+
     prior: np.ndarray  # (D, K, levels) int32, rows summing to 2^TABLE_PRECISION
     adapt: int  # the prior weighs as much as this many symbols seen
 
@@ -116,8 +167,27 @@ class ContextModel:
         return self.prior.shape[1]
 
     @property
-    def levels(self) -> int:
+    def levels(self) -> int:  # type: ignore[override]
         return self.prior.shape[2]
+
+    @property
+    def dims(self) -> int:  # type: ignore[override]
+        return self.prior.shape[0]
+
+    def encode(self, symbols: np.ndarray, layout: Layout) -> bytes:
+        return encode_context(symbols, _grid(layout), self)
+
+    def decode(self, data: bytes, layout: Layout) -> np.ndarray:
+        return decode_context(data, _grid(layout), self)
+
+    def encode_rd(self, positions: np.ndarray, layout: Layout, lam: float) -> tuple[bytes, np.ndarray]:
+        return encode_context_rd(positions, _grid(layout), self, lam)
+
+
+def _grid(layout: Layout) -> tuple[int, int, int]:
+    if len(layout) != 3:
+        raise ValueError("the neighbour context needs 2-D data")
+    return layout  # type: ignore[return-value]
 
 
 def context_buckets(prediction: np.ndarray, levels: int, buckets: int) -> np.ndarray:
@@ -148,7 +218,7 @@ def adaptive_rows(counts: np.ndarray) -> np.ndarray:
     return rows + 1
 
 
-def _context_pass(grid_shape: tuple[int, int, int], model: ContextModel, step) -> None:
+def _context_pass(grid_shape: tuple[int, int, int], model: NeighbourContext, step) -> None:
     """Walk the patches group by group in raster order; `step(g, r, q, rows)` codes one patch
     with the (D, L) integer rows its context gives and returns its symbols (D,)."""
     groups, rows_n, cols = grid_shape
@@ -168,7 +238,7 @@ def _context_pass(grid_shape: tuple[int, int, int], model: ContextModel, step) -
                 seen[dims, k, s] += 1
 
 
-def encode_context(symbols: np.ndarray, grid_shape: tuple[int, int, int], model: ContextModel) -> bytes:
+def encode_context(symbols: np.ndarray, grid_shape: tuple[int, int, int], model: NeighbourContext) -> bytes:
     """(P, D) symbols of (groups, rows, cols) patches in raster order -> bytes."""
     groups, rows_n, cols = grid_shape
     if symbols.shape != (groups * rows_n * cols, model.prior.shape[0]):
@@ -177,7 +247,7 @@ def encode_context(symbols: np.ndarray, grid_shape: tuple[int, int, int], model:
     return _encode_context(grid_shape, model, lambda g, r, q, rows: grid[g, r, q])
 
 
-def encode_context_rd(positions: np.ndarray, grid_shape: tuple[int, int, int], model: ContextModel,
+def encode_context_rd(positions: np.ndarray, grid_shape: tuple[int, int, int], model: NeighbourContext,
                       lam: float) -> tuple[bytes, np.ndarray]:
     """Rate-distortion optimised quantization, encoder only: (P, D) positions in symbol units
     (Quantizer.positions) -> (bytes, the (P, D) int32 symbols chosen).
@@ -215,7 +285,7 @@ def encode_context_rd(positions: np.ndarray, grid_shape: tuple[int, int, int], m
     return data, chosen.reshape(-1, d).astype(np.int32)
 
 
-def _encode_context(grid_shape: tuple[int, int, int], model: ContextModel, symbols_of) -> bytes:
+def _encode_context(grid_shape: tuple[int, int, int], model: NeighbourContext, symbols_of) -> bytes:
     """Range-code the patches in context order; `symbols_of(g, r, q, rows)` gives each patch's (D,)
     symbols, knowing the integer rows they are coded with."""
     coder = constriction.stream.queue.RangeEncoder()
@@ -230,7 +300,7 @@ def _encode_context(grid_shape: tuple[int, int, int], model: ContextModel, symbo
     return coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode_context(data: bytes, grid_shape: tuple[int, int, int], model: ContextModel) -> np.ndarray:
+def decode_context(data: bytes, grid_shape: tuple[int, int, int], model: NeighbourContext) -> np.ndarray:
     """bytes -> (P, D) int32 symbols. Corrupt data raises FormatError."""
     if len(data) % 4:
         raise FormatError("corrupted payload (length is not a whole number of words)")
@@ -252,24 +322,3 @@ def decode_context(data: bytes, grid_shape: tuple[int, int, int], model: Context
     if out.size and (out.min() < 0 or out.max() >= model.levels):
         raise FormatError("corrupted payload (symbol out of range)")
     return out.reshape(-1, model.prior.shape[0]).astype(np.int32)
-
-
-def context_prior(grids: list[np.ndarray], levels: int, buckets: int, prior: float = 1.0) -> np.ndarray:
-    """Trained prior (D, K, levels) from training symbol grids (R, Q, D), each a whole image:
-    per dimension and bucket, the table of the symbols seen in that context."""
-    d = grids[0].shape[2]
-    pairs = []
-    for g in grids:
-        g = g.astype(np.int64)
-        for r in range(g.shape[0]):
-            for q in range(g.shape[1]):
-                pairs.append((context_buckets(neighbour_mean(g, r, q, levels), levels, buckets), g[r, q]))
-    k = np.stack([p[0] for p in pairs])  # (N, D)
-    s = np.stack([p[1] for p in pairs])
-    out = np.zeros((d, buckets, levels), dtype=np.int32)
-    for b in range(buckets):
-        for j in range(d):
-            sel = s[k[:, j] == b, j]
-            out[j, b] = frequency_table(sel.reshape(-1, 1).astype(np.int32), levels, prior)[0] if len(sel) else \
-                frequency_table(np.zeros((0, 1), np.int32), levels, prior)[0]
-    return out

@@ -11,6 +11,7 @@ finds its patch and its coordinate inside that patch's cell (pixel centres, see 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,15 +19,26 @@ import torch
 
 from .device import pick_device
 from .model import GridModulatedSiren, LatentModulatedSiren
-from .patching import CellLayout, patch_coordinates
-from .postfilter import PostFilter, apply, loss_and_input_grad
+from .patching import CellLayout, patch_coordinates, row_bands
+from .postfilter import (
+    POSITION_FEATURES,
+    TILE,
+    PostFilter,
+    apply,
+    from_view,
+    tiles,
+    to_view,
+    usable_views,
+    view_positions,
+)
 from .quantize import Quantizer
 
 FIT_CHUNK = 64  # patches per chunk: past ~16-64 the CPU gains nothing and memory grows
 # A GPU needs far larger batches to be busy (about 3 MB per 32x32 patch at width 128): this is what
 # lets folder mode fill it with the patches of many small files. Not measured here (no GPU).
 FIT_CHUNK_CUDA = 1024
-EVAL_CHUNK = 1 << 15  # points per chunk when evaluating
+# At most this much autograd graph of the post-filter kept by loss_and_input_grad between its passes.
+KEEP_GRAPH_BYTES = 2 << 30
 # Steps through the post-filter keep the network's activations of a whole image up to this size
 # (filtered_loss_and_latent_grad).
 KEEP_ACTIVATIONS_BYTES = 3 << 30
@@ -139,7 +151,7 @@ def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.
         m, v = torch.zeros_like(z), torch.zeros_like(z)
         best, best_loss = z.clone(), torch.full((len(z),), float("inf"), device=dev)
         for k in range(1, steps + 1):
-            at = quantizer.quantize_ste(z) if quantizer is not None else z
+            at = quantize_ste(quantizer, z) if quantizer is not None else z
             if k == steps:  # the last evaluation only judges the last update: no gradient
                 loss = net.patch_mse(coords, at, part)
                 if penalty is not None:
@@ -262,59 +274,6 @@ def refine_through_filter(net: LatentModulatedSiren, postfilter: PostFilter, pat
     return best.cpu()
 
 
-def _axis_samples(size: int, out_size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
-    """For `out_size` samples spanning an axis of `size` input samples: the patch index and
-    the coordinate inside that patch's cell [-1, 1] of each output sample centre."""
-    centre = (np.arange(out_size, dtype=np.float64) + 0.5) * (size / out_size)  # input pixel units
-    k = np.minimum(np.floor(centre / patch).astype(np.int64), math.ceil(size / patch) - 1)
-    local = 2.0 * (centre - k * patch) / patch - 1.0
-    return k, local
-
-
-@torch.no_grad()
-def evaluate_grid(net: LatentModulatedSiren, latents: torch.Tensor, shape: tuple[int, ...],
-                  patch: tuple[int, ...], out_shape: tuple[int, ...], device: str = "auto",
-                  chunk: int = EVAL_CHUNK) -> np.ndarray:
-    """Decode the signal of spatial `shape` onto a regular grid of `out_shape` samples.
-
-    Returns (*out_shape, C) float32 (not clipped).
-    """
-    dev = pick_device(device)
-    net = net.to(dev)
-    counts = [math.ceil(s / p) for s, p in zip(shape, patch, strict=True)]
-    axes = [_axis_samples(s, o, p) for s, o, p in zip(shape, out_shape, patch, strict=True)]
-    ks = np.meshgrid(*[a[0] for a in axes], indexing="ij")
-    pid = np.ravel_multi_index([k.reshape(-1) for k in ks], counts)
-    locs = np.meshgrid(*[a[1] for a in axes], indexing="ij")
-    coords = np.stack([c.reshape(-1) for c in locs], axis=-1).astype(np.float32)
-    shifts = net.latent_map(latents.to(dev))  # (P, L*W)
-    out = np.empty((coords.shape[0], net.cfg.out_dim), dtype=np.float32)
-    for start in range(0, coords.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        c = torch.from_numpy(coords[sl]).to(dev)
-        s = shifts[torch.from_numpy(pid[sl]).to(dev)]
-        out[sl] = net.forward_points(c, s).cpu().numpy()
-    return out.reshape(*out_shape, net.cfg.out_dim)
-
-
-@torch.no_grad()
-def evaluate_fields(net: LatentModulatedSiren, latents: torch.Tensor, coords: torch.Tensor, device: str = "auto",
-                    chunk: int = EVAL_CHUNK) -> np.ndarray:
-    """Every latent (F, D) evaluated at the same points coords (N, I) -> (F, N, C) float32."""
-    dev = pick_device(device)
-    net = net.to(dev)
-    coords = coords.to(dev)
-    per = max(1, chunk // max(1, coords.shape[0]))  # fields per chunk
-    out = [net(coords, part.to(dev)).cpu() for part in latents.split(per)]
-    return torch.cat(out).numpy() if out else np.zeros((0, coords.shape[0], net.cfg.out_dim), np.float32)
-
-
-def _row_bands(layout: CellLayout, samples: int) -> list[tuple[int, int]]:
-    rows, cols = layout.shape
-    step = max(1, samples // max(1, cols))
-    return [(a, min(rows, a + step)) for a in range(0, rows, step)]
-
-
 @torch.no_grad()
 def fit_grid(net: GridModulatedSiren, values: np.ndarray, steps: int, device: str = "auto",
              band: int | None = None) -> torch.Tensor:
@@ -329,7 +288,7 @@ def fit_grid(net: GridModulatedSiren, values: np.ndarray, steps: int, device: st
     targets = torch.as_tensor(np.ascontiguousarray(values), dtype=torch.float32).reshape(1, h * w, c).to(dev)
     gy, gx = layout.nodes
     z = torch.zeros(1, gy * gx, net.cfg.latent_dim, device=dev)
-    bands = _row_bands(layout, band)
+    bands = row_bands(layout, band)
     lr = net.learning_rates()
     for _ in range(steps):
         g = torch.zeros_like(z)
@@ -339,17 +298,89 @@ def fit_grid(net: GridModulatedSiren, values: np.ndarray, steps: int, device: st
     return z[0].cpu()
 
 
-@torch.no_grad()
-def evaluate_latent_grid(net: GridModulatedSiren, latents: torch.Tensor, shape: tuple[int, int],
-                         out_shape: tuple[int, int], device: str = "auto", chunk: int = EVAL_CHUNK) -> np.ndarray:
-    """Decode a latent grid (Gy * Gx, D) of a region of `shape` samples onto `out_shape` samples
-    spanning it; (*out_shape, C) float32, not clipped."""
-    dev = pick_device(device)
-    net = net.to(dev)
-    layout = CellLayout.for_region(tuple(shape), net.cfg.cell, net.cfg.frequencies, tuple(out_shape)).to(dev)
-    z = latents.to(dev).unsqueeze(0)
-    out = np.empty((math.prod(out_shape), net.cfg.out_dim), dtype=np.float32)
-    cols = out_shape[1]
-    for a, b in _row_bands(layout, chunk):
-        out[a * cols : b * cols] = net(layout.rows(a, b), z)[0].cpu().numpy()
-    return out.reshape(*out_shape, net.cfg.out_dim)
+def quantize_ste(quantizer: Quantizer, latents: torch.Tensor) -> torch.Tensor:
+    """Quantize-dequantize with a straight-through gradient (for refinement)."""
+    dev = latents.device
+    low = torch.as_tensor(quantizer.low, device=dev)
+    step = torch.as_tensor(quantizer.step, device=dev)
+    y = latents
+    if quantizer.basis is not None:
+        basis, centre = torch.as_tensor(quantizer.basis, device=dev), torch.as_tensor(quantizer.centre, device=dev)
+        y = (latents - centre) @ basis.T
+    q = torch.clamp(torch.round((y - low) / step), 0, quantizer.levels - 1) * step + low
+    if quantizer.basis is not None:
+        q = q @ basis + centre
+    return latents + (q - latents).detach()
+
+
+def loss_and_input_grad(net: PostFilter, image: torch.Tensor, target: torch.Tensor, views: int | None = None,
+                        tile: int = TILE, keep_bytes: int | None = None) -> tuple[float, torch.Tensor]:
+    """For an encoder that sees the filter: the squared error of `apply`'s output (the average over
+    `views`, not clipped) against `target`, summed over all values, and its gradient with respect to
+    `image`. image and target (3, H, W) on the filter's device, image in [0, 1].
+
+    Tiled as `apply` is: each tile's outputs are differentiated against the tile plus a halo as wide
+    as the receptive field and the halos' gradients summed, so the gradient is the whole image's (up
+    to float rounding) with memory bounded by the tile. The error needs every view's output before
+    any backward pass can start; where the graphs of all views and tiles fit in `keep_bytes` (default
+    KEEP_GRAPH_BYTES; a Kodak image at 4 views needs about 1 GB) they are kept from that one forward
+    pass, else each tile is evaluated a second time for its backward pass (a third more time).
+    """
+    views = net.views if views is None else views
+    period = net.cfg.period
+    _, h, w = image.shape
+    chosen = usable_views(period)[:views]
+    kept = graph_bytes(net, h, w, views) <= (KEEP_GRAPH_BYTES if keep_bytes is None else keep_bytes)
+    graphs = []
+    if kept:
+        total = torch.zeros_like(image)
+        for view in chosen:
+            x = to_view(image, view)
+            out = torch.empty_like(x)
+            graphs.append(list(_tile_graphs(net, x, view, (h, w), tile)))
+            for _, y, _, (y0, x0) in graphs[-1]:
+                out[:, y0 : y0 + y.shape[1], x0 : x0 + y.shape[2]] = y.detach()
+            total += from_view(out, view)
+        err = total / views - target
+    else:
+        with torch.no_grad():
+            mean = apply(net, image.permute(1, 2, 0).cpu().numpy(), image.device, tile, views)
+        err = torch.from_numpy(mean).permute(2, 0, 1).to(image.device) - target
+    scaled = err * (2.0 / views)  # d(sum of err^2)/d(each view's output)
+    grad = torch.zeros_like(image)
+    for i, view in enumerate(chosen):
+        x = to_view(image, view)
+        e = to_view(scaled, view)
+        g = torch.zeros_like(x)
+        # kept: the graphs of the forward pass above; else each tile is evaluated again, one at a time
+        for region, y, (ya, xa), (y0, x0) in (graphs[i] if kept else _tile_graphs(net, x, view, (h, w), tile)):
+            ty, tx = y.shape[1], y.shape[2]
+            (g_region,) = torch.autograd.grad(y, region, grad_outputs=e[:, y0 : y0 + ty, x0 : x0 + tx])
+            g[:, ya : ya + region.shape[2], xa : xa + region.shape[3]] += g_region[0]
+        if kept:
+            graphs[i] = []  # spent: free them as we go
+        grad += from_view(g, view)
+    return float(err.double().pow(2).sum()), grad
+
+
+def graph_bytes(net: PostFilter, h: int, w: int, views: int, tile: int = TILE) -> int:
+    """About what the autograd graphs of `views` views of an (h, w) image take (bytes): each
+    convolution saves its input (the first the RGB and position features, the others the previous
+    ReLU's output), over every tile with its halo."""
+    r = net.halo
+    rows, cols = math.ceil(h / tile), math.ceil(w / tile)
+    pixels = (h + 2 * r * rows) * (w + 2 * r * cols)  # each tile's halo counted once per tile (upper bound)
+    channels = 3 + POSITION_FEATURES + net.cfg.channels * (net.cfg.layers - 1) + 3
+    return pixels * channels * 4 * views
+
+
+def _tile_graphs(net: PostFilter, x: torch.Tensor, view: tuple[bool, bool, bool], source_shape: tuple[int, int],
+                 tile: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[int, int]]]:
+    """The filter on each tile of the view x (3, vh, vw), with its graph: (region, the tile's output,
+    (ya, xa) where the region starts, (y0, x0) where the tile starts); region requires grad."""
+    for (ya, yb, xa, xb), (y0, x0, ty, tx) in tiles(x.shape[1], x.shape[2], tile, net.halo):
+        pos = view_positions(net.cfg.period, view, source_shape, ya, xa, yb - ya, xb - xa, x.device)
+        with torch.enable_grad():  # (left before the yield: the caller runs in its own grad mode)
+            region = x[None, :, ya:yb, xa:xb].detach().requires_grad_(True)
+            y = net(region, pos)[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx]
+        yield region, y, (ya, xa), (y0, x0)

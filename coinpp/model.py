@@ -13,52 +13,12 @@ than autograd's double backward, and the outer step can still differentiate thro
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from .patching import CellLayout
-
-
-@dataclass(frozen=True)
-class SirenConfig:
-    """Architecture of a LatentModulatedSiren. `depth` counts the sine layers."""
-
-    in_dim: int = 2
-    out_dim: int = 3
-    width: int = 128
-    depth: int = 5
-    latent_dim: int = 64
-    w0: float = 30.0
-    meta_sgd: bool = True
-    coord_scale: float = 1.0  # coordinates are multiplied by this first (audio: time in [-5, 5])
-    # Latent grid (GridModulatedSiren): one latent per `cell`-sample cell, interpolated between cell
-    # centres; the network sees `frequencies` harmonics of the position within the cell. 0: patches.
-    cell: int = 0
-    frequencies: int = 0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k, default in (("coord_scale", 1.0), ("cell", 0), ("frequencies", 0)):
-            if d[k] == default:  # codecs written before the field existed keep their hash
-                del d[k]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SirenConfig:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-    @property
-    def tag(self) -> str:
-        """Short name of the architecture, e.g. '6x128-l64' (depth counts the linear layer), 'g16-5x64-l16'."""
-        grid = f"g{self.cell}-" if self.cell else ""
-        return f"{grid}{self.depth + 1}x{self.width}-l{self.latent_dim}"
-
-    @property
-    def input_features(self) -> int:
-        """Width of the first layer's input: the coordinates, or the cell harmonics (sin and cos)."""
-        return 2 * self.in_dim * self.frequencies if self.cell else self.in_dim
+from .spec import SirenConfig
 
 
 class LatentModulatedSiren(nn.Module):

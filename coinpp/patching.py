@@ -175,3 +175,10 @@ class CellLayout:
     def to(self, device: torch.device | str) -> CellLayout:
         return CellLayout(*(t.to(device) for t in (self.row_weights, self.col_weights, self.row_harmonics,
                                                    self.col_harmonics)))
+
+
+def row_bands(layout: CellLayout, samples: int) -> list[tuple[int, int]]:
+    """Bands of whole rows of the layout, each of at most `samples` samples (at least one row)."""
+    rows, cols = layout.shape
+    step = max(1, samples // max(1, cols))
+    return [(a, min(rows, a + step)) for a in range(0, rows, step)]

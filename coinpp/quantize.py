@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 MAX_BITS = 8
 
@@ -110,13 +109,13 @@ class Quantizer:
         z = np.asarray(latents, dtype=np.float64)
         return z if self.basis is None else (z - self.centre) @ self.basis.T.astype(np.float64)
 
-    def positions(self, latents: np.ndarray | torch.Tensor) -> np.ndarray:
-        """(P, D) floats -> (P, D) float64 positions in symbol units (unclipped): the symbol a latent
-        rounds to is the nearest integer, and an encoder choosing by rate may take the other one."""
-        z = latents.detach().cpu().numpy() if isinstance(latents, torch.Tensor) else np.asarray(latents)
-        return (self.coefficients(z) - self.low) / self.step
+    def positions(self, latents: np.ndarray) -> np.ndarray:
+        """(P, D) floats (an array, or a CPU tensor) -> (P, D) float64 positions in symbol units
+        (unclipped): the symbol a latent rounds to is the nearest integer, and an encoder choosing by
+        rate may take the other one."""
+        return (self.coefficients(np.asarray(latents)) - self.low) / self.step
 
-    def quantize(self, latents: np.ndarray | torch.Tensor) -> np.ndarray:
+    def quantize(self, latents: np.ndarray) -> np.ndarray:
         """(P, D) floats -> (P, D) int32 symbols in [0, 2^b)."""
         return np.clip(np.rint(self.positions(latents)), 0, self.levels - 1).astype(np.int32)
 
@@ -126,17 +125,3 @@ class Quantizer:
         if self.basis is None:
             return y
         return (y @ self.basis + self.centre).astype(np.float32)
-
-    def quantize_ste(self, latents: torch.Tensor) -> torch.Tensor:
-        """Quantize-dequantize with a straight-through gradient (for refinement)."""
-        dev = latents.device
-        low = torch.as_tensor(self.low, device=dev)
-        step = torch.as_tensor(self.step, device=dev)
-        y = latents
-        if self.basis is not None:
-            basis, centre = torch.as_tensor(self.basis, device=dev), torch.as_tensor(self.centre, device=dev)
-            y = (latents - centre) @ basis.T
-        q = torch.clamp(torch.round((y - low) / step), 0, self.levels - 1) * step + low
-        if self.basis is not None:
-            q = q @ basis + centre
-        return latents + (q - latents).detach()

@@ -11,9 +11,12 @@ import torch
 from PIL import Image
 
 from coinpp import codec as codecs
-from coinpp.entropy import frequency_table
+from coinpp import spec as specs
+from coinpp.entropy import residuals
 from coinpp.model import SirenConfig, build_network
 from coinpp.quantize import Quantizer
+from coinpp.training.export import write_folder
+from coinpp.training.tables import context_prior, frequency_table
 
 
 def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int = 0,
@@ -39,21 +42,19 @@ def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int 
     latents = rng.normal(0, 0.05, size=(2000, cfg.latent_dim)).astype(np.float32)
     q = Quantizer.fit(latents, bits)
     table = frequency_table(q.quantize(latents), q.levels)
-    config = {"name": name, "modality": modality, "model": cfg.to_dict(), "patch": patch, "encode_steps": 2}
+    config = {"name": name, "modality": modality, "model": cfg.to_dict(), "patch": patch,
+              "presets": {"default": [{"phase": "sgd", "steps": 2}]}}
     delta = None
     if modality == "climate":  # a series codec: fields coded as differences from the field before
-        from coinpp.entropy import residuals
-
         delta = frequency_table(residuals(q.quantize(latents), q.levels), 2 * q.levels - 1, prior=0.1)
     prior = None
     if context:  # neighbour context and quantization-aware refinement (the image levers)
-        from coinpp.entropy import context_prior
-
         prior = context_prior([q.quantize(latents).reshape(40, 50, -1)], q.levels, 4)
         config["context"] = {"model": "neighbour-mean", "buckets": 4, "adapt": 16}
         if not grid:
-            config["refine"] = {"steps": 3, "lr": 0.5, "quantized": True}
-    return codecs.write_folder(root / name, config, net, q, table, f"# {name}\n\ntest codec\n", delta, prior)
+            config["presets"]["default"].append({"phase": "adam", "steps": 3, "lr": 0.5, "lr_unit": "quantizer-step",
+                                                 "quantized": True})
+    return write_folder(root / name, config, net, q, table, f"# {name}\n\ntest codec\n", delta, prior)
 
 
 @pytest.fixture()
@@ -62,12 +63,12 @@ def tiny_codec(tmp_path_factory, monkeypatch) -> codecs.Codec:
     c = make_tiny_codec(root)
     monkeypatch.setenv("COIN_CODECS_PATH", str(root))
     # Only the test's own codecs: the shipped ones in the source tree are not part of these tests.
-    monkeypatch.setattr(codecs, "search_path",
+    monkeypatch.setattr(specs, "search_path",
                         lambda: [Path(p) for p in os.environ["COIN_CODECS_PATH"].split(os.pathsep) if p])
     monkeypatch.setitem(codecs.DEFAULT_CODECS, "image", c.name)
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     yield c
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
 
 
 @pytest.fixture()

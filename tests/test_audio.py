@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from coinpp import modalities
 from coinpp.cli import cli
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import encode_signal
 from coinpp.errors import InputError
-from coinpp.pipeline import decode_bytes, encode_signal
 
 AUDIO = modalities.get("audio")
 SPEECH_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" / "test"
@@ -62,13 +63,13 @@ def test_decode_at_another_sample_rate_keeps_the_duration(tiny_audio_codec, tmp_
 
 
 def test_resampled_decode_samples_the_same_function(tiny_audio_codec):
-    from coinpp.modalities import Signal
+    from coinpp.modalities import Resolution, Signal
 
     sig = Signal(((clip(0.2) + 1) / 2).astype(np.float32), {"sample_rate": 16000, "subtype": "PCM_16",
                                                              "channels": 1})
     data = encode_signal(sig, AUDIO, tiny_audio_codec, device="cpu").data
     base, _ = decode_bytes(data, device="cpu")
-    up, _ = decode_bytes(data, size=(sig.spatial[0] * 2,), device="cpu")
+    up, _ = decode_bytes(data, Resolution(size=(sig.spatial[0] * 2,)), device="cpu")
     assert up.meta["sample_rate"] == 32000
     # averaging pairs of 2x samples (centred on the original sample times) gives back the 1x samples
     assert np.abs(up.values.reshape(-1, 2, 1).mean(axis=1) - base.values).max() < 0.05

@@ -14,8 +14,8 @@ from PIL import Image
 
 from coinpp import batch, modalities
 from coinpp.cli import cli
+from coinpp.encoder import Encoder, encode_signal
 from coinpp.modalities import Signal
-from coinpp.pipeline import encode_signal, fit_signal, fit_signals
 
 
 def run(*args, input: bytes | None = None):
@@ -122,9 +122,7 @@ def test_full_disk_stops_cleanly_with_finished_files_intact(tiny_codec, mixed, t
 
 
 def test_ctrl_c_leaves_no_partial_files(tiny_codec, mixed, tmp_path, monkeypatch):
-    import coinpp.pipeline as pipeline
-
-    real = pipeline.pack
+    real = Encoder.pack
     calls = {"n": 0}
 
     def interrupted(*a, **k):
@@ -133,13 +131,13 @@ def test_ctrl_c_leaves_no_partial_files(tiny_codec, mixed, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(pipeline, "pack", interrupted)
+    monkeypatch.setattr(Encoder, "pack", interrupted)
     out = tmp_path / "out"
     r = run("encode", mixed, "-o", out, "--no-check")
     assert r.exit_code == 130
     files = [p.name for p in out.rglob("*") if p.is_file()]
     assert files == ["a.png.coin"]  # the one finished before Ctrl-C, nothing partial
-    monkeypatch.setattr(pipeline, "pack", real)
+    monkeypatch.setattr(Encoder, "pack", real)
     rep = _report(run("encode", mixed, "-o", out, "--json", "--no-check"))  # resumes
     assert rep["existing_skipped"] == 1 and rep["done"] == 3
 
@@ -161,9 +159,9 @@ def test_batched_fit_equals_one_by_one(tiny_codec):
     sigs = [Signal(smooth_image(h, w, seed=s).astype(np.float32) / 255, {"channels": 3})
             for h, w, s in ((20, 17, 1), (9, 30, 2), (40, 33, 3))]
     image = modalities.get("image")
-    together = fit_signals(sigs, image, tiny_codec, device="cpu")
+    together = Encoder(tiny_codec, image, device="cpu").fit(sigs)
     for sig, lat in zip(sigs, together, strict=True):
-        alone = fit_signal(sig, image, tiny_codec, device="cpu")
+        alone = Encoder(tiny_codec, image, device="cpu").fit([sig])[0]
         assert lat.shape == alone.shape
         assert float((lat - alone).abs().max()) < 1e-5
 

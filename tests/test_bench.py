@@ -9,9 +9,11 @@ from click.testing import CliRunner
 from conftest import smooth_image
 from PIL import Image
 
-from coinpp import baselines
-from coinpp.bench import bd_rate, curves, interpolate_psnr, load_published, summarize
 from coinpp.cli import cli
+from coinpp.evaluation import baselines
+from coinpp.evaluation.bench import summarize
+from coinpp.evaluation.plots import load_published
+from coinpp.evaluation.rd import bd_rate, curves, interpolate_psnr
 
 
 @pytest.fixture()

@@ -12,6 +12,7 @@ from conftest import make_tiny_codec, smooth_image
 from PIL import Image
 
 from coinpp import codec as codecs
+from coinpp import spec as specs
 from coinpp.cli import cli
 
 
@@ -179,8 +180,8 @@ def test_unknown_codec(tiny_codec, rgb_png, tmp_path):
 def test_file_for_a_missing_codec_names_it(tiny_codec, rgb_png, tmp_path, monkeypatch):
     run("encode", rgb_png, "-o", tmp_path / "a.coin", "--no-check")
     monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "nowhere"))
-    monkeypatch.setattr(codecs, "search_path", lambda: [])
-    codecs._load_cached.cache_clear()
+    monkeypatch.setattr(specs, "search_path", lambda: [])
+    codecs.clear_cache()
     assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.png"), "needs codec 'tiny-b4'")
 
 
@@ -189,7 +190,7 @@ def test_codec_hash_mismatch(tiny_codec, rgb_png, tmp_path, monkeypatch):
     other = tmp_path / "other"
     make_tiny_codec(other, name="tiny-b4", seed=5)  # same name, different network
     monkeypatch.setenv("COIN_CODECS_PATH", str(other))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.png"), "differs from the one")
     assert not (tmp_path / "a.png").exists()
 
@@ -199,7 +200,7 @@ def test_tampered_codec_is_refused(tiny_codec, rgb_png, tmp_path):
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0x01
     weights.write_bytes(bytes(data))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     assert_clean_error(run("encode", rgb_png, "-o", tmp_path / "a.coin"), "hash check")
 
 

@@ -9,10 +9,13 @@ from click.testing import CliRunner
 from conftest import write_netcdf
 
 from coinpp import modalities
+from coinpp.bitstream import parse
 from coinpp.cli import cli
+from coinpp.decoder import Decoder, decode_bytes
+from coinpp.encoder import encode_signal
 from coinpp.errors import FormatError, InputError
+from coinpp.modalities import Target
 from coinpp.modalities.climate import sphere_points
-from coinpp.pipeline import decode_bytes, decode_parsed, encode_signal, parse
 
 CLIMATE = modalities.get("climate")
 UK_LAT = np.arange(58.0, 49.9, -1.0)  # descending, 9 points
@@ -90,8 +93,8 @@ def test_decode_onto_another_grid(tmp_path, tiny_climate_codec):
     p = parse(encode_signal(s, CLIMATE, tiny_climate_codec).data)
     lat, lon = CLIMATE.target_grid(p.meta, grid=0.5)
     assert lat[0] == 58 and lat[-1] == 50 and len(lat) == 17 and len(lon) == 25
-    fine = decode_parsed(p, target_meta=CLIMATE.regridded(p.meta, lat, lon))
-    same = decode_parsed(p)
+    fine = Decoder().decode(p, Target(meta=CLIMATE.regridded(p.meta, lat, lon)))
+    same = Decoder().decode(p)
     assert fine.values.shape == (2, 17, 25, 1)
     # the finer grid passes through the original points: same values there
     assert np.allclose(fine.values[:, ::2, ::3], same.values, atol=1e-5)
@@ -110,7 +113,7 @@ def test_global_field_wraps_in_longitude(tmp_path, tiny_climate_codec):
     write_netcdf(src, GLOBE_LAT, GLOBE_LON, times=1)
     p = parse(encode_signal(CLIMATE.read(src), CLIMATE, tiny_climate_codec).data)
     lat, lon = CLIMATE.target_grid(p.meta, lon_spec=(-180.0, 180.0, 9))  # other convention: allowed
-    v = decode_parsed(p, target_meta=CLIMATE.regridded(p.meta, lat, lon)).values
+    v = Decoder().decode(p, Target(meta=CLIMATE.regridded(p.meta, lat, lon))).values
     assert np.allclose(v[:, :, 0], v[:, :, -1], atol=1e-6)  # -180 and 180 are the same meridian
     lat2, lon2 = CLIMATE.target_grid(p.meta, scale=2)
     assert len(lon2) == 16 and lon2[-1] == pytest.approx(337.5) and len(lat2) == 13

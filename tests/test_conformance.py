@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from coinpp import codec as codecs
-from coinpp.conformance import ROOT, check, codecs_folder
+from coinpp.evaluation.conformance import ROOT, check, codecs_folder
 
 STREAMS = sorted(ROOT.glob("*.coin"))
 
@@ -19,7 +19,7 @@ def test_there_are_conformance_streams_for_every_shipped_image_codec():
 @pytest.mark.parametrize("stream", STREAMS, ids=lambda p: p.name)
 def test_stream_decodes_to_pinned_symbols_and_output(stream: Path, monkeypatch):
     monkeypatch.setenv("COIN_CODECS_PATH", str(codecs_folder()))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     result = check(stream)
     assert result["symbols"]
 

@@ -12,9 +12,11 @@ SCRIPT = r"""
 import hashlib, json, sys, torch
 torch.set_num_threads(int(sys.argv[1]))
 from coinpp import codec, modalities
-from coinpp.conformance import sample_signals
+from coinpp.evaluation.conformance import sample_signals
 from coinpp.modalities.image import to_uint8
-from coinpp.pipeline import decode_bytes, decode_symbols, encode_signal, parse
+from coinpp.bitstream import decode_symbols, parse
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import encode_signal
 image = modalities.get("image")
 c = codec.load(codec.default_for("image"))
 enc = encode_signal(sample_signals()["rgb-47x61"], image, c, device="cpu")

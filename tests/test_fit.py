@@ -3,10 +3,11 @@
 import numpy as np
 import torch
 
-from coinpp.fit import evaluate_grid, fit_latents
+from coinpp.fit import fit_latents
 from coinpp.malloc import tune
 from coinpp.model import LatentModulatedSiren, SirenConfig
 from coinpp.patching import merge, patch_coordinates, split
+from coinpp.synthesis import evaluate_grid
 
 
 def _net():

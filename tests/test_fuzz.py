@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coinpp import container, modalities, overfit
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import encode_signal
 from coinpp.errors import CoinError
 from coinpp.modalities import Signal
-from coinpp.pipeline import decode_bytes, encode_signal
 
 EXAMPLES = int(os.environ.get("COIN_FUZZ_EXAMPLES", "1000"))
 TIME_LIMIT_S = 5.0  # per case; the tiny codec decodes a valid stream in milliseconds
@@ -33,7 +34,7 @@ def stream(request, tiny_audio_codec, tiny_climate_codec, tiny_context_codec, ti
     attributes and coordinates, a missing-value mask, fields coded as differences; context: the
     neighbour-context entropy coder)."""
     if request.param == "climate":
-        from coinpp.conformance import sample_signals
+        from coinpp.evaluation.conformance import sample_signals
 
         sig = sample_signals("climate")["uk-6x9x13"]
         return encode_signal(sig, modalities.get("climate"), tiny_climate_codec, device="cpu").data

@@ -11,11 +11,16 @@ from conftest import make_tiny_codec
 
 from coinpp import codec as codecs
 from coinpp import modalities
+from coinpp import spec as specs
+from coinpp.bitstream import decode_symbols, parse
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import Encoder, encode_each, encode_signal
+from coinpp.entropy import NeighbourContext
 from coinpp.errors import CodecError
 from coinpp.fit import fit_latents, refine_latents
 from coinpp.modalities import Signal
 from coinpp.patching import patch_coordinates, split
-from coinpp.pipeline import decode_bytes, decode_symbols, encode_signal, fit_signal, pack, parse, refine_signal
+from coinpp.spec import AdamPhase, EncoderPreset, SGDPhase
 
 
 def _image(h=40, w=56, seed=0):
@@ -45,7 +50,7 @@ def test_context_codec_round_trips_through_the_pipeline(tiny_context_codec):
     signal = _image()
     enc = encode_signal(signal, modalities.get("image"), tiny_context_codec, device="cpu")
     p = parse(enc.data)
-    assert p.codec.context is not None and np.array_equal(decode_symbols(p), enc.symbols)
+    assert isinstance(p.spec.entropy, NeighbourContext) and np.array_equal(decode_symbols(p), enc.symbols)
     decoded, _ = decode_bytes(enc.data, device="cpu")
     assert decoded.values.shape == signal.values.shape
 
@@ -54,11 +59,12 @@ def test_refinement_is_what_encode_does(tiny_context_codec):
     """encode_signal = fit, refine through the codec's quantizer, pack; bench and batch do the same."""
     image = modalities.get("image")
     signal = _image(seed=1)
-    fitted = fit_signal(signal, image, tiny_context_codec, device="cpu")
-    refined = refine_signal(fitted, signal, image, tiny_context_codec, "cpu")
+    e = Encoder(tiny_context_codec, image, device="cpu")
+    fitted = e.fit([signal])[0]
+    refined = e.refine(fitted, signal)
     assert not torch.equal(refined, fitted)
-    assert encode_signal(signal, image, tiny_context_codec, device="cpu").data == \
-        pack(refined, signal, image, tiny_context_codec).data
+    assert encode_signal(signal, image, tiny_context_codec, device="cpu").data == e.pack(refined, signal).data
+    assert next(encode_each(signal, [e])).encoded.data == e.pack(refined, signal).data
 
 
 def test_context_config_is_covered_by_the_hash(tiny_context_codec):
@@ -66,70 +72,70 @@ def test_context_config_is_covered_by_the_hash(tiny_context_codec):
     cfg = json.loads((folder / "config.json").read_text())
     cfg["context"]["adapt"] = 32
     (folder / "config.json").write_text(json.dumps(cfg))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     with pytest.raises(CodecError, match="hash"):
         codecs.load(tiny_context_codec.name)
 
 
 def test_codecs_without_context_keep_their_hash(tiny_codec):
     cfg = json.loads((tiny_codec.folder / "config.json").read_text())
-    assert "context" not in cfg and codecs.codec_hash(tiny_codec.folder, cfg).hex() == cfg["hash"]
+    assert "context" not in cfg and specs.codec_hash(tiny_codec.folder, cfg).hex() == cfg["hash"]
 
 
 def test_rate_distortion_rounding_is_encoder_only(tiny_context_codec):
-    """The codec's rdo lambda changes the symbols an encoder picks, not the hash: such files decode
+    """The preset's round phase changes the symbols an encoder picks, not the hash: such files decode
     with any copy of the codec, and lambda 0 is plain rounding."""
     image = modalities.get("image")
     signal = _image(seed=2)
-    fitted = refine_signal(fit_signal(signal, image, tiny_context_codec, device="cpu"), signal, image,
-                           tiny_context_codec, "cpu")
-    plain = pack(fitted, signal, image, tiny_context_codec)
+    e = Encoder(tiny_context_codec, image, device="cpu")
+    fitted = e.refine(e.fit([signal])[0], signal)
+    plain = e.pack(fitted, signal)
     assert np.array_equal(plain.symbols, tiny_context_codec.quantizer.quantize(fitted))
     folder = tiny_context_codec.folder
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["rdo"] = {"lambda": 0.5}
+    cfg["presets"]["default"].append({"phase": "round", "rd_lambda": 0.5})
     (folder / "config.json").write_text(json.dumps(cfg))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     rd_codec = codecs.load(tiny_context_codec.name)
-    assert rd_codec.hash == tiny_context_codec.hash and rd_codec.rd_lambda == 0.5
-    rd = pack(fitted, signal, image, rd_codec)
+    assert rd_codec.hash == tiny_context_codec.hash and rd_codec.preset().rd_lambda == 0.5
+    rd = Encoder(rd_codec, image, device="cpu").pack(fitted, signal)
     assert len(rd.data) < len(plain.data) and not np.array_equal(rd.symbols, plain.symbols)
     assert np.array_equal(decode_symbols(parse(rd.data)), rd.symbols)
-    assert pack(fitted, signal, image, rd_codec, rd_lambda=0.0).data == plain.data
-    cfg["rdo"] = {"lambda": -1}
+    assert Encoder(rd_codec, image, rd_codec.preset().without("round")).pack(fitted, signal).data == plain.data
+    cfg["presets"]["default"][-1]["rd_lambda"] = -1
     (folder / "config.json").write_text(json.dumps(cfg))
-    codecs._load_cached.cache_clear()
-    with pytest.raises(CodecError, match="rdo"):
+    codecs.clear_cache()
+    with pytest.raises(CodecError, match="rd_lambda"):
         codecs.load(tiny_context_codec.name)
 
 
 def test_bit_independent_refinement_is_shared_by_the_bit_depths(tiny_codec):
-    """refine with latent_lr (unquantized) uses one rate for every dimension whatever the bit depth,
-    so two bit depths of one network get the same refined latents and bench refines once."""
+    """An Adam phase with one rate for every latent dimension (unquantized) is the same whatever the bit
+    depth, so two bit depths of one network get the same refined latents and bench refines once."""
     root = Path(os.environ["COIN_CODECS_PATH"])
     image = modalities.get("image")
     made = []
     for bits in (3, 5):
         c = make_tiny_codec(root, f"tiny-ctx-b{bits}", bits=bits, context=True)
         cfg = json.loads((c.folder / "config.json").read_text())
-        cfg["refine"] = {"steps": 4, "latent_lr": 0.01, "quantized": False}
+        cfg["presets"]["default"][1] = {"phase": "adam", "steps": 4, "lr": 0.01}
         (c.folder / "config.json").write_text(json.dumps(cfg))
-        codecs._load_cached.cache_clear()
-        made.append(codecs.load(c.name))
+        codecs.clear_cache()
+        made.append(Encoder(codecs.load(c.name), image, device="cpu"))
     a, b = made
-    assert codecs.fit_key(a) == codecs.fit_key(b) and a.refine_key == b.refine_key != "none"
+    assert a.fit_key() == b.fit_key() and a.refine_key() == b.refine_key() != "none"
     signal = _image(seed=3)
-    fitted = fit_signal(signal, image, a, device="cpu")
-    ra, rb = (refine_signal(fitted, signal, image, c, "cpu") for c in made)
+    fitted = a.fit([signal])[0]
+    ra, rb = (e.refine(fitted, signal) for e in made)
     assert torch.equal(ra, rb) and not torch.equal(ra, fitted)
-    quantized = make_tiny_codec(root, "tiny-ctx-b4", context=True)  # refines through its own quantizer
-    assert quantized.refine_key not in (a.refine_key, "none")
-    cfg = json.loads((a.folder / "config.json").read_text())
-    cfg["refine"]["quantized"] = True
-    (a.folder / "config.json").write_text(json.dumps(cfg))
-    codecs._load_cached.cache_clear()
-    with pytest.raises(CodecError, match="latent_lr"):
-        codecs.load(a.name)
+    quantized = Encoder(make_tiny_codec(root, "tiny-ctx-b4", context=True), image)  # through its own quantizer
+    assert quantized.refine_key() not in (a.refine_key(), "none")
+    cfg = json.loads((a.codec.folder / "config.json").read_text())
+    cfg["presets"]["default"][1]["lr"] = 0
+    (a.codec.folder / "config.json").write_text(json.dumps(cfg))
+    codecs.clear_cache()
+    with pytest.raises(CodecError, match="adam needs an lr"):
+        codecs.load(a.codec.name)
 
 
 def test_rate_penalty_gradient_and_what_it_buys(tiny_codec):
@@ -155,33 +161,75 @@ def test_rate_penalty_gradient_and_what_it_buys(tiny_codec):
 
 
 def test_half_steps_are_an_encoder_setting(tiny_codec):
-    """encode_half_steps changes the fitted latents and the fit key, not the hash, and the file
+    """SGD steps on pixel halves change the fitted latents and the fit key, not the hash, and the file
     decodes as any other."""
     image = modalities.get("image")
     cfg = json.loads((tiny_codec.folder / "config.json").read_text())
-    cfg["encode_steps"] = 3
+    cfg["presets"]["default"] = [{"phase": "sgd", "steps": 3}]
     (tiny_codec.folder / "config.json").write_text(json.dumps(cfg))
-    codecs._load_cached.cache_clear()
-    plain = codecs.load(tiny_codec.name)
-    cfg["encode_half_steps"] = 2
+    codecs.clear_cache()
+    plain = Encoder(codecs.load(tiny_codec.name), image, device="cpu")
+    cfg["presets"]["default"] = [{"phase": "sgd", "steps": 2, "half": True}, {"phase": "sgd", "steps": 1}]
     (tiny_codec.folder / "config.json").write_text(json.dumps(cfg))
-    codecs._load_cached.cache_clear()
-    half = codecs.load(tiny_codec.name)
-    assert half.half_steps == 2 and plain.half_steps == 0
-    assert half.hash == plain.hash and codecs.fit_key(half) != codecs.fit_key(plain)
+    codecs.clear_cache()
+    half = Encoder(codecs.load(tiny_codec.name), image, device="cpu")
+    assert half.preset.half_steps == 2 and plain.preset.half_steps == 0
+    assert half.preset.sgd_steps == plain.preset.sgd_steps == 3
+    assert half.codec.hash == plain.codec.hash and half.fit_key() != plain.fit_key()
+    assert Encoder(half.codec, image, steps=1).preset.half_steps == 1  # --steps keeps the halves first
     signal = _image(seed=5)
-    za, zb = fit_signal(signal, image, plain, device="cpu"), fit_signal(signal, image, half, device="cpu")
+    za, zb = plain.fit([signal])[0], half.fit([signal])[0]
     assert not torch.allclose(za, zb, atol=1e-5)
-    enc = encode_signal(signal, image, half, device="cpu")
+    enc = half.encode(signal)
     decoded, _ = decode_bytes(enc.data, device="cpu")
     assert decoded.values.shape == signal.values.shape
 
 
 @pytest.mark.parametrize("value", [-1, 2.5, "4", True, 1001])
-def test_half_steps_out_of_range_refuse_the_codec(tiny_codec, value):
+def test_half_steps_out_of_range_refuse_a_codec_written_before_presets(tiny_codec, value):
+    """A config without presets (coin 0.1) is read from its encode_steps and encode_half_steps."""
     cfg = json.loads((tiny_codec.folder / "config.json").read_text())
-    cfg["encode_half_steps"] = value
+    del cfg["presets"]
+    cfg["encode_steps"], cfg["encode_half_steps"] = 3, value
     (tiny_codec.folder / "config.json").write_text(json.dumps(cfg))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     with pytest.raises(CodecError, match="encode_half_steps"):
         codecs.load(tiny_codec.name)
+
+
+def test_a_codec_written_before_presets_loads_its_encoder_settings(tiny_codec):
+    cfg = json.loads((tiny_codec.folder / "config.json").read_text())
+    del cfg["presets"]
+    cfg |= {"encode_steps": 5, "encode_half_steps": 2, "refine": {"steps": 3, "latent_lr": 0.01, "quantized": False}}
+    (tiny_codec.folder / "config.json").write_text(json.dumps(cfg))
+    codecs.clear_cache()
+    preset = codecs.load(tiny_codec.name).preset()
+    assert preset == EncoderPreset("default", (SGDPhase(2, True), SGDPhase(3), AdamPhase(3, 0.01)))
+
+
+@pytest.mark.parametrize("phases, message", [
+    ([{"phase": "adam", "steps": 2, "lr": 0.1}, {"phase": "sgd", "steps": 2}], "must run"),
+    ([{"phase": "sgd", "steps": 2}, {"phase": "sgd", "steps": 2, "half": True}], "half steps first"),
+    ([{"phase": "sgd", "steps": -1}], "whole number"),
+    ([{"phase": "sgd", "steps": 2}, {"phase": "filter", "steps": 2, "lr": 0.1}], "post-filter"),
+    ([{"phase": "sgd", "steps": 2}, {"phase": "adam", "steps": 2, "lr": 0.1, "rate_lambda": 0.1}], "rate_model"),
+    ([{"phase": "sgd", "steps": 2}, {"phase": "warp", "steps": 2}], "unknown phase"),
+    ([{"phase": "sgd", "steps": 2, "speed": 3}], "speed"),
+])
+def test_bad_presets_refuse_the_codec(tiny_codec, phases, message):
+    cfg = json.loads((tiny_codec.folder / "config.json").read_text())
+    cfg["presets"]["default"] = phases
+    (tiny_codec.folder / "config.json").write_text(json.dumps(cfg))
+    codecs.clear_cache()
+    with pytest.raises(CodecError, match=message):
+        codecs.load(tiny_codec.name)
+
+
+def test_fast_preset_drops_the_filter_phase_only():
+    preset = EncoderPreset.from_list("default", [{"phase": "sgd", "steps": 4, "half": True},
+                                                 {"phase": "adam", "steps": 7, "lr": 0.0017},
+                                                 {"phase": "filter", "steps": 4, "lr": 0.00017},
+                                                 {"phase": "round", "rd_lambda": 0.1}])
+    fast = preset.without("filter")
+    assert [p.kind for p in fast.phases] == ["sgd", "adam", "round"] and fast.rd_lambda == 0.1
+    assert EncoderPreset.from_list("default", preset.to_list()) == preset

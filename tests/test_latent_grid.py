@@ -12,11 +12,16 @@ from conftest import make_tiny_codec, smooth_image
 
 from coinpp import codec as codecs
 from coinpp import modalities
+from coinpp import spec as specs
+from coinpp.bitstream import decode_symbols, parse
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import encode_signal
 from coinpp.errors import InputError
-from coinpp.fit import evaluate_latent_grid, fit_grid
+from coinpp.fit import fit_grid
+from coinpp.modalities import Resolution
 from coinpp.model import GridModulatedSiren, SirenConfig, build_network
 from coinpp.patching import CellLayout, cell_harmonics, interpolation_weights, sample_centres
-from coinpp.pipeline import decode_bytes, decode_symbols, encode_signal, parse
+from coinpp.synthesis import evaluate_latent_grid
 
 GRID = SirenConfig(width=16, depth=2, latent_dim=4, cell=4, frequencies=2)
 
@@ -110,7 +115,7 @@ def test_grid_codec_round_trip_any_resolution_and_channel_groups(tiny_grid_codec
     assert decoded.values.shape == rgb.values.shape
     assert p.file.patch == (4, 4) and p.file.num_patches == 5 * 7
     assert np.array_equal(decode_symbols(parse(enc.data)), enc.symbols)
-    big, _ = decode_bytes(enc.data, scale=2, device="cpu")
+    big, _ = decode_bytes(enc.data, Resolution(scale=2), device="cpu")
     assert big.values.shape == (38, 52, 3)
     gray = modalities.Signal(rgb.values[..., :1].copy(), {"channels": 1})
     assert decode_bytes(encode_signal(gray, image, tiny_grid_codec, device="cpu").data)[0].values.shape == (19, 26, 1)
@@ -123,14 +128,14 @@ def test_grid_codec_folder_must_tile_by_its_cell(tmp_path):
 
     config = json.loads(cfg.read_text())
     config["patch"] = [8, 8]
-    config["hash"] = codecs.codec_hash(c.folder, config).hex()
+    config["hash"] = specs.codec_hash(c.folder, config).hex()
     cfg.write_text(json.dumps(config))
     with pytest.raises(codecs.CodecError, match="cell"):
         codecs.load_folder(c.folder)
 
 
 def test_training_crops_must_be_whole_cells():
-    from coinpp.train import training_points
+    from coinpp.training.meta import training_points
 
     assert training_points(GRID, (8, 12)).nodes == (2, 3)
     with pytest.raises(InputError):

@@ -10,8 +10,9 @@ from conftest import write_nifti
 
 from coinpp import modalities
 from coinpp.cli import cli
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import encode_signal
 from coinpp.errors import InputError
-from coinpp.pipeline import decode_bytes, encode_signal
 
 MRI = modalities.get("mri")
 
@@ -117,7 +118,8 @@ def test_bad_inputs_give_one_clear_line(tmp_path, tiny_mri_codec):
 
 
 def test_identical_patches_are_fitted_once(tmp_path, tiny_mri_codec, monkeypatch):
-    from coinpp import pipeline
+    from coinpp import encoder
+    from coinpp.encoder import Encoder
 
     vals = np.zeros((32, 32, 16), np.int16)  # 32 patches of 8^3, 31 of them empty background
     vals[2:6, 3:7, 1:5] = 500
@@ -125,10 +127,10 @@ def test_identical_patches_are_fitted_once(tmp_path, tiny_mri_codec, monkeypatch
     write_nifti(src, values=vals)
     s = MRI.read(src)
     seen = []
-    real = pipeline.fit_latents
-    monkeypatch.setattr(pipeline, "fit_latents",
+    real = encoder.fit_latents
+    monkeypatch.setattr(encoder, "fit_latents",
                         lambda net, c, t, *a, **k: seen.append(len(t)) or real(net, c, t, *a, **k))
-    z = pipeline.fit_signal(s, MRI, tiny_mri_codec)
+    z = Encoder(tiny_mri_codec, MRI).fit([s])[0]
     assert seen == [2] and len(z) == 32
     assert (z[1:] == z[-1]).all() and not (z[0] == z[-1]).all()
 

@@ -12,11 +12,12 @@ from conftest import smooth_image
 from PIL import Image
 
 from coinpp import container, modalities, overfit
+from coinpp.bitstream import parse
 from coinpp.cli import cli
 from coinpp.container import SirenArch
+from coinpp.decoder import decode_bytes
 from coinpp.errors import FormatError, InputError
-from coinpp.modalities import Signal
-from coinpp.pipeline import decode_bytes, parse
+from coinpp.modalities import Resolution, Signal
 
 IMAGE = modalities.get("image")
 
@@ -29,7 +30,7 @@ def test_fit_improves_and_round_trips_through_the_file():
     sig = _signal()
     res = overfit.encode_signal(sig, IMAGE, SirenArch(2, 3, 16, 3), iterations=150, lr=1e-3, device="cpu")
     decoded, parsed = decode_bytes(res.data, device="cpu")
-    assert parsed.codec is None and parsed.file.arch == SirenArch(2, 3, 16, 3)
+    assert parsed.spec is None and parsed.file.arch == SirenArch(2, 3, 16, 3)
     assert decoded.spatial == sig.spatial
     # The file decodes to exactly the iterate the encoder kept (its PSNR was measured as stored).
     mse = float(np.mean((np.clip(overfit.evaluate_network(res.report.net, sig.spatial, "cpu"), 0, 1)
@@ -67,12 +68,12 @@ def test_any_resolution_decode_samples_the_same_function():
     sig = _signal(16, 16)
     res = overfit.encode_signal(sig, IMAGE, SirenArch(2, 3, 16, 2), iterations=100, lr=1e-3, device="cpu")
     base, _ = decode_bytes(res.data, device="cpu")
-    big, _ = decode_bytes(res.data, scale=2, device="cpu")
+    big, _ = decode_bytes(res.data, Resolution(scale=2), device="cpu")
     assert big.spatial == (32, 32)
     # Sample centres of the 2x grid average (2x2 blocks) close to the 1x samples of a smooth fit.
     pooled = big.values.reshape(16, 2, 16, 2, 3).mean(axis=(1, 3))
     assert np.abs(pooled - base.values).max() < 0.05
-    odd, _ = decode_bytes(res.data, size=(7, 9), device="cpu")
+    odd, _ = decode_bytes(res.data, Resolution(size=(9, 7)), device="cpu")  # WIDTHxHEIGHT
     assert odd.spatial == (7, 9)
 
 

@@ -12,12 +12,17 @@ from click.testing import CliRunner
 from conftest import make_tiny_codec
 
 from coinpp import codec as codecs
-from coinpp import modalities
+from coinpp import fit, modalities
 from coinpp import postfilter as pf
+from coinpp.bitstream import parse
 from coinpp.cli import cli
+from coinpp.cli import train as cli_train
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import Encoder, encode_signal
 from coinpp.errors import CodecError
-from coinpp.modalities import Signal
-from coinpp.pipeline import decode_bytes, encode_signal
+from coinpp.modalities import Resolution, Signal
+from coinpp.spec import PostFilterSpec, default_phases
+from coinpp.training import postfilter as pft
 
 
 def _seamed_pairs(n: int, size: int = 32, period: int = 8, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -37,8 +42,8 @@ def _seamed_pairs(n: int, size: int = 32, period: int = 8, seed: int = 0) -> lis
 
 
 def test_training_removes_a_seam_it_can_see():
-    cfg = pf.PostFilterConfig(channels=8, layers=3, period=(8, 8))
-    net, summary = pf.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=300, batch=8, window=16,
+    cfg = PostFilterSpec(channels=8, layers=3, period=(8, 8))
+    net, summary = pft.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=300, batch=8, window=16,
                             lr=3e-3, val_every=100)
     assert summary["val_psnr_gain_db"] > 3.0
     d, o = _seamed_pairs(1, seed=2)[0]
@@ -49,7 +54,7 @@ def test_training_removes_a_seam_it_can_see():
 
 def test_a_fresh_filter_nearly_keeps_the_image_and_tiles_exactly():
     torch.manual_seed(0)
-    net = pf.PostFilter(pf.PostFilterConfig(channels=8, layers=4, period=(8, 8))).eval()
+    net = pf.PostFilter(PostFilterSpec(channels=8, layers=4, period=(8, 8))).eval()
     img = np.random.default_rng(0).uniform(0, 1, (37, 53, 3)).astype(np.float32)
     whole = pf.apply(net, img, tile=1024)
     assert np.abs(whole - img).max() < 0.05  # close to the identity before training
@@ -59,18 +64,18 @@ def test_a_fresh_filter_nearly_keeps_the_image_and_tiles_exactly():
 
 def test_views_see_seams_where_the_unflipped_image_has_them():
     # On a grid of whole patches, a flipped or transposed view has its seams at the same phases.
-    base = pf._view_positions((8, 8), pf.VIEWS[0], (16, 24), 0, 0, 16, 24, torch.device("cpu"))
+    base = pf.view_positions((8, 8), pf.VIEWS[0], (16, 24), 0, 0, 16, 24, torch.device("cpu"))
     for view in pf.VIEWS[1:4]:
-        assert torch.allclose(pf._view_positions((8, 8), view, (16, 24), 0, 0, 16, 24, torch.device("cpu")), base,
+        assert torch.allclose(pf.view_positions((8, 8), view, (16, 24), 0, 0, 16, 24, torch.device("cpu")), base,
                               atol=1e-5)
-    turned = pf._view_positions((8, 8), pf.VIEWS[4], (16, 24), 0, 0, 24, 16, torch.device("cpu"))
-    assert torch.allclose(turned, pf._view_positions((8, 8), pf.VIEWS[0], (24, 16), 0, 0, 24, 16,
+    turned = pf.view_positions((8, 8), pf.VIEWS[4], (16, 24), 0, 0, 24, 16, torch.device("cpu"))
+    assert torch.allclose(turned, pf.view_positions((8, 8), pf.VIEWS[0], (24, 16), 0, 0, 24, 16,
                                                      torch.device("cpu")), atol=1e-5)
 
 
 def test_averaged_views_make_the_filter_symmetric_and_tile_exactly():
     torch.manual_seed(0)
-    net = pf.PostFilter(pf.PostFilterConfig(channels=8, layers=3, period=(8, 8))).eval()
+    net = pf.PostFilter(PostFilterSpec(channels=8, layers=3, period=(8, 8))).eval()
     img = np.random.default_rng(1).uniform(0, 1, (24, 32, 3)).astype(np.float32)
     one = pf.apply(net, img)
     two = pf.apply(net, img, views=2)
@@ -84,23 +89,23 @@ def test_averaged_views_make_the_filter_symmetric_and_tile_exactly():
     odd = np.random.default_rng(2).uniform(0, 1, (21, 30, 3)).astype(np.float32)  # partial patches too
     assert np.allclose(pf.apply(net, odd, views=4, tile=8), pf.apply(net, odd, views=4), atol=1e-5)
     with pytest.raises(ValueError):
-        pf.apply(pf.PostFilter(pf.PostFilterConfig(channels=4, layers=2, period=(8, 4))), img, views=5)
+        pf.apply(pf.PostFilter(PostFilterSpec(channels=4, layers=2, period=(8, 4))), img, views=5)
 
 
 def test_config_is_checked():
     with pytest.raises(ValueError):
-        pf.PostFilterConfig.from_dict({"channels": 0, "layers": 5, "period": [32, 32]})
+        PostFilterSpec.from_dict({"channels": 0, "layers": 5, "period": [32, 32]})
     with pytest.raises(ValueError):
-        pf.PostFilterConfig.from_dict({"channels": 8, "layers": 5, "period": [32]})
+        PostFilterSpec.from_dict({"channels": 8, "layers": 5, "period": [32]})
 
 
 def _install(codec: codecs.Codec, seed: int = 0) -> pf.PostFilter:
     torch.manual_seed(seed)
-    net = pf.PostFilter(pf.PostFilterConfig(channels=4, layers=2, period=tuple(codec.patch)))
+    net = pf.PostFilter(PostFilterSpec(channels=4, layers=2, period=tuple(codec.patch)))
     with torch.no_grad():
         net.convs[-1].weight.normal_(0, 0.05)  # a filter that visibly changes the image
-    pf.install(codec.folder, net.eval(), {"steps": 0})
-    codecs._load_cached.cache_clear()
+    pft.install(codec.folder, net.eval(), {"steps": 0})
+    codecs.clear_cache()
     return net
 
 
@@ -120,8 +125,8 @@ def test_installed_filter_keeps_hash_and_old_files_and_runs_only_on_own_grid(tin
     normative, _ = decode_bytes(old, device="cpu", postfilter=False)
     assert np.array_equal(normative.values, plain.values)
     assert not np.allclose(filtered.values, plain.values, atol=1e-3)
-    big_with, _ = decode_bytes(old, scale=2, device="cpu")
-    big_without, _ = decode_bytes(old, scale=2, device="cpu", postfilter=False)
+    big_with, _ = decode_bytes(old, Resolution(scale=2), device="cpu")
+    big_without, _ = decode_bytes(old, Resolution(scale=2), device="cpu", postfilter=False)
     assert np.array_equal(big_with.values, big_without.values)  # another grid: not filtered
 
 
@@ -131,7 +136,7 @@ def test_tampered_filter_is_refused(tiny_codec):
     data = bytearray(path.read_bytes())
     data[-1] ^= 1
     path.write_bytes(bytes(data))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     with pytest.raises(CodecError, match="SHA-256"):
         codecs.load(tiny_codec.name)
 
@@ -164,9 +169,9 @@ def test_cli_decode_postfilter_views_overrides_the_codecs_choice(tiny_codec, tmp
     r = _encoded_sample(tmp_path)
     net = _install(tiny_codec)
     net.views = 2
-    pf.install(tiny_codec.folder, net, {"steps": 0, "views_measured": {"on": "test crops",
+    pft.install(tiny_codec.folder, net, {"steps": 0, "views_measured": {"on": "test crops",
                                                                         "gain_db": {"1": 0.1, "2": 0.15}}})
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     assert "2 views +0.150 dB" in (tiny_codec.folder / "MODEL_CARD.md").read_text()
     outs = {}
     for args, name in (([], "own.png"), (["--postfilter-views", "2"], "two.png"),
@@ -200,13 +205,13 @@ def _photos(tmp_path):
 def _with_gain(monkeypatch, gain_db: float) -> None:
     """Train for real, but report `gain_db` on the held-out crops: three steps on noise decide
     nothing, and the CLI installs a filter only when it helped there."""
-    real = pf.train
+    real = pft.train
 
     def train(*args, **kwargs):
         net, summary = real(*args, **kwargs)
         return net, {**summary, "best_step": summary["steps"], "val_psnr_gain_db": gain_db}
 
-    monkeypatch.setattr(pf, "train", train)
+    monkeypatch.setattr(cli_train, "train_filter", train)
 
 
 def test_cli_postfilter_trains_and_installs(tiny_codec, tmp_path, monkeypatch):
@@ -249,40 +254,40 @@ def test_cli_postfilter_views_are_kept_and_decoding_averages_them(tiny_codec, tm
 
 def test_a_grown_filter_computes_what_the_small_one_did():
     torch.manual_seed(0)
-    small = pf.PostFilter(pf.PostFilterConfig(channels=4, layers=3, period=(8, 8))).eval()
+    small = pf.PostFilter(PostFilterSpec(channels=4, layers=3, period=(8, 8))).eval()
     for conv in small.convs:  # a trained-looking filter: corrections of a visible size
         conv.weight.data.normal_(0, 0.3)
     img = np.random.default_rng(3).uniform(0, 1, (16, 24, 3)).astype(np.float32)
-    big = pf.grow(small, pf.PostFilterConfig(channels=7, layers=5, period=(8, 8))).eval()
+    big = pft.grow(small, PostFilterSpec(channels=7, layers=5, period=(8, 8))).eval()
     assert len(big.convs) == 5 and big.convs[0].weight.shape[0] == 7
     assert np.abs(pf.apply(small, img) - img).max() > 0.05
     assert np.allclose(pf.apply(big, img), pf.apply(small, img), atol=1e-5)
-    for bad in (pf.PostFilterConfig(3, 5, (8, 8)), pf.PostFilterConfig(7, 2, (8, 8)),
-                pf.PostFilterConfig(7, 5, (4, 4))):
+    for bad in (PostFilterSpec(3, 5, (8, 8)), PostFilterSpec(7, 2, (8, 8)),
+                PostFilterSpec(7, 5, (4, 4))):
         with pytest.raises(ValueError):
-            pf.grow(small, bad)
+            pft.grow(small, bad)
 
 
 def test_augmented_training_learns_a_seam_in_every_view():
-    cfg = pf.PostFilterConfig(channels=8, layers=3, period=(8, 8))
-    net, summary = pf.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=300, batch=8, window=16,
+    cfg = PostFilterSpec(channels=8, layers=3, period=(8, 8))
+    net, summary = pft.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=300, batch=8, window=16,
                             lr=3e-3, val_every=100, augment=True)
     assert summary["augment"] and summary["val_psnr_gain_db"] > 1.0
 
 
 def test_training_from_a_trained_filter_keeps_it_when_nothing_beats_it():
-    cfg = pf.PostFilterConfig(channels=8, layers=3, period=(8, 8))
-    trained, first = pf.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=300, batch=8, window=16,
+    cfg = PostFilterSpec(channels=8, layers=3, period=(8, 8))
+    trained, first = pft.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=300, batch=8, window=16,
                               lr=3e-3, val_every=100)
     # A learning rate this large wrecks every later step, so the starting weights must win.
-    net, summary = pf.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=20, batch=8, window=16,
+    net, summary = pft.train(_seamed_pairs(12), _seamed_pairs(3, seed=1), cfg, steps=20, batch=8, window=16,
                             lr=1.0, val_every=10, init=trained)
     assert summary["best_step"] == 0
     assert summary["val_psnr_gain_db"] == pytest.approx(first["val_psnr_gain_db"], abs=1e-3)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trained.state_dict().values(),
                                                  strict=True))
     with pytest.raises(ValueError):
-        pf.train(_seamed_pairs(2), _seamed_pairs(1), pf.PostFilterConfig(4, 3, (8, 8)), steps=1, init=trained)
+        pft.train(_seamed_pairs(2), _seamed_pairs(1), PostFilterSpec(4, 3, (8, 8)), steps=1, init=trained)
 
 
 def test_cli_postfilter_init_starts_from_another_codecs_filter(tiny_codec, tmp_path, monkeypatch):
@@ -291,23 +296,23 @@ def test_cli_postfilter_init_starts_from_another_codecs_filter(tiny_codec, tmp_p
             "--device", "cpu", "--force"]
     r = CliRunner().invoke(cli, [*base, "--channels", "4", "--layers", "2", "--init", tiny_codec.name])
     assert r.exit_code != 0 and "no post-filter" in r.output and "Traceback" not in r.output
-    pf.install(tiny_codec.folder, pf.PostFilter(pf.PostFilterConfig(4, 2, (8, 8))), {"steps": 1})
-    codecs._load_cached.cache_clear()
+    pft.install(tiny_codec.folder, pf.PostFilter(PostFilterSpec(4, 2, (8, 8))), {"steps": 1})
+    codecs.clear_cache()
     r = CliRunner().invoke(cli, [*base, "--channels", "2", "--layers", "2", "--init", tiny_codec.name])
     assert r.exit_code != 0 and "--channels" in r.output and "Traceback" not in r.output  # it cannot shrink
     seen = {}
-    real = pf.train
+    real = pft.train
 
     def train(*args, **kwargs):
         seen["init"] = kwargs.get("init")
         net, summary = real(*args, **kwargs)
         return net, {**summary, "best_step": 0, "val_psnr_gain_db": 0.05}
 
-    monkeypatch.setattr(pf, "train", train)
+    monkeypatch.setattr(cli_train, "train_filter", train)
     r = CliRunner().invoke(cli, [*base, "--channels", "4", "--layers", "2", "--init", tiny_codec.name,
                                  "--val-crops", "2", "--lr", "5e-4"])
     assert r.exit_code == 0 and "installed" in r.output, r.output
-    assert seen["init"] is not None and seen["init"].cfg == pf.PostFilterConfig(4, 2, (8, 8))
+    assert seen["init"] is not None and seen["init"].cfg.to_dict() == PostFilterSpec(4, 2, (8, 8)).to_dict()
     training = json.loads((tiny_codec.folder / "config.json").read_text())["postfilter"]["training"]
     assert training["init"] == tiny_codec.name and training["lr"] == 5e-4
     assert "--init" in training["command"] and "--val-crops 2" in training["command"]
@@ -323,25 +328,25 @@ def test_cli_postfilter_init_own_starts_each_codec_from_its_own_filter(tiny_code
     data = _photos(tmp_path)
     base = ["postfilter", f"{tiny_codec.name},{other.name}", "--data", str(data), "--crops", "1", "--size", "64",
             "--steps", "2", "--channels", "4", "--layers", "3", "--device", "cpu", "--force", "--init", "own"]
-    pf.install(tiny_codec.folder, pf.PostFilter(pf.PostFilterConfig(4, 2, (8, 8))), {"steps": 1})
-    codecs._load_cached.cache_clear()
+    pft.install(tiny_codec.folder, pf.PostFilter(PostFilterSpec(4, 2, (8, 8))), {"steps": 1})
+    codecs.clear_cache()
     r = CliRunner().invoke(cli, base)
     assert r.exit_code != 0 and f"{other.name!r} has no post-filter" in r.output and "Traceback" not in r.output
-    pf.install(other.folder, pf.PostFilter(pf.PostFilterConfig(3, 3, (8, 8))), {"steps": 1})
-    codecs._load_cached.cache_clear()
+    pft.install(other.folder, pf.PostFilter(PostFilterSpec(3, 3, (8, 8))), {"steps": 1})
+    codecs.clear_cache()
     assert CliRunner().invoke(cli, [*base, "--shared"]).exit_code != 0
     seen = []
-    real = pf.train
+    real = pft.train
 
     def train(*args, **kwargs):
-        seen.append(kwargs.get("init").cfg)
+        seen.append(kwargs.get("init").cfg.to_dict())
         net, summary = real(*args, **kwargs)
         return net, {**summary, "best_step": 0, "val_psnr_gain_db": 0.05}
 
-    monkeypatch.setattr(pf, "train", train)
+    monkeypatch.setattr(cli_train, "train_filter", train)
     r = CliRunner().invoke(cli, base)
     assert r.exit_code == 0, r.output
-    assert seen == [pf.PostFilterConfig(4, 2, (8, 8)), pf.PostFilterConfig(3, 3, (8, 8))]
+    assert seen == [PostFilterSpec(4, 2, (8, 8)).to_dict(), PostFilterSpec(3, 3, (8, 8)).to_dict()]
     for c in (tiny_codec, other):
         assert json.loads((c.folder / "config.json").read_text())["postfilter"]["training"]["init"] == c.name
 
@@ -349,24 +354,24 @@ def test_cli_postfilter_init_own_starts_each_codec_from_its_own_filter(tiny_code
 def test_crops_cache_round_trips_and_is_keyed(tmp_path):
     pairs = {"a": _seamed_pairs(2), "b": _seamed_pairs(1, seed=3)}
     path = tmp_path / "crops.npz"
-    pf.save_pairs(path, pairs, {"codecs": ["a", "b"], "seed": 0})
-    back = pf.load_pairs(path, {"seed": 0, "codecs": ["a", "b"]})
+    pft.save_pairs(path, pairs, {"codecs": ["a", "b"], "seed": 0})
+    back = pft.load_pairs(path, {"seed": 0, "codecs": ["a", "b"]})
     assert list(back) == ["a", "b"] and len(back["a"]) == 2 and len(back["b"]) == 1
     for (d, o), (d2, o2) in zip(pairs["a"], back["a"], strict=True):
         assert np.array_equal(d, d2) and np.array_equal(o, o2)
-    assert pf.load_pairs(path, {"codecs": ["a", "b"], "seed": 1}) is None  # made from something else
-    assert pf.load_pairs(tmp_path / "missing.npz", {"seed": 0}) is None
+    assert pft.load_pairs(path, {"codecs": ["a", "b"], "seed": 1}) is None  # made from something else
+    assert pft.load_pairs(tmp_path / "missing.npz", {"seed": 0}) is None
     made = {"codecs": {"a": ["hash-a"], "b": ["hash-b"]}, "seed": 0}
-    pf.save_pairs(path, pairs, made)
-    assert list(pf.load_pairs(path, {"codecs": {"b": ["hash-b"]}, "seed": 0})) == ["b"]  # a subset is served
-    assert pf.load_pairs(path, {"codecs": {"b": ["other"]}, "seed": 0}) is None  # b changed since
-    assert pf.load_pairs(path, {"codecs": {"c": ["hash-c"]}, "seed": 0}) is None  # not made for c
+    pft.save_pairs(path, pairs, made)
+    assert list(pft.load_pairs(path, {"codecs": {"b": ["hash-b"]}, "seed": 0})) == ["b"]  # a subset is served
+    assert pft.load_pairs(path, {"codecs": {"b": ["other"]}, "seed": 0}) is None  # b changed since
+    assert pft.load_pairs(path, {"codecs": {"c": ["hash-c"]}, "seed": 0}) is None  # not made for c
     refine = {"steps": 7, "latent_lr": 0.0017, "quantized": False}  # a codec's refine entry, not in sorted order
-    pf.save_pairs(path, pairs, {"codecs": {"a": ["hash-a", refine]}, "seed": 0})
-    assert list(pf.load_pairs(path, {"codecs": {"a": ["hash-a", dict(refine)]}, "seed": 0})) == ["a"]
+    pft.save_pairs(path, pairs, {"codecs": {"a": ["hash-a", refine]}, "seed": 0})
+    assert list(pft.load_pairs(path, {"codecs": {"a": ["hash-a", dict(refine)]}, "seed": 0})) == ["a"]
     (tmp_path / "notes.txt").write_text("not crops")
     with pytest.raises(ValueError, match="not a file of decoded crops"):
-        pf.load_pairs(tmp_path / "notes.txt", {"seed": 0})
+        pft.load_pairs(tmp_path / "notes.txt", {"seed": 0})
 
 
 def test_cli_postfilter_reuses_cached_crops(tiny_codec, tmp_path, monkeypatch):
@@ -380,7 +385,7 @@ def test_cli_postfilter_reuses_cached_crops(tiny_codec, tmp_path, monkeypatch):
     def decoded_crops(*args, **kwargs):
         raise RuntimeError("decoded again")
 
-    monkeypatch.setattr(pf, "decoded_crops", decoded_crops)
+    monkeypatch.setattr(cli_train, "decoded_crops", decoded_crops)
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and "decoded crops from" in r.output, r.output
     (tmp_path / "notes.txt").write_text("not crops")
@@ -402,9 +407,9 @@ def test_cli_postfilter_without_gain_installs_nothing(tiny_codec, tmp_path, monk
 
 
 def test_recording_a_bench_keeps_the_post_filter_section(tiny_codec):
-    from coinpp import bench
+    from coinpp.evaluation import bench
 
-    pf.install(tiny_codec.folder, pf.PostFilter(pf.PostFilterConfig(4, 2, (8, 8))), {"steps": 1})
+    pft.install(tiny_codec.folder, pf.PostFilter(PostFilterSpec(4, 2, (8, 8))), {"steps": 1})
     point = {"setting": "b4", "files": 2, "bpp": 0.5, "psnr": 20.0, "encode_s": 1.0, "decode_s": 0.1}
     for psnr in (20.0, 21.0):  # twice: the second run replaces the first's section
         bench.record_in_codecs({tiny_codec.name: [{**point, "psnr": psnr}]}, "kodak", "coin bench kodak")
@@ -415,20 +420,20 @@ def test_recording_a_bench_keeps_the_post_filter_section(tiny_codec):
 
 
 def test_bench_can_measure_the_normative_decode(tiny_codec, tmp_path):
-    from coinpp import bench
+    from coinpp.evaluation import bench
 
-    net = pf.PostFilter(pf.PostFilterConfig(4, 2, (8, 8)))
+    net = pf.PostFilter(PostFilterSpec(4, 2, (8, 8)))
     with torch.no_grad():
         net.convs[-1].bias.fill_(0.2)  # a filter that visibly changes the decoded image
-    pf.install(tiny_codec.folder, net, {"steps": 1})
-    codecs._load_cached.cache_clear()
+    pft.install(tiny_codec.folder, net, {"steps": 1})
+    codecs.clear_cache()
     path = sorted(_photos(tmp_path).glob("*.png"))[:1]
     filtered = bench.coin_rows(path, [tiny_codec.name], "cpu")[0]
     normative = bench.coin_rows(path, [tiny_codec.name], "cpu", postfilter=False)[0]
     cfg = json.loads((tiny_codec.folder / "config.json").read_text())
     del cfg["postfilter"]
     (tiny_codec.folder / "config.json").write_text(json.dumps(cfg))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     unfiltered = bench.coin_rows(path, [tiny_codec.name], "cpu")[0]
     assert filtered["bytes"] == normative["bytes"] == unfiltered["bytes"]
     assert normative["psnr"] == unfiltered["psnr"] and abs(filtered["psnr"] - normative["psnr"]) > 0.5
@@ -448,7 +453,7 @@ def _views_mean(net: pf.PostFilter, x: torch.Tensor, views: int) -> torch.Tensor
         dims = [d for d, f in ((1, view[1]), (2, view[2])) if f]
         v = x.transpose(1, 2) if view[0] else x
         v = v.flip(dims) if dims else v
-        pos = pf._view_positions(net.cfg.period, view, (h, w), 0, 0, v.shape[1], v.shape[2], torch.device("cpu"))
+        pos = pf.view_positions(net.cfg.period, view, (h, w), 0, 0, v.shape[1], v.shape[2], torch.device("cpu"))
         y = net(v[None], pos)[0]
         y = y.flip(dims) if dims else y
         total = total + (y.transpose(1, 2) if view[0] else y)
@@ -458,7 +463,7 @@ def _views_mean(net: pf.PostFilter, x: torch.Tensor, views: int) -> torch.Tensor
 @pytest.mark.parametrize("views", [1, 4, 8])
 def test_loss_and_input_grad_is_the_whole_images_gradient_whatever_the_tile(views):
     torch.manual_seed(0)
-    net = pf.PostFilter(pf.PostFilterConfig(channels=6, layers=3, period=(8, 8))).eval().requires_grad_(False)
+    net = pf.PostFilter(PostFilterSpec(channels=6, layers=3, period=(8, 8))).eval().requires_grad_(False)
     rng = np.random.default_rng(3)
     img = torch.from_numpy(rng.uniform(0, 1, (3, 21, 30)).astype(np.float32))
     goal = torch.from_numpy(rng.uniform(0, 1, (3, 21, 30)).astype(np.float32))
@@ -467,11 +472,11 @@ def test_loss_and_input_grad_is_the_whole_images_gradient_whatever_the_tile(view
     (g_ref,) = torch.autograd.grad(ref, x)
     for tile in (7, 256):
         for keep_bytes in (None, 0):  # the graphs kept from the one forward pass, or a second pass
-            loss, g = pf.loss_and_input_grad(net, img, goal, views=views, tile=tile, keep_bytes=keep_bytes)
+            loss, g = fit.loss_and_input_grad(net, img, goal, views=views, tile=tile, keep_bytes=keep_bytes)
             assert loss == pytest.approx(ref.item(), rel=1e-5)
             assert torch.allclose(g, g_ref, atol=1e-5)
-    assert pf.graph_bytes(net, 21, 30, views) <= pf.KEEP_GRAPH_BYTES  # the default kept them
-    assert pf.graph_bytes(net, 5000, 5000, 8) > pf.KEEP_GRAPH_BYTES  # a large image does not
+    assert fit.graph_bytes(net, 21, 30, views) <= fit.KEEP_GRAPH_BYTES  # the default kept them
+    assert fit.graph_bytes(net, 5000, 5000, 8) > fit.KEEP_GRAPH_BYTES  # a large image does not
 
 
 @pytest.mark.parametrize("keep", [True, False])
@@ -486,7 +491,7 @@ def test_filtered_loss_gradient_reaches_the_latents_exactly_and_refinement_lower
 
     torch.manual_seed(0)
     net = build_network(SirenConfig(width=16, depth=2, latent_dim=6)).requires_grad_(False)
-    filt = pf.PostFilter(pf.PostFilterConfig(channels=6, layers=3, period=(8, 8))).eval().requires_grad_(False)
+    filt = pf.PostFilter(PostFilterSpec(channels=6, layers=3, period=(8, 8))).eval().requires_grad_(False)
     rng = np.random.default_rng(0)
     # a goal the latents can reach: the filtered image of other latents (partial patches on both axes)
     z_goal = torch.from_numpy(rng.normal(0, 0.3, (6, 6)).astype(np.float32))
@@ -519,7 +524,7 @@ def test_the_last_steps_loss_alone_picks_the_latents_the_full_evaluation_would(m
 
     torch.manual_seed(0)
     net = build_network(SirenConfig(width=16, depth=2, latent_dim=6)).requires_grad_(False)
-    filt = pf.PostFilter(pf.PostFilterConfig(channels=6, layers=3, period=(8, 8))).eval().requires_grad_(False)
+    filt = pf.PostFilter(PostFilterSpec(channels=6, layers=3, period=(8, 8))).eval().requires_grad_(False)
     rng = np.random.default_rng(1)
     goal = rng.uniform(0, 1, (20, 13, 3)).astype(np.float32)
     z = torch.from_numpy(rng.normal(0, 0.3, (6, 6)).astype(np.float32))
@@ -550,15 +555,14 @@ def test_the_last_steps_loss_alone_picks_the_latents_the_full_evaluation_would(m
 def _set_refine(codec: codecs.Codec, refine: dict) -> codecs.Codec:
     path = codec.folder / "config.json"
     cfg = json.loads(path.read_text())
-    cfg["refine"] = refine
+    cfg["presets"] = {"default": default_phases({"encode_steps": 2, "refine": refine})}
     path.write_text(json.dumps(cfg))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     return codecs.load(codec.name)
 
 
 def test_encoder_steps_through_the_filter_lower_the_filtered_error_and_are_checked(tiny_codec):
     from coinpp.fit import filtered_loss_and_latent_grad
-    from coinpp.pipeline import fit_signal, pack, parse, refine_signal
 
     image = modalities.get("image")
     signal = _image(20, 37)  # partial patches
@@ -571,22 +575,21 @@ def test_encoder_steps_through_the_filter_lower_the_filtered_error_and_are_check
         with pytest.raises(CodecError):
             _set_refine(tiny_codec, {**plain, **bad})
     c = _set_refine(tiny_codec, {**plain, "filter_steps": 6, "filter_lr": 0.01})
-    z = fit_signal(signal, image, c, device="cpu")
-    before = refine_signal(z, signal, image, c, device="cpu", through_postfilter=False)
-    after = refine_signal(z, signal, image, c, device="cpu")
+    e = Encoder(c, image, device="cpu")
+    z = e.fit([signal])[0]
+    before = e.refine(z, signal)
+    after = e.through_filter(before, signal)
     goal = torch.from_numpy(signal.values).permute(2, 0, 1)
     loss_before = filtered_loss_and_latent_grad(c.net, c.postfilter, c.patch, goal, before)[0]
     loss_after = filtered_loss_and_latent_grad(c.net, c.postfilter, c.patch, goal, after)[0]
     assert loss_after < 0.99 * loss_before
     data = encode_signal(signal, image, c, device="cpu").data  # what coin encode writes: the steps included
-    assert data == pack(after, signal, image, c).data
-    assert parse(data).codec.hash == tiny_codec.hash  # encoder-only: the files decode as before
+    assert data == e.pack(after, signal).data
+    assert parse(data).spec.hash == tiny_codec.hash  # encoder-only: the files decode as before
 
 
 def test_aware_crops_are_what_coin_encode_writes_and_the_cli_needs_filter_steps(tiny_codec, tmp_path,
                                                                                   monkeypatch):
-    from coinpp.pipeline import decode_bytes as decode
-
     images = [np.random.default_rng(5).uniform(0, 1, (64, 64, 3)).astype(np.float32)]
     _with_gain(monkeypatch, 0.05)
     data = _photos(tmp_path)
@@ -597,10 +600,10 @@ def test_aware_crops_are_what_coin_encode_writes_and_the_cli_needs_filter_steps(
     _install(tiny_codec)
     c = _set_refine(tiny_codec, {"steps": 2, "latent_lr": 0.01, "quantized": False, "filter_steps": 6,
                                  "filter_lr": 0.01})
-    plain = pf.decoded_crops([c.name], images, 1, 64, seed=0, device="cpu")[c.name][0]
-    aware = pf.decoded_crops([c.name], images, 1, 64, seed=0, device="cpu", aware=True)[c.name][0]
+    plain = pft.decoded_crops([c.name], images, 1, 64, seed=0, device="cpu")[c.name][0]
+    aware = pft.decoded_crops([c.name], images, 1, 64, seed=0, device="cpu", aware=True)[c.name][0]
     crop = Signal(np.ascontiguousarray(images[0]), {"channels": 3})  # the one 64x64 crop is the image
-    written, _ = decode(encode_signal(crop, modalities.get("image"), c, device="cpu").data, device="cpu",
+    written, _ = decode_bytes(encode_signal(crop, modalities.get("image"), c, device="cpu").data, device="cpu",
                         postfilter=False)
     assert np.array_equal(aware[0], written.values) and not np.array_equal(plain[0], aware[0])
     assert np.array_equal(plain[1], aware[1])
@@ -615,24 +618,22 @@ def test_aware_crops_are_what_coin_encode_writes_and_the_cli_needs_filter_steps(
     def decoded_crops(*a, **k):
         raise RuntimeError("decoded again")
 
-    real_decoded_crops = pf.decoded_crops
-    monkeypatch.setattr(pf, "decoded_crops", decoded_crops)
+    real_decoded_crops = pft.decoded_crops
+    monkeypatch.setattr(cli_train, "decoded_crops", decoded_crops)
     r = CliRunner().invoke(cli, [*args, "--crops-cache", str(cache)])  # one of the two: served from the file
     assert r.exit_code == 0 and "decoded crops from" in r.output, r.output
-    monkeypatch.setattr(pf, "decoded_crops", real_decoded_crops)
+    monkeypatch.setattr(cli_train, "decoded_crops", real_decoded_crops)
     _with_gain(monkeypatch, 0.05)
     assert CliRunner().invoke(cli, [*args, "--crops-cache", str(cache)]).exit_code == 0
     cfg = json.loads((c.folder / "config.json").read_text())
     assert "--aware" in cfg["postfilter"]["training"]["command"]
     # The crops were made with the filter that has just been replaced: the cache does not serve them again.
-    monkeypatch.setattr(pf, "decoded_crops", decoded_crops)
+    monkeypatch.setattr(cli_train, "decoded_crops", decoded_crops)
     again = CliRunner().invoke(cli, [*args, "--crops-cache", str(cache)])
     assert isinstance(again.exception, RuntimeError)
 
 
 def test_cli_encode_fast_skips_the_steps_through_the_filter_and_decodes_the_same_way(tiny_codec, tmp_path):
-    from coinpp.pipeline import fit_signal, pack, refine_signal
-
     image = modalities.get("image")
     _install(tiny_codec)
     c = _set_refine(tiny_codec, {"steps": 2, "latent_lr": 0.01, "quantized": False, "filter_steps": 6,
@@ -641,9 +642,11 @@ def test_cli_encode_fast_skips_the_steps_through_the_filter_and_decodes_the_same
     src.parent.mkdir()
     image.write(_image(24, 40), src)
     signal = image.read(src)
-    z = fit_signal(signal, image, c, device="cpu")
-    quick = pack(refine_signal(z, signal, image, c, device="cpu", through_postfilter=False), signal, image, c).data
-    full = pack(refine_signal(z, signal, image, c, device="cpu"), signal, image, c).data
+    e = Encoder(c, image, device="cpu")
+    refined = e.refine(e.fit([signal])[0], signal)
+    quick = e.pack(refined, signal).data
+    full = e.pack(e.through_filter(refined, signal), signal).data
+    assert quick == Encoder(c, image, "fast", device="cpu").encode(signal).data
     assert quick != full
     for fast, want in ((True, quick), (False, full)):
         out = tmp_path / f"a-{fast}.coin"

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from coinpp import codec as codecs
 from coinpp import modalities
-from coinpp.pipeline import decode_bytes, encode_signal
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import encode_signal
+from coinpp.entropy import SeriesDeltas
 
 
 def test_default_image_codec_is_shipped_and_measured():
@@ -81,7 +83,7 @@ def test_shipped_climate_and_mri_codecs_are_measured():
         assert cfg["modality"] == modality and cfg["measured"]["data"] == data
         assert len([n for n, f in codecs.available().items() if json.loads(
             (f / "config.json").read_text())["modality"] == modality]) >= 2
-    assert codecs.load(codecs.default_for("climate")).delta_table is not None
+    assert isinstance(codecs.load(codecs.default_for("climate")).entropy, SeriesDeltas)
 
 
 def test_default_climate_codec_on_held_out_hours():

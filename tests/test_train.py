@@ -15,9 +15,12 @@ from conftest import smooth_image
 from PIL import Image
 
 from coinpp import codec as codecs
+from coinpp import modalities
 from coinpp.cli import cli
+from coinpp.encoder import Encoder
 from coinpp.model import SirenConfig
-from coinpp.train import CropSampler, TrainConfig, export_codecs, load_checkpoint, lr_factor, train
+from coinpp.training.export import export_codecs
+from coinpp.training.meta import CropSampler, TrainConfig, load_checkpoint, lr_factor, train
 
 TINY = SirenConfig(width=16, depth=2, latent_dim=8)
 
@@ -70,7 +73,7 @@ def test_export_writes_verified_codecs_per_bit_depth(tmp_path):
     assert [f.name for f in folders] == ["img-tiny-b3", "img-tiny-b5"]
     for f, bits in zip(folders, [3, 5], strict=True):
         c = codecs.load_folder(f)
-        assert c.bits == bits and c.table.shape == (8, 1 << bits) and c.steps == 3
+        assert c.bits == bits and c.entropy.table.shape == (8, 1 << bits) and c.preset().sgd_steps == 3
         assert (f / "MODEL_CARD.md").read_text().startswith("# img-tiny")
 
 
@@ -95,7 +98,8 @@ def test_cli_train_and_export(tmp_path):
 
 def test_cli_export_with_neighbour_context_and_refinement(tmp_path, monkeypatch):
     from coinpp import modalities
-    from coinpp.pipeline import decode_bytes, encode_signal
+    from coinpp.decoder import decode_bytes
+    from coinpp.encoder import encode_signal
 
     d = _write_folder(tmp_path)
     r = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run"), "--width", "16", "--depth", "2",
@@ -106,20 +110,20 @@ def test_cli_export_with_neighbour_context_and_refinement(tmp_path, monkeypatch)
     assert r.exit_code == 0, r.output
     c = codecs.load_folder(tmp_path / "codecs" / "img-c-b4")
     levels = c.quantizer.levels  # the decorrelated components may need a larger alphabet than 4 bits
-    assert c.context is not None and c.context.prior.shape == (4, 4, levels) and c.refine["steps"] == 3
-    assert c.quantizer.basis.shape == (4, 4) and c.config["training"]["quantizer_transform"] == "principal-components"
+    assert c.entropy.prior.shape == (4, 4, levels) and c.preset().adam.steps == 3
+    assert c.quantizer.basis.shape == (4, 4) and c.spec.training["quantizer_transform"] == "principal-components"
     assert "principal components" in (c.folder / "MODEL_CARD.md").read_text()
-    from coinpp.train import ADAPT_CHOICES
+    from coinpp.training.export import ADAPT_CHOICES
 
-    assert c.context.adapt in ADAPT_CHOICES
+    assert c.entropy.adapt in ADAPT_CHOICES
     assert "neighbours' symbols" in (c.folder / "MODEL_CARD.md").read_text()
     monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     image = modalities.get("image")
     sig = modalities.Signal(_signals(1)[0], {"channels": 3})
     enc = encode_signal(sig, image, codecs.load("img-c-b4"), device="cpu")
     assert decode_bytes(enc.data, device="cpu")[0].values.shape == sig.values.shape
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
 
 
 def test_distributed_training_two_cpu_processes(tmp_path):
@@ -137,7 +141,7 @@ def test_distributed_training_two_cpu_processes(tmp_path):
 
 
 def test_divergence_returns_to_best_weights_at_half_the_rate(tmp_path, monkeypatch):
-    import coinpp.train as tr
+    import coinpp.training.meta as tr
 
     scores = iter([20.0, 10.0, 19.0, 19.5, 19.5])
     monkeypatch.setattr(tr, "validate", lambda *a, **k: next(scores))
@@ -154,7 +158,8 @@ def test_cli_train_climate_on_whole_fields_with_held_out_hours(tmp_path, monkeyp
     from conftest import write_netcdf
 
     from coinpp import modalities
-    from coinpp.pipeline import decode_bytes, encode_signal
+    from coinpp.decoder import decode_bytes
+    from coinpp.encoder import encode_signal
 
     d = tmp_path / "nc"
     d.mkdir()
@@ -167,11 +172,10 @@ def test_cli_train_climate_on_whole_fields_with_held_out_hours(tmp_path, monkeyp
     assert r.exit_code == 0, r.output
     assert "fields 0..7 train, 8..9 validation" in r.output
     c = codecs.load_folder(tmp_path / "codecs" / "clim-t-b5")
-    assert c.net.cfg.in_dim == 3 and c.net.cfg.coord_scale == 4 and c.delta_table is not None
-    assert c.delta_table.shape == (4, 63)
+    assert c.net.cfg.in_dim == 3 and c.net.cfg.coord_scale == 4 and c.entropy.delta_table.shape == (4, 63)
     assert "difference from the field before" in (c.folder / "MODEL_CARD.md").read_text()
     monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     climate = modalities.get("climate")
     signal = climate.read(d / "a.nc")
     decoded, _ = decode_bytes(encode_signal(signal, climate, c).data)
@@ -183,7 +187,8 @@ def test_cli_train_climate_on_whole_fields_with_held_out_hours(tmp_path, monkeyp
 
 def test_cli_train_and_export_a_latent_grid(tmp_path, monkeypatch):
     from coinpp import modalities
-    from coinpp.pipeline import decode_bytes, encode_signal
+    from coinpp.decoder import decode_bytes
+    from coinpp.encoder import encode_signal
 
     d = _write_folder(tmp_path)
     r = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run"), "--width", "16", "--depth", "2",
@@ -194,15 +199,15 @@ def test_cli_train_and_export_a_latent_grid(tmp_path, monkeypatch):
                                  "--codecs-dir", str(tmp_path / "codecs"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     c = codecs.load_folder(tmp_path / "codecs" / "img-g-b4")
-    assert c.net.cfg.cell == 4 and c.patch == (4, 4) and c.context is not None
+    assert c.net.cfg.cell == 4 and c.patch == (4, 4) and c.entropy.prior is not None
     assert "latent grid" in (c.folder / "MODEL_CARD.md").read_text()
-    assert c.config["training"]["quantizer_allocation"] == "equal-distortion" and c.bits >= 4
+    assert c.spec.training["quantizer_allocation"] == "equal-distortion" and c.bits >= 4
     monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     sig = modalities.Signal(_signals(1)[0], {"channels": 3})
     enc = encode_signal(sig, modalities.get("image"), codecs.load("img-g-b4"), device="cpu")
     assert decode_bytes(enc.data, device="cpu")[0].values.shape == sig.values.shape
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     bad = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run2"), "--cell", "4", "--patch", "10",
                                    "--steps", "1", "--device", "cpu"])
     assert bad.exit_code != 0 and "multiples of its cell" in bad.output
@@ -233,13 +238,15 @@ def test_cli_export_with_rate_aware_refinement(tmp_path):
     r = CliRunner().invoke(cli, [*args, "--refine-latent-lr", "0.01", "--refine-rate-lambda", "1e-5"])
     assert r.exit_code == 0, r.output
     a, b = (codecs.load_folder(tmp_path / "codecs" / f"img-r-b{bits}") for bits in (3, 4))
-    assert a.refine["rate_lambda"] == 1e-5 and len(a.refine["rate_scales"]) == 4
-    assert a.refine_key == b.refine_key and a.refine_key.startswith("adam:3:")
+    assert a.preset().adam.rate_lambda == 1e-5 and len(a.spec.rate_model.scales) == 4
+    image = modalities.get("image")
+    ea, eb = Encoder(a, image), Encoder(b, image)
+    assert ea.fit_key() == eb.fit_key() and ea.refine_key() == eb.refine_key() != "none"
     assert "rate term" in (a.folder / "MODEL_CARD.md").read_text()
     cfg = json.loads((a.folder / "config.json").read_text())
-    cfg["refine"]["rate_scales"] = cfg["refine"]["rate_scales"][:3]
+    cfg["rate_model"]["scales"] = cfg["rate_model"]["scales"][:3]
     (a.folder / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CodecError, match="rate_scales"):
+    with pytest.raises(CodecError, match="rate_model"):
         codecs.load_folder(a.folder)
 
 
@@ -251,7 +258,7 @@ def test_half_inner_steps_see_their_half_and_match_the_encoder():
     from coinpp.fit import fit_latents
     from coinpp.model import build_network
     from coinpp.patching import checkerboard, patch_coordinates
-    from coinpp.train import MetaLearner
+    from coinpp.training.meta import MetaLearner
 
     torch.manual_seed(0)
     net = build_network(TINY)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError, OutputError
-from .base import Modality, Signal, first_line, psnr
+from .base import Modality, Resolution, Signal, Target, first_line, psnr
 
 MAX_SAMPLE_RATE = 1_000_000
 MAX_SAMPLES = 1 << 28  # frames x channels read into memory; the container caps the rest
@@ -40,6 +40,23 @@ class AudioModality(Modality):
     spatial_dims = 1
     network_channels = 1
     coord_scale = 5.0
+    resolution_options = ("--sample-rate",)
+
+    def target(self, meta: dict, shape: tuple[int, ...], r: Resolution, allow_huge: bool = False) -> Target:
+        if r.sample_rate is None:
+            return super().target(meta, shape, r, allow_huge)
+        self.refuse_foreign(r)
+        self._one_of(r, ("--scale", "--size", "--sample-rate"))
+        if not 1 <= r.sample_rate <= MAX_SAMPLE_RATE:
+            raise InputError(f"--sample-rate must be between 1 and {MAX_SAMPLE_RATE} Hz")
+        n = max(1, round(shape[0] * r.sample_rate / meta["sample_rate"]))  # the same duration
+        return Target(shape=(n,), sample_rate=r.sample_rate)
+
+    def size_order(self, size: tuple[int, ...]) -> tuple[int, ...]:
+        return size
+
+    def describe_shape(self, signal: Signal) -> str:
+        return f"{signal.spatial[0]} samples at {signal.meta['sample_rate']} Hz"
 
     def read(self, path: Path) -> Signal:
         sf = _soundfile()

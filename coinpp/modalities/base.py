@@ -6,11 +6,14 @@ needed to write the file back) and back. Everything else in the pipeline is shar
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
+from ..errors import InputError
 
 
 @dataclass
@@ -27,6 +30,36 @@ class Signal:
     @property
     def channels(self) -> int:
         return int(self.values.shape[-1])
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a user asked for at decode time (`coin decode`'s output options); None: not given.
+    `size` is as typed: width x height for images, X x Y x Z for volumes."""
+
+    scale: float | None = None
+    size: tuple[int, ...] | None = None
+    sample_rate: int | None = None
+    voxel_size: tuple[float, ...] | None = None
+    grid: float | None = None
+    lat: tuple[float, float, int] | None = None
+    lon: tuple[float, float, int] | None = None
+
+    def given(self) -> list[str]:
+        return [f"--{k.replace('_', '-')}" for k, v in self.__dict__.items() if v is not None]
+
+
+OPTION_OWNERS = {"--sample-rate": "audio", "--voxel-size": "MRI volumes", "--grid": "climate data",
+                 "--lat": "climate data", "--lon": "climate data", "--size": "images, audio and MRI volumes"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the decoder evaluates: the file's own grid (all None), or another one."""
+
+    shape: tuple[int, ...] | None = None  # spatial output shape (regular grids)
+    meta: dict | None = None  # absolute-coordinate modalities: the grid to evaluate on
+    sample_rate: int | None = None  # audio: the rate the output is written at
 
 
 class Modality:
@@ -55,6 +88,48 @@ class Modality:
     def coordinates(self, meta: dict) -> np.ndarray:
         """(N, network_in_dim) network inputs of one field (absolute_coordinates modalities only)."""
         raise NotImplementedError
+
+    # Output options of `coin decode` this modality takes besides --scale and --size.
+    resolution_options: ClassVar[tuple[str, ...]] = ()
+
+    def target(self, meta: dict, shape: tuple[int, ...], r: Resolution, allow_huge: bool = False) -> Target:
+        """The decode target for the options in `r` (validated); the file's own grid when none."""
+        self.refuse_foreign(r)
+        self._one_of(r, ("--scale", "--size", *self.resolution_options))
+        return Target(shape=self.output_shape(shape, r.scale, None if r.size is None else self.size_order(r.size)))
+
+    def refuse_foreign(self, r: Resolution, own: tuple[str, ...] = ("--scale", "--size")) -> None:
+        foreign = [o for o in r.given() if o not in (*own, *self.resolution_options)]
+        if foreign:
+            raise InputError(f"{foreign[0]} applies to {OPTION_OWNERS.get(foreign[0], 'other data')}, "
+                             f"not to {self.name}")
+
+    @staticmethod
+    def _one_of(r: Resolution, options: tuple[str, ...]) -> None:
+        given = [o for o in r.given() if o in options]
+        if len(given) > 1:
+            raise InputError(f"give one of {', '.join(options)}, not {' and '.join(given)}")
+
+    def size_order(self, size: tuple[int, ...]) -> tuple[int, ...]:
+        """--size as typed -> spatial (array) order; images: WIDTHxHEIGHT -> (H, W)."""
+        return (size[1], size[0], *size[2:]) if len(size) >= 2 else size
+
+    @staticmethod
+    def output_shape(shape: tuple[int, ...], scale: float | None = None,
+                     size: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        if size is not None:
+            if len(size) != len(shape) or min(size) < 1:
+                raise InputError(f"--size needs {len(shape)} positive numbers")
+            return tuple(size)
+        if scale is None:
+            return shape
+        if not (0 < scale <= 64) or math.isnan(scale):
+            raise InputError("--scale must be in (0, 64]")
+        return tuple(max(1, round(s * scale)) for s in shape)
+
+    def describe_shape(self, signal: Signal) -> str:
+        """The decoded grid in words (images: WIDTHxHEIGHT)."""
+        return "x".join(map(str, reversed(signal.spatial)))
 
     def consistent(self, meta: dict, shape: tuple[int, ...]) -> bool:
         """Whether header fields read from a file agree with its grid shape."""

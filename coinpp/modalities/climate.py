@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..container import MAX_SAMPLES as MAX_OUTPUT_SAMPLES
 from ..errors import FormatError, InputError, LimitError, OutputError
-from .base import Modality, Signal
+from .base import Modality, Resolution, Signal, Target
 
 MAX_VALUES = 1 << 28  # values read into memory
 MAX_GRID_AXIS = 1 << 20
@@ -155,6 +156,7 @@ class ClimateModality(Modality):
     spatial_dims = 3  # (field, latitude, longitude): fields are the flattened leading dimensions
     network_channels = 1
     absolute_coordinates = True
+    resolution_options = ("--grid", "--lat", "--lon")
 
     @property
     def network_in_dim(self) -> int:
@@ -284,6 +286,24 @@ class ClimateModality(Modality):
             return False
         step = abs(float(lon[1] - lon[0]))
         return step * lon.size >= 360 - 1e-6
+
+    def describe_shape(self, signal: Signal) -> str:
+        return f"{signal.spatial[0]} fields of {signal.spatial[1]} latitudes x {signal.spatial[2]} longitudes"
+
+    def target(self, meta: dict, shape: tuple[int, ...], r: Resolution, allow_huge: bool = False) -> Target:
+        """Another latitude/longitude grid: --grid (a regular spacing), --lat/--lon, or --scale."""
+        if r.size is not None or r.sample_rate is not None:
+            raise InputError(f"{self.name}: use --grid, --lat/--lon or --scale instead of --size or --sample-rate")
+        self.refuse_foreign(r, own=("--scale",))
+        if r.grid is None and r.scale is None and r.lat is None and r.lon is None:
+            return Target()
+        if r.grid is not None and r.scale is not None:
+            raise InputError("give --grid or --scale, not both")
+        new_lat, new_lon = self.target_grid(meta, r.scale, r.grid, r.lat, r.lon)
+        if not allow_huge and shape[0] * new_lat.size * new_lon.size > MAX_OUTPUT_SAMPLES:  # before the mask
+            raise InputError(f"requested grid of {new_lat.size}x{new_lon.size} points per field exceeds the "
+                             "safety cap; pass --allow-huge")
+        return Target(meta=self.regridded(meta, new_lat, new_lon))
 
     def target_grid(self, meta: dict, scale: float | None = None, grid: float | None = None,
                     lat_spec: tuple[float, float, int] | None = None,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError, OutputError
-from .base import Modality, Signal, first_line, psnr
+from .base import Modality, Resolution, Signal, Target, first_line, psnr
 
 MAX_VOXELS = 1 << 28
 MAX_VOLUMES = 256
@@ -41,6 +41,21 @@ class MRIModality(Modality):
     extensions = (".nii.gz", ".nii")
     spatial_dims = 3
     network_channels = 1
+    resolution_options = ("--voxel-size",)
+
+    def target(self, meta: dict, shape: tuple[int, ...], r: Resolution, allow_huge: bool = False) -> Target:
+        if r.voxel_size is None:
+            return super().target(meta, shape, r, allow_huge)
+        self.refuse_foreign(r)
+        self._one_of(r, ("--scale", "--size", "--voxel-size"))
+        return Target(shape=self.shape_for_voxel_size(meta, shape, r.voxel_size))
+
+    def size_order(self, size: tuple[int, ...]) -> tuple[int, ...]:
+        return size  # volumes: X x Y x Z is already array order
+
+    def describe_shape(self, signal: Signal) -> str:
+        zooms = "x".join(f"{z:.3g}" for z in self.voxel_size(signal.meta))
+        return f"{'x'.join(map(str, signal.spatial))} voxels of {zooms} mm"
 
     def read(self, path: Path) -> Signal:
         nib = _nibabel()

@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .device import hardware_description, pick_device
-from .errors import InputError
-from .model import LatentModulatedSiren, SirenConfig, build_network
-from .patching import CellLayout, checkerboard, patch_coordinates
+from .. import modalities
+from ..device import hardware_description, pick_device
+from ..errors import InputError
+from ..model import LatentModulatedSiren, SirenConfig, build_network
+from ..patching import CellLayout, checkerboard, patch_coordinates
 
 
 @dataclass
@@ -271,8 +273,6 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
 
     bar = None
     if rank == 0 and progress:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
         bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
         task = bar.add_task("train", total=1000, info="")
@@ -364,8 +364,6 @@ def load_folder(folder: str | Path, modality_name: str, val_files: int, seed: in
 
     Returns (train signals, validation signals, names of the held-out files).
     """
-    from . import modalities
-
     modality = modalities.get(modality_name)
     paths = sorted(p for p in Path(folder).rglob("*") if modality.extension_of(p))
     if len(paths) < val_files + 1:
@@ -392,8 +390,6 @@ def load_fields(folder: str | Path, modality_name: str, val_fraction: float, var
     one grid. Returns (train fields (F, N, C), validation fields, coordinates (N, I), the grid
     shape, a note on the split).
     """
-    from . import modalities
-
     modality = modalities.get(modality_name)
     paths = sorted(p for p in Path(folder).rglob("*") if modality.extension_of(p))
     if not paths:
@@ -413,210 +409,3 @@ def load_fields(folder: str | Path, modality_name: str, val_fraction: float, var
         val_f.append(fields[start:])
         notes.append(f"{p.name}: fields 0..{start - 1} train, {start}..{len(fields) - 1} validation")
     return np.concatenate(train_f), np.concatenate(val_f), coords, signal.spatial[1:], "; ".join(notes)
-
-
-ADAPT_CHOICES = (4, 8, 16, 32, 64, 128, 256)  # weights of the context prior, in symbols, tried on validation
-
-
-def _fit_region(net: LatentModulatedSiren, patch: tuple[int, int], values: np.ndarray, steps: int, device: str
-                ) -> tuple[np.ndarray, tuple[int, int]]:
-    """The latents a codec fits to a whole 2-D region (its patches, or its latent grid) and their
-    (rows, cols)."""
-    from .fit import fit_grid, fit_latents
-    from .patching import split
-
-    values = np.ascontiguousarray(values)
-    if net.cfg.cell:
-        z = fit_grid(net, values, steps, device)
-    else:
-        z = fit_latents(net, patch_coordinates(patch), split(values, patch)[0], steps, device)
-    return z.numpy(), tuple(math.ceil(a / p) for a, p in zip(values.shape[:2], patch, strict=True))
-
-
-@torch.no_grad()
-def latent_sensitivity(net: LatentModulatedSiren, patch: tuple[int, int], regions: list[np.ndarray], steps: int,
-                       device: str = "cpu") -> np.ndarray:
-    """(D,): the output's mean squared change per unit squared change of each latent dimension,
-    on the latents fitted to `regions` (2-D image windows), by finite differences (every latent of
-    a region moved together; only the ratios between dimensions are used)."""
-    total = np.zeros(net.cfg.latent_dim)
-    for values in regions:
-        z, counts = _fit_region(net, patch, values, steps, device)
-        z = torch.from_numpy(z)
-        if net.cfg.cell:
-            where = CellLayout.for_region(values.shape[:2], net.cfg.cell, net.cfg.frequencies)
-            z = z.unsqueeze(0)
-        else:
-            where = patch_coordinates(patch)
-        base = net(where, z)
-        eps = 1e-2 * float(z.std()) + 1e-6
-        for j in range(net.cfg.latent_dim):
-            moved = z.clone()
-            moved[..., j] += eps
-            total[j] += float((net(where, moved) - base).pow(2).mean()) / eps**2
-    return total / max(1, len(regions))
-
-
-def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root: Path, name_prefix: str,
-                  bits_list: list[int], encode_steps: int, table_patches: int = 4096,
-                  seed: int = 0, device: str = "auto", extra_card: str = "",
-                  clip_std: float | list[float] = 3.0, coords: np.ndarray | None = None,
-                  context: int | None = None, refine: dict | None = None,
-                  val_signals: list[np.ndarray] | None = None, allocate: bool = False,
-                  decorrelate: bool = False) -> list[Path]:
-    """Turn a checkpoint into codec folders, one per bit depth (one rate point each).
-
-    Latents are fitted to `table_patches` random crops of the training signals at the encode
-    step count; their per-dimension statistics give the quantizer ranges, and their symbols
-    the integer entropy tables.
-
-    `context` (a bucket count) gives image codecs the neighbour context of entropy.py: the latents
-    are then fitted to windows of 8 x 8 patches from every training image (until `table_patches`
-    patches), whose neighbours train its prior, and the prior's weight is the one
-    of ADAPT_CHOICES that codes the whole `val_signals` images shortest. `refine` is stored as
-    the codecs' encoder-side refinement (pipeline.refine_signal). `allocate` (images) sets the
-    quantizer steps for equal distortion per dimension (Quantizer.fit), from the sensitivity of
-    the output to each dimension on eight training windows. `decorrelate` codes the principal
-    components of the training latents instead of the latent dimensions (Quantizer.fit).
-    """
-    from .codec import write_folder
-    from .entropy import ContextModel, context_prior, encode_context, frequency_table, residuals
-    from .fit import RatePenalty, fit_latents
-    from .quantize import Quantizer
-
-    net, state, _ = load_checkpoint(Path(checkpoint))
-    net.eval().requires_grad_(False)
-    cfg = state["config"]
-    cell = net.cfg.cell
-    patch = (cell, cell) if cell else tuple(cfg["patch"])  # a latent grid's codec tiles by its cell
-    grids: list[tuple[int, ...]] = []
-    if context is not None or cell:
-        if coords is not None or len(patch) != 2:
-            raise InputError("the neighbour context is for 2-D patch grids (images)")
-        # Windows of 8 x 8 patches (cells) at random places in every training image: all images are
-        # represented (whole images from a few files gave narrower quantizer ranges that coded the
-        # validation images 13 % longer), and each window keeps its patches' neighbours. A latent
-        # grid is fitted over the whole window, as over a whole image when encoding.
-        rng = np.random.default_rng(seed + 99)
-        usable = [s for s in signals if all(a >= p for a, p in zip(s.shape, patch, strict=False))]
-        if not usable:
-            raise InputError(f"no training image is at least {patch[0]}x{patch[1]}")
-        parts = []
-        while sum(len(x) for x in parts) < table_patches:
-            for s in usable:
-                win = [min(8, a // p) * p for a, p in zip(s.shape, patch, strict=False)]  # smaller images: less
-                y, x = (int(rng.integers(0, a - w + 1)) for a, w in zip(s.shape, win, strict=False))
-                z, counts = _fit_region(net, patch, s[y : y + win[0], x : x + win[1]], encode_steps, device)
-                parts.append(z)
-                grids.append(counts)
-        latents = np.concatenate(parts)
-        table_patches = len(latents)
-        if context is not None:
-            if not val_signals:
-                raise InputError("the neighbour context needs validation images to choose its adaptation")
-            val_fits = [_fit_region(net, patch, v, encode_steps, device) for v in val_signals]
-    elif coords is None:
-        crops = CropSampler(signals, patch, seed=seed + 99).sample(table_patches)
-        latents = fit_latents(net, patch_coordinates(patch), crops, encode_steps, device).numpy()
-    else:  # every training field once, in order (no need to draw)
-        fields = torch.from_numpy(signals).float()
-        latents = fit_latents(net, torch.as_tensor(coords, dtype=torch.float32), fields, encode_steps, device).numpy()
-        table_patches = len(fields)
-    sensitivity = None
-    if allocate:
-        if coords is not None or len(patch) != 2:
-            raise InputError("per-dimension allocation is for images")
-        windows = [s[: 8 * patch[0], : 8 * patch[1]] for s in signals[:: max(1, len(signals) // 8)][:8]]
-        sensitivity = latent_sensitivity(net, patch, windows, encode_steps, device)
-    written = []
-    clips = clip_std if isinstance(clip_std, list) else [clip_std] * len(bits_list)
-    if len(clips) != len(bits_list):
-        raise InputError("give one quantizer range (--clip-std) per bit depth, or one for all")
-    for bits, clip in zip(bits_list, clips, strict=True):
-        # Wider ranges suit more bits: on the speech validation files +-k std with k = bits traced the
-        # best rate-distortion points (at 6 bits +-3 std clipped ~3 % of the symbols).
-        q = Quantizer.fit(latents, bits, clip_std=clip, sensitivity=sensitivity, decorrelate=decorrelate)
-        symbols = q.quantize(latents)
-        table = frequency_table(symbols, q.levels)
-        delta = None
-        if coords is not None:
-            # Fields of a series (consecutive hours) have close latents: code each field's symbols as
-            # differences from the field before. On ERA5 validation hours this took the payload to about
-            # a third; a small prior (0.1) fitted the held-out hours better than Laplace's 1.
-            delta = frequency_table(residuals(symbols, q.levels), 2 * q.levels - 1, prior=0.1)
-        prior, adapt = None, 0
-        if context is not None:
-            sizes = [int(np.prod(g)) for g in grids]
-            pieces = np.split(symbols, np.cumsum(sizes)[:-1])
-            prior = context_prior([s.reshape(*g, -1) for s, g in zip(pieces, grids, strict=True)], q.levels, context)
-            val_bytes = {a: sum(len(encode_context(q.quantize(z), (1, *g), ContextModel(prior, a)))
-                                for z, g in val_fits) for a in ADAPT_CHOICES}
-            adapt = min(val_bytes, key=val_bytes.get)
-        name = f"{name_prefix}-b{bits}"
-        config = {
-            "name": name, "modality": cfg["modality"], "model": cfg["model"], "patch": list(patch),
-            "encode_steps": encode_steps,
-            "training": {"steps": state["step"], "wall_time_s": round(state["elapsed_s"], 1),
-                         "best_step": state["best_step"], "val_psnr_db": round(state["best_val_psnr"], 3),
-                         "batch": cfg["batch"], "inner_steps": cfg["inner_steps"],
-                         "outer_lr": cfg["outer_lr"], "data": cfg["data"], "seed": cfg["seed"],
-                         "hardware": state.get("hardware", "unknown"),
-                         "table_patches": table_patches, "quantizer_clip_std": clip},
-        }
-        if context is not None:
-            config["context"] = {"model": "neighbour-mean", "buckets": context, "adapt": adapt}
-        if refine:
-            config["refine"] = dict(refine)
-            if refine.get("rate_lambda"):  # the rate term's Laplace centres and scales, from the table latents
-                config["refine"] |= RatePenalty.from_latents(q, latents, float(refine["rate_lambda"])).spec()
-        arch = SirenConfig.from_dict(cfg["model"])
-        quant_text = f"{bits}-bit per-dimension quantization (mean ± {clip:g} std)"
-        if sensitivity is not None:
-            quant_text = (f"per-dimension quantizer steps for equal output distortion (their geometric mean that of "
-                          f"{bits}-bit steps over mean ± {clip:g} std; {q.bits}-bit symbols)")
-            config["training"]["quantizer_allocation"] = "equal-distortion"
-        if decorrelate:
-            quant_text = (f"the latent's principal components (from the training latents) quantized with one step, "
-                          f"the geometric mean of {bits}-bit per-dimension steps over mean ± {clip:g} std "
-                          f"({q.bits}-bit symbols)")
-            config["training"]["quantizer_transform"] = "principal-components"
-        patch_text = f"{patch[0]}-sample" if len(patch) == 1 else "x".join(map(str, patch))
-        patch_text = f"{patch_text} patches" if coords is None else "one latent per whole field (points on the sphere)"
-        if arch.cell:
-            patch_text = (f"a latent grid (one latent per {cell}x{cell} cell at its centre, interpolated linearly "
-                          f"between centres; the network sees {arch.frequencies} harmonics of the position in the "
-                          f"cell; trained on {cfg['patch'][0]}x{cfg['patch'][1]} crops)")
-        series = " (each field coded as its difference from the field before)" if delta is not None else ""
-        if context is not None:
-            series = (f", adapted to each file and chosen by the mean of the left and upper neighbours' symbols "
-                      f"({context} buckets per dimension, prior worth {adapt} symbols, the weight that coded "
-                      f"the validation images shortest)")
-        if refine:
-            rate = f"lr {refine['latent_lr']}" if "latent_lr" in refine else f"lr {refine['lr']} quantizer steps"
-            if refine.get("rate_lambda"):
-                rate += f", a rate term of {refine['rate_lambda']:g} MSE per bit"
-            series += (f"; encoding adds {refine['steps']} Adam steps ({rate})"
-                       f"{' through the quantizer' if refine.get('quantized', True) else ''}")
-            if refine.get("filter_steps"):
-                series += f", then {refine['filter_steps']} on the post-filtered image (lr {refine['filter_lr']})"
-        half = cfg.get("half_inner", 0)
-        half_text = f" (the first {half} on alternate checkerboard halves of each patch)" if half else ""
-        held_out = f"random crops; {cfg['val_files']} file(s) held out for validation" if coords is None else \
-            "whole fields; the latest fields of each file held out for validation"
-        card = (f"# {name}\n\nCOIN++ {cfg['modality']} codec: "
-                f"{'GridModulatedSiren' if arch.cell else 'LatentModulatedSiren'} {arch.tag} "
-                f"({arch.depth} sine layers of width {arch.width}, w0 {arch.w0}, latent {arch.latent_dim}, "
-                f"meta-SGD {'on' if arch.meta_sgd else 'off'}"
-                f"{f', coordinates x{arch.coord_scale:g}' if arch.coord_scale != 1 else ''}), {patch_text}, "
-                f"{encode_steps} encode steps, {quant_text}, "
-                f"{'per-component' if decorrelate else 'per-dimension'} entropy tables{series}.\n\n"
-                f"## Training\n\n- data: `{cfg['data']}` ({held_out})\n"
-                f"- outer steps: {state['step']} (best at {state['best_step']}), "
-                f"wall time {state['elapsed_s'] / 60:.1f} min, batch {cfg['batch']}, {cfg['inner_steps']} "
-                f"inner steps{half_text}, Adam lr {cfg['outer_lr']} with cosine decay over the last 30 %\n"
-                f"- hardware: {state.get('hardware', 'unknown')}\n"
-                f"- validation PSNR ({encode_steps} steps, unquantized): {state['best_val_psnr']:.2f} dB\n"
-                f"- tables from {table_patches} training {'crops' if coords is None else 'fields'}\n{extra_card}")
-        write_folder(root / name, config, net, q, table, card, delta, prior)
-        written.append(root / name)
-    return written

@@ -17,13 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import codec as codecs
-from . import modalities
+from .. import codec as codecs
+from .. import modalities
+from ..decoder import decode_bytes
+from ..device import hardware_description
+from ..encoder import Encoder, encode_each
+from ..errors import InputError
+from ..modalities import Modality, Signal
+from ..modalities.image import to_uint8
 from .baselines import Baseline
-from .errors import InputError
-from .modalities import Modality, Signal
-from .modalities.image import to_uint8
-from .pipeline import decode_bytes, fit_signal, pack, refine_signal, refine_through_postfilter
+from .rd import matched
 
 
 @dataclass(frozen=True)
@@ -171,51 +174,34 @@ def _measures(modality: Modality, unit: str, nbytes: int, signal: Signal, decode
 def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
               tick: Callable[[str], None] = lambda s: None,
               done: set[tuple[str, str, str]] | None = None, suite: Suite | None = None,
-              postfilter: bool = True) -> list[dict]:
+              postfilter: bool = True, preset: str = "default") -> list[dict]:
     """One row per (file, codec): bytes, rate, quality, encode and decode seconds. Rows in `done`
     (codec, setting, file) are skipped, so an interrupted run resumes. `postfilter=False` measures
-    the normative decode (what the bitstream alone defines), skipping the codecs' post-filters."""
+    the normative decode (what the bitstream alone defines), skipping the codecs' post-filters.
+    Codecs of one network fit each file once (encoder.encode_each); each row's encode time counts
+    the shared work in full."""
     done = done or set()
     suite = suite or SUITES["kodak"]
-    image = modalities.get(suite.modality)
-    loaded = [codecs.load(n) for n in codec_names]
-    groups: dict[str, list[codecs.Codec]] = {}
-    for c in loaded:
-        groups.setdefault(codecs.fit_key(c), []).append(c)
+    modality = modalities.get(suite.modality)
+    encoders = [Encoder(codecs.load(n), modality, preset, device=device) for n in codec_names]
     rows = []
     for path in files:
-        signal = None
-        for group in groups.values():
-            todo = [c for c in group if (c.name, f"b{c.bits}", path.name) not in done]
-            for c in group:
-                if c not in todo:
-                    tick(f"{path.name} {c.name}")
-            if not todo:
-                continue
-            group = todo
-            if signal is None:
-                signal = read_signal(image, path, suite)
+        todo = [e for e in encoders if (e.codec.name, f"b{e.codec.bits}", path.name) not in done]
+        for e in encoders:
+            if e not in todo:
+                tick(f"{path.name} {e.codec.name}")
+        if not todo:
+            continue
+        signal = read_signal(modality, path, suite)
+        for result in encode_each(signal, todo):
+            c = result.encoder.codec
             t0 = time.perf_counter()
-            latents = fit_signal(signal, image, group[0], device=device)
-            t_fit = time.perf_counter() - t0
-            refined: dict[str, tuple] = {}  # codecs that refine alike refine once
-            for c in group:
-                if c.refine_key not in refined:
-                    t0 = time.perf_counter()
-                    refined[c.refine_key] = (refine_signal(latents, signal, image, c, device, through_postfilter=False),
-                                             time.perf_counter() - t0)
-                z, t_refine = refined[c.refine_key]
-                t0 = time.perf_counter()
-                z = refine_through_postfilter(z, signal, image, c, device)  # each codec's own filter
-                enc = pack(z, signal, image, c)
-                t_enc = t_fit + t_refine + time.perf_counter() - t0
-                t0 = time.perf_counter()
-                decoded, _ = decode_bytes(enc.data, device=device, postfilter=postfilter)
-                t_dec = time.perf_counter() - t0
-                rows.append({"codec": c.name, "setting": f"b{c.bits}", "file": path.name,
-                             **_measures(image, suite.unit, len(enc.data), signal, decoded),
-                             "encode_s": t_enc, "decode_s": t_dec})
-                tick(f"{path.name} {c.name}")
+            decoded, _ = decode_bytes(result.encoded.data, device=device, postfilter=postfilter)
+            t_dec = time.perf_counter() - t0
+            rows.append({"codec": c.name, "setting": f"b{c.bits}", "file": path.name,
+                         **_measures(modality, suite.unit, len(result.encoded.data), signal, decoded),
+                         "encode_s": result.seconds, "decode_s": t_dec})
+            tick(f"{path.name} {c.name}")
     return rows
 
 
@@ -267,36 +253,10 @@ def summarize(rows: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def rate_at_rmse(points: list[dict], rmse: float) -> float | None:
-    """Rate of a curve at `rmse` (log rate linear in log RMSE between the two nearest points);
-    None outside the measured range."""
-    pts = sorted((p["rmse"], p["bpp"]) for p in points if p.get("rmse", 0) > 0 and p["bpp"] > 0)
-    if len(pts) < 2 or not pts[0][0] <= rmse <= pts[-1][0]:
-        return None
-    e, r = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-    return float(np.exp(np.interp(np.log(rmse), e, r)))
 
 
-def interpolate_psnr(points: list[dict], bpp: float) -> float | None:
-    """PSNR of a curve at `bpp` (linear in bpp); None outside the measured range."""
-    xs = [p["bpp"] for p in points]
-    if not xs or bpp < min(xs) or bpp > max(xs):
-        return None
-    return float(np.interp(bpp, xs, [p["psnr"] for p in points]))
 
 
-def matched(summary: dict[str, list[dict]], anchor: str = "jpeg") -> list[dict]:
-    """Each coin point next to the anchor's PSNR at the same rate (interpolated on its curve)."""
-    rows = []
-    for codec, pts in summary.items():
-        if codec == anchor or anchor not in summary:
-            continue
-        for p in pts:
-            a = interpolate_psnr(summary[anchor], p["bpp"])
-            rows.append({"codec": codec, "bpp": p["bpp"], "psnr": p["psnr"], f"{anchor}_psnr": a,
-                         "delta_db": None if a is None else p["psnr"] - a,
-                         f"{anchor}_min_bpp": min(q["bpp"] for q in summary[anchor])})
-    return rows
 
 
 def write_results(out: Path, rows: list[dict], descriptions: dict[str, str],
@@ -334,8 +294,6 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, u
 
     Neither is part of the codec hash, so files written before stay decodable.
     """
-    from .device import hardware_description
-
     done = []
     for name, pts in summary.items():
         folders = codecs.available()
@@ -372,134 +330,18 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, u
         tmp.write_text(card)
         tmp.replace(card_path)
         done.append(name)
-    codecs._load_cached.cache_clear()
+    codecs.clear_cache()
     return done
 
 
-def curves(summary: dict[str, list[dict]]) -> dict[str, list[tuple[float, float]]]:
-    """Rate-distortion curves: each baseline's points, and coin codecs that differ only in their
-    bit depth (NAME-b3, NAME-b4, ...) joined into one curve NAME."""
-    import re
-
-    out: dict[str, list[tuple[float, float]]] = {}
-    for codec, pts in summary.items():
-        key = re.sub(r"-b\d+$", "", codec)
-        out.setdefault(key, []).extend((p["bpp"], p["psnr"]) for p in pts)
-    return {k: sorted(v) for k, v in out.items()}
 
 
-def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
-    """Bjøntegaard delta rate in percent (negative: test needs less rate for the same PSNR).
-
-    Log-rate is interpolated piecewise-linearly over PSNR on the overlapping PSNR interval (the
-    piecewise variant of the metric: it needs 2 points per curve where the cubic fit needs 4).
-    Points that would make PSNR non-increasing in rate are dropped. None without overlap.
-    """
-
-    def monotone(curve):
-        pts, best = [], -np.inf
-        for r, q in sorted(curve):
-            if q > best and r > 0:
-                pts.append((r, q))
-                best = q
-        return np.log([p[0] for p in pts]), np.array([p[1] for p in pts])
-
-    la, qa = monotone(anchor)
-    lt, qt = monotone(test)
-    if len(qa) < 2 or len(qt) < 2:
-        return None
-    lo, hi = max(qa.min(), qt.min()), min(qa.max(), qt.max())
-    if hi <= lo:
-        return None
-    grid = np.linspace(lo, hi, 2001)
-    diff = np.interp(grid, qt, lt) - np.interp(grid, qa, la)
-    return float((np.exp(diff.mean()) - 1) * 100)
 
 
-def load_published(reference: Path, suite: Suite | None = None) -> dict[str, list[tuple[float, float]]]:
-    """Published curves of a suite; the files are JSON5-ish (trailing commas), parsed leniently."""
-    import re
-
-    out = {}
-    for label, rel in (suite or SUITES["kodak"]).published.items():
-        path = reference / rel
-        if not path.is_file():
-            continue
-        doc = json.loads(re.sub(r",\s*([\]}])", r"\1", path.read_text()))
-        res = doc["results"]
-        psnr = res.get("psnr-rgb", res.get("psnr"))
-        out[label] = sorted(zip(res["bpp"], psnr, strict=True))
-    return out
 
 
-def plot(measured: dict[str, list[tuple[float, float]]], published: dict[str, list[tuple[float, float]]],
-         path: Path, title: str, max_bpp: float | None = None, suite: Suite | None = None,
-         coin_curves: set[str] | None = None) -> None:
-    """RD plot: measured curves solid (coin thick), published ones dashed; x up to max_bpp
-    (default: the largest measured rate)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if max_bpp is None:
-        max_bpp = max((r for pts in measured.values() for r, _ in pts), default=1.0) * 1.05
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more series than the default cycle has colours
-    for name, pts in measured.items():
-        pts = [p for p in pts if p[0] <= max_bpp]
-        coin = name in coin_curves if coin_curves is not None else name.startswith("image-")
-        ax.plot(*zip(*pts, strict=True), marker="o", lw=2.5 if coin else 1.3, ms=5 if coin else 3,
-                label=f"coin {name}" if coin else name, zorder=3 if coin else 2)
-    for name, pts in published.items():
-        pts = [p for p in pts if p[0] <= max_bpp]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), ls="--", lw=1, marker=".", alpha=0.8, label=name)
-    kind = suite.modality if suite is not None else "image"
-    ax.set_xlabel({"audio": "kbps", "climate": "bits per value", "mri": "bits per voxel"}.get(kind, "bits per pixel")
-                  + " (real file sizes)")
-    ax.set_ylabel({"audio": "PSNR (dB, waveform in [0, 1])", "climate": "PSNR (dB over the file's value range)",
-                   "mri": "PSNR (dB, whole volume, intensities in [0, 1])"}.get(kind, "PSNR (dB, 8-bit RGB)"))
-    ax.set_title(title)
-    ax.set_xlim(0, max_bpp)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
-def plot_rmse(summary: dict[str, list[dict]], path: Path, title: str, coin_curves: set[str], units: str = "",
-              target: float | None = None) -> None:
-    """Climate: RMSE in the variable's units against bits per value, both logarithmic, so codecs
-    hundreds of times apart in rate share one plot; coin codecs of one network joined."""
-    import re
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    joined: dict[str, list[tuple[float, float]]] = {}
-    for codec, pts in summary.items():
-        joined.setdefault(re.sub(r"-b\d+$", "", codec), []).extend((p["bpp"], p["rmse"]) for p in pts if "rmse" in p)
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-    for name, pts in joined.items():
-        coin = name in coin_curves
-        ax.plot(*zip(*sorted(pts), strict=True), marker="o", lw=2.5 if coin else 1.3, ms=5 if coin else 3,
-                label=f"coin {name}" if coin else name, zorder=3 if coin else 2)
-    if target is not None:
-        ax.axhline(target, color="grey", ls=":", lw=1, label=f"RMSE {target:g}{units and ' ' + units}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("bits per value (real file sizes; 32 = raw float32)")
-    ax.set_ylabel(f"RMSE{f' ({units})' if units else ''}")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 FIELDS = ["codec", "setting", "file", "bytes", "bpp", "psnr", "snr", "rmse", "max_error", "encode_s", "decode_s"]

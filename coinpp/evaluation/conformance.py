@@ -1,8 +1,8 @@
 """Conformance streams: small .coin files whose decoded symbols and output are pinned.
 
-    python -m coinpp.conformance write        # (re)write bitstream/conformance/ -- only on purpose
-    python -m coinpp.conformance write coin   # only the COIN-mode (kind 1) streams
-    python -m coinpp.conformance write NAME.. # only these codecs' streams (a new codec)
+    python -m coinpp.evaluation.conformance write        # (re)write bitstream/conformance/ -- only on purpose
+    python -m coinpp.evaluation.conformance write coin   # only the COIN-mode (kind 1) streams
+    python -m coinpp.evaluation.conformance write NAME.. # only these codecs' streams (a new codec)
 
 Each stream `NAME.coin` has `NAME.json` (codec, SHA-256 of the decoded symbols, SHA-256 of the
 decoded 8-bit output on the reference machine, without a post-filter: the normative decode) and
@@ -19,15 +19,26 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
-from . import codec as codecs
-from . import modalities
-from .modalities import Signal
-from .modalities.image import to_uint8
-from .pipeline import decode_bytes, decode_symbols, encode_signal, parse
+from .. import codec as codecs
+from .. import modalities
+from ..bitstream import Parsed, decode_symbols, parse
+from ..container import SirenArch
+from ..decoder import decode_bytes
+from ..encoder import encode_signal
+from ..errors import CoinError
+from ..modalities import Signal
+from ..modalities.image import to_uint8
+from ..model import LatentModulatedSiren, SirenConfig, build_network
+from ..overfit import encode_signal as overfit_encode
+from ..overfit import network_from_file
+from ..quantize import Quantizer
+from ..training.export import write_folder
+from ..training.tables import context_prior, frequency_table
 
-ROOT = Path(__file__).resolve().parent.parent / "bitstream" / "conformance"
+ROOT = Path(__file__).resolve().parents[2] / "bitstream" / "conformance"
 TINY_CODEC = "conformance-tiny-b5"  # a small codec kept with the streams: pins the format itself
 TINY_GRID_CODEC = "conformance-tiny-grid-b5"  # the same for latent grids with the neighbour context
 TINY_PCA_CODEC = "conformance-tiny-pca-b4"  # the same for a decorrelating transform before quantization
@@ -39,12 +50,6 @@ def codecs_folder(root: Path = ROOT) -> Path:
 
 def _write_tiny_codec(folder: Path) -> None:
     """A small random network with tables, written once and then kept in the repository."""
-    import torch
-
-    from .entropy import frequency_table
-    from .model import LatentModulatedSiren, SirenConfig
-    from .quantize import Quantizer
-
     torch.manual_seed(0)
     cfg = SirenConfig(width=16, depth=2, latent_dim=8)
     net = LatentModulatedSiren(cfg)
@@ -52,18 +57,12 @@ def _write_tiny_codec(folder: Path) -> None:
     q = Quantizer.fit(lat, 5)
     config = {"name": TINY_CODEC, "modality": "image", "model": cfg.to_dict(), "patch": [16, 16],
               "encode_steps": 3}
-    codecs.write_folder(folder / TINY_CODEC, config, net, q, frequency_table(q.quantize(lat), q.levels),
+    write_folder(folder / TINY_CODEC, config, net, q, frequency_table(q.quantize(lat), q.levels),
                         f"# {TINY_CODEC}\n\nUntrained network for conformance streams only.\n")
 
 
 def _write_tiny_grid_codec(folder: Path) -> None:
     """A small random latent-grid network (4 x 4 cells) with a neighbour-context prior."""
-    import torch
-
-    from .entropy import context_prior, frequency_table
-    from .model import SirenConfig, build_network
-    from .quantize import Quantizer
-
     torch.manual_seed(0)
     cfg = SirenConfig(width=16, depth=2, latent_dim=4, cell=4, frequencies=2)
     net = build_network(cfg)
@@ -72,7 +71,7 @@ def _write_tiny_grid_codec(folder: Path) -> None:
     symbols = q.quantize(lat)
     config = {"name": TINY_GRID_CODEC, "modality": "image", "model": cfg.to_dict(), "patch": [4, 4],
               "encode_steps": 3, "context": {"model": "neighbour-mean", "buckets": 4, "adapt": 16}}
-    codecs.write_folder(folder / TINY_GRID_CODEC, config, net, q, frequency_table(symbols, q.levels),
+    write_folder(folder / TINY_GRID_CODEC, config, net, q, frequency_table(symbols, q.levels),
                         f"# {TINY_GRID_CODEC}\n\nUntrained latent-grid network for conformance streams only.\n",
                         context_prior=context_prior([symbols.reshape(40, 50, -1)], q.levels, 4))
 
@@ -80,12 +79,6 @@ def _write_tiny_grid_codec(folder: Path) -> None:
 def _write_tiny_pca_codec(folder: Path) -> None:
     """A small random patch network whose latents are coded as principal components (Quantizer.fit
     with decorrelate), with a neighbour-context prior."""
-    import torch
-
-    from .entropy import context_prior, frequency_table
-    from .model import LatentModulatedSiren, SirenConfig
-    from .quantize import Quantizer
-
     torch.manual_seed(0)
     cfg = SirenConfig(width=16, depth=2, latent_dim=8)
     net = LatentModulatedSiren(cfg)
@@ -96,7 +89,7 @@ def _write_tiny_pca_codec(folder: Path) -> None:
     symbols = q.quantize(lat)
     config = {"name": TINY_PCA_CODEC, "modality": "image", "model": cfg.to_dict(), "patch": [16, 16],
               "encode_steps": 3, "context": {"model": "neighbour-mean", "buckets": 4, "adapt": 16}}
-    codecs.write_folder(folder / TINY_PCA_CODEC, config, net, q, frequency_table(symbols, q.levels),
+    write_folder(folder / TINY_PCA_CODEC, config, net, q, frequency_table(symbols, q.levels),
                         f"# {TINY_PCA_CODEC}\n\nUntrained network, latents coded as principal components; "
                         "for conformance streams only.\n",
                         context_prior=context_prior([symbols.reshape(40, 50, -1)], q.levels, 4))
@@ -216,9 +209,6 @@ COIN_STREAMS = {"coin-2x16-w16": 16, "coin-2x16-w12": 12}  # COIN (kind 1): half
 
 def write_coin(root: Path = ROOT) -> list[Path]:
     """Streams of COIN files (an overfitted network each); their 'symbols' are the stored weights."""
-    from .container import SirenArch
-    from .overfit import encode_signal as overfit_encode
-
     image = modalities.get("image")
     sig = sample_signals()["rgb-47x61"]
     written = []
@@ -258,36 +248,43 @@ def _read_reference(stream: Path, modality: str, shape: tuple[int, ...]) -> np.n
     return np.load(stream.with_suffix(".npy"), allow_pickle=False).reshape(shape)
 
 
-def _symbols(p) -> np.ndarray:
-    """What must decode bit-exactly: latent symbols (COIN++) or the stored weights (COIN)."""
-    if p.codec is None:
-        from .overfit import network_from_file
+class ConformanceError(CoinError):
+    """A conformance stream does not decode to its pinned symbols or output."""
 
+
+def _symbols(p: Parsed) -> np.ndarray:
+    """What must decode bit-exactly: latent symbols (COIN++) or the stored weights (COIN)."""
+    if p.spec is None:
         return np.concatenate([t.detach().numpy().reshape(-1) for t in network_from_file(p.file).tensors()])
     return decode_symbols(p)
 
 
 def check(stream: Path) -> dict:
-    """Decode a conformance stream; returns what matched. Raises AssertionError on a mismatch."""
+    """Decode a conformance stream; returns what matched. Raises ConformanceError when its symbols,
+    its output's shape or its output (beyond float rounding) differ from the pinned ones."""
     meta = json.loads(stream.with_suffix(".json").read_text())
     data = stream.read_bytes()
     p = parse(data)
     symbols = _symbols(p)
-    assert _sha(symbols) == meta["symbols_sha256"], f"{stream.name}: decoded symbols changed"
+    if _sha(symbols) != meta["symbols_sha256"]:
+        raise ConformanceError(f"{stream.name}: decoded symbols changed")
     decoded, _ = decode_bytes(data, device="cpu", postfilter=False)
     out = _quantized(p.modality.name, decoded.values)
-    assert list(out.shape) == meta["shape"], f"{stream.name}: output shape changed"
+    if list(out.shape) != meta["shape"]:
+        raise ConformanceError(f"{stream.name}: output shape changed")
     ref = _read_reference(stream, p.modality.name, out.shape)
     diff = np.abs(out.astype(int) - ref.astype(int))
     # Float rounding may move a sample by one 8-bit level (a few 16-bit levels) on another machine.
     limit = 1 if p.modality.name == "image" else 8
-    assert diff.max() <= limit and diff.mean() < 0.01 * limit, f"{stream.name}: decoded output changed"
-    return {"symbols": True, "output_exact": _sha(out) == meta["output_sha256"]}
+    if diff.max() > limit or diff.mean() >= 0.01 * limit:
+        raise ConformanceError(f"{stream.name}: decoded output changed (largest difference {int(diff.max())} "
+                               f"levels, mean {float(diff.mean()):.4f})")
+    return {"symbols": True, "output": True, "output_exact": _sha(out) == meta["output_sha256"]}
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["write"]:
-        sys.exit("usage: python -m coinpp.conformance write [coin | CODEC ...]")
+        sys.exit("usage: python -m coinpp.evaluation.conformance write [coin | CODEC ...]")
     import os
 
     os.environ["COIN_CODECS_PATH"] = str(codecs_folder())

@@ -1,0 +1,156 @@
+"""`coin bench`: rate-distortion of coin codecs and baselines on a suite, with plots and BD-rates."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .. import codec as codecs
+from .. import modalities
+from ..errors import InputError
+from ..evaluation import baselines as baseline_codecs
+from ..evaluation import bench as benchmod
+from ..evaluation.plots import load_published, plot, plot_rmse
+from ..evaluation.rd import at_rmse, bd_report, curves
+from .common import DEVICE, console
+
+
+@click.command()
+@click.argument("suite")
+@click.option("--codecs", "codec_list",
+              help="Comma-separated: coin codec names ('default': the suite's default codec) and baselines "
+                   "(default: kodak: default,jpeg,jpeg2000,webp,avif,hevc-444,jpegxl; speech: default,mp3,opus).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Results folder; rows already in it are not measured again (resume).")
+@click.option("--anchor", help="Anchor of the BD-rate table (default: kodak jpeg, speech mp3).")
+@click.option("--data-root", default="../shared/data", show_default=True, type=click.Path(file_okay=False),
+              help="Where named suites (kodak, speech) live.")
+@click.option("--reference", default="../shared/reference", show_default=True, type=click.Path(file_okay=False),
+              help="Published curves to overlay (dashed) and to compare against.")
+@click.option("--limit", type=int, help="Only the first N files.")
+@click.option("--record-in-codecs", is_flag=True, help="Write the measured points into the codecs' cards.")
+@click.option("--no-postfilter", "no_postfilter", is_flag=True,
+              help="Measure the normative decode: skip the codecs' post-filters (use a separate --out).")
+@DEVICE
+def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, reference: str, limit: int | None,
+          record_in_codecs: bool, no_postfilter: bool, device: str) -> None:
+    """Rate-distortion of coin codecs and baselines on SUITE (a named suite or a folder):
+    real file sizes, PSNR, times; JSON, CSV, a plot and a BD-rate table."""
+    if no_postfilter and record_in_codecs:  # the cards give the output `coin decode` writes by default
+        raise InputError("--no-postfilter and --record-in-codecs do not go together: the codecs' cards "
+                         "give the post-filtered output")
+    t_start = time.perf_counter()
+    spec, files = benchmod.suite_files(suite, Path(data_root))
+    files = files[:limit]
+    anchor = anchor or spec.anchor
+    out_dir = Path(out)
+    names = [n.strip() for n in (codec_list or spec.codecs).split(",") if n.strip()]
+    baselines = [baseline_codecs.BY_NAME[n] for n in names if n in baseline_codecs.BY_NAME]
+    wrong = [b.name for b in baselines if b.modality != spec.modality]
+    if wrong:
+        raise InputError(f"baselines {', '.join(wrong)} are not for {spec.modality}")
+    coin_names = [codecs.default_for(spec.modality) if n == "default" else n
+                  for n in names if n not in baseline_codecs.BY_NAME]
+    for n in coin_names:
+        if codecs.load(n).modality != spec.modality:  # unknown names fail here, before any work
+            raise InputError(f"codec {n} is not a {spec.modality} codec")
+    runnable = []
+    for b in baselines:
+        why = b.check()
+        if why:
+            click.echo(f"coin: warning: skipping baseline {b.name}: {why}", err=True)
+        else:
+            runnable.append(b)
+    if any(b.name == "hevc-444" for b in runnable):
+        console.print("note: HEVC intra 4:4:4 (libheif/x265) stands in for BPG, which has no package here")
+    previous = benchmod.read_rows(out_dir)
+    done = {(r["codec"], r["setting"], r["file"]) for r in previous}
+    total = len(files) * (len(coin_names) + sum(len(b.settings) for b in runnable))
+    rows = list(previous)
+    n_new = 0  # rows measured by this run (the others were in --out already)
+    with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("bench", total=total)
+
+        def tick(what: str) -> None:
+            progress.update(task, advance=1, description=what)
+
+        for i, path in enumerate(files, 1):  # file by file, so an interrupted run keeps whole files
+            new = (benchmod.coin_rows([path], coin_names, device, tick, done, spec, postfilter=not no_postfilter)
+                   if coin_names else [])
+            for b in runnable:
+                new += benchmod.baseline_rows([path], b, done, tick, spec)
+            benchmod.append_rows(out_dir, new)
+            rows += new
+            n_new += len(new)
+            if new and not console.is_terminal:  # a log file sees no progress bar: a line per file instead
+                console.print(f"{path.name}: {len(new)} rows ({i}/{len(files)} files, "
+                              f"{time.perf_counter() - t_start:.0f} s)")
+    wanted = set(coin_names) | {b.name for b in runnable}
+    rows = [r for r in rows if r["codec"] in wanted and r["file"] in {p.name for p in files}]
+    decode = "; normative decode, post-filter skipped" if no_postfilter else ""
+    desc = {n: f"coin codec {n} (real file sizes, headers included{decode})" for n in coin_names}
+    desc.update({b.name: b.description for b in runnable})
+    summary = benchmod.write_results(out_dir, rows, desc, spec)
+    measured = curves(summary)
+    published = load_published(Path(reference), spec)
+    coin_curves = {re.sub(r"-b\d+$", "", n) for n in coin_names}
+    what = "images" if spec.modality == "image" else "files"
+    plot(measured, published, out_dir / "rd.png", f"{spec.name}: {len(files)} {what}",
+                  max_bpp=spec.max_rate if published else None, suite=spec, coin_curves=coin_curves)
+
+    extra = {"audio": ["snr"], "climate": ["rmse", "max_error"]}.get(spec.modality, [])
+    t = Table("codec", "setting", spec.unit, "PSNR dB", *extra, "encode s", "decode s")
+    for codec, pts in summary.items():
+        for p in pts:
+            t.add_row(codec, p["setting"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}",
+                      *[f"{p.get(k, float('nan')):.4g}" for k in extra], f"{p['encode_s']:.2f}", f"{p['decode_s']:.2f}")
+    console.print(t)
+    if spec.target_rmse is not None:
+        meta = benchmod.read_signal(modalities.get(spec.modality), files[0], spec).meta
+        print_at_rmse(summary, spec, meta, out_dir, coin_names)
+        units = str(meta["attrs"].get("units", ""))
+        plot_rmse(summary, out_dir / "rmse.png", f"{spec.name}: {', '.join(p.name for p in files)}",
+                  coin_curves, units, spec.target_rmse)
+    report = bd_report(measured, published, anchor, spec.published_comparable, coin_curves)
+    if report["vs_anchor"]:
+        bt = Table("codec", f"BD-rate vs {anchor}")
+        for name, value in report["vs_anchor"].items():
+            bt.add_row(name, "no overlap" if value is None else f"{value:+.1f} %")
+        console.print(bt)
+    (out_dir / "bd-rate.json").write_text(json.dumps(report, indent=1) + "\n")
+    wall = time.perf_counter() - t_start
+    console.print(f"{len(files)} files, {len(rows)} rows ({n_new} new) in {wall:.0f} s; "
+                  f"results, rd.png and bd-rate.json in {out}")
+    if record_in_codecs:
+        command = "coin bench " + " ".join(sys.argv[2:]).replace(" --record-in-codecs", "")
+        for name in benchmod.record_in_codecs(summary, spec.name, command, spec.unit, spec.modality):
+            console.print(f"recorded in codec {name}")
+
+
+def print_at_rmse(summary: dict, spec: benchmod.Suite, meta: dict, out_dir: Path, coin_names: list[str]) -> None:
+    """Each curve's rate and compression ratio at the suite's target RMSE (interpolated), and each
+    coin point against the other curves; recorded in at-rmse-<target>.json."""
+    bits_raw = 8 * np.dtype(meta.get("dtype", "<f4")).itemsize
+    rec = at_rmse(summary, spec.target_rmse, bits_raw, set(coin_names) & set(summary))
+    t = Table("curve", f"{spec.unit} at RMSE {spec.target_rmse:g}", "compression ratio")
+    for name, c in rec["curves"].items():
+        t.add_row(name, "outside the measured range" if c is None else f"{c['rate']:.4f}",
+                  "" if c is None else f"{c['ratio']:.0f}x")
+    console.print(t)
+    if rec["coin_points_matched"]:
+        mt = Table("coin point", "RMSE", spec.unit, *[f"{o} / coin" for o in rec["others"]])
+        for row in rec["coin_points_matched"]:
+            mt.add_row(row["codec"], f"{row['rmse']:.4g}", f"{row['rate']:.4f}",
+                       *["-" if row[f"{o}_over_coin"] is None else f"{row[f'{o}_over_coin']:.2f}x"
+                         for o in rec["others"]])
+        console.print(mt)
+    (out_dir / f"at-rmse-{spec.target_rmse:g}.json").write_text(json.dumps({**rec, "unit": spec.unit}, indent=1) + "\n")

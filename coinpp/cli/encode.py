@@ -1,0 +1,152 @@
+"""`coin encode`: a file, a folder or stdin into .coin (COIN++ latents, or COIN's own network)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .. import codec as codecs
+from .. import modalities, overfit
+from ..batch import encode_tree
+from ..decoder import decode_bytes
+from ..encoder import Encoder
+from ..errors import InputError
+from ..files import atomic_write_bytes, check_writable
+from ..modalities import Modality, Signal
+from .common import DEVICE, FORCE, batch_options, console, err_console
+from .folders import run_batch, shard_and_jobs
+
+COIN_ONLY = ("--bpp", "--arch", "--time-limit", "--lr", "--batch-points")
+
+
+@click.command()
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output .coin file, a folder when INPUT is one, or - for stdout.")
+@click.option("--modality", "modality_name", help="Modality of data read from stdin (INPUT '-'), e.g. image.")
+@click.option("--method", type=click.Choice(["coin++", "coin"]), default="coin++", show_default=True,
+              help="coin++: latents for a shipped base network; coin: overfit one small network to this file.")
+@click.option("--codec", "codec_name", help="[coin++] Codec name (see `coin codecs`) or folder; default per modality.")
+@click.option("--steps", type=int, help="[coin++] Gradient steps per patch (default: the codec's).")
+@click.option("--bpp", type=float, help="[coin] Target bits per pixel/sample; picks the network size (default 0.3).")
+@click.option("--arch", help="[coin] Network as LAYERSxWIDTH, e.g. 10x28 (instead of --bpp).")
+@click.option("--iters", type=int, default=2000, show_default=True, help="[coin] Adam iterations.")
+@click.option("--time-limit", type=float, help="[coin] Stop after this many seconds with the best so far.")
+@click.option("--lr", type=float, default=None, help="[coin] Adam learning rate (default 2e-4 as published).")
+@click.option("--weight-bits", type=int, default=16, show_default=True,
+              help="[coin] 16: half floats; 8-15: uniform per-tensor ranges.")
+@click.option("--batch-points", type=int,
+              help="[coin] Random coordinates per step (default 65536; 0: all, as published).")
+@click.option("--seed", type=int, default=0, show_default=True, help="[coin] Seed of init and sampling.")
+@click.option("--fast", is_flag=True,
+              help="[coin++] The codec's fast preset: skip the encoder's last steps, those through the post-filter "
+                   "(image codecs that take them): about half the default codec's encode time, a little less "
+                   "quality at the same rate; the file decodes the same way.")
+@click.option("--no-check", is_flag=True, help="Skip decoding the result to report its quality.")
+@click.option("--var", help="NetCDF: the variable to code (default: the only latitude/longitude field).")
+@batch_options
+@DEVICE
+@FORCE
+def encode(input: str, output: str, modality_name: str | None, method: str, codec_name: str | None,
+           steps: int | None, bpp: float | None, arch: str | None, iters: int, time_limit: float | None,
+           lr: float | None, weight_bits: int, batch_points: int | None, seed: int, fast: bool, no_check: bool,
+           var: str | None, shard: str | None, jobs: int, as_json: bool, device: str, force: bool) -> None:
+    """Compress INPUT (a file, a folder, or - for stdin) into .coin.
+
+    A folder is encoded recursively into the folder -o, mirroring its tree (a/b.png -> a/b.png.coin).
+    """
+    preset = "fast" if fast else "default"
+    if Path(input).is_dir():
+        if var is not None:
+            raise InputError("--var applies to single files")
+        if method != "coin++":
+            raise InputError("folders are encoded with --method coin++ (COIN fits one file at a time)")
+        shard_t = shard_and_jobs(shard, jobs)
+        run_batch(lambda ev: encode_tree(Path(input), Path(output), codec_name, steps, force, not no_check, device,
+                                         shard_t, jobs, on_event=ev, preset=preset), as_json)
+        return
+    if input == "-":
+        if modality_name is None:
+            raise InputError("reading stdin needs --modality (e.g. --modality image)")
+        modality = modalities.get(modality_name)
+    else:
+        modality = modalities.for_path(Path(input))
+    to_stdout = output == "-"
+    if not to_stdout:
+        check_writable(Path(output), force)
+    if method == "coin++":
+        given = [n for n, v in zip(COIN_ONLY, (bpp, arch, time_limit, lr, batch_points), strict=True) if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} only apply to --method coin")
+    elif codec_name is not None or steps is not None or fast:
+        raise InputError("--codec, --steps and --fast only apply to --method coin++")
+    if var is not None and modality.name != "climate":
+        raise InputError(f"--var applies to NetCDF files, not to {modality.name}")
+    if method == "coin" and modality.absolute_coordinates:
+        raise InputError(f"--method coin does not handle {modality.name} data yet; use coin++")
+    options = {"var": var} if var is not None else {}
+    signal = read_stdin(modality, options) if input == "-" else modality.read(Path(input), **options)
+    t0 = time.perf_counter()
+    if method == "coin":
+        data, label = encode_overfit(signal, modality, bpp, arch, iters, time_limit, lr, weight_bits,
+                                     batch_points, seed, device)
+    else:
+        codec = codecs.load(codec_name or codecs.default_for(modality.name))
+        data = Encoder(codec, modality, preset, steps, device).encode(signal).data
+        label = f"codec {codec.name}" + (", --fast" if fast else "")
+    t_enc = time.perf_counter() - t0
+    if to_stdout:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        atomic_write_bytes(Path(output), data, force)
+    rate = modality.rate(len(data), signal.spatial, signal.meta)
+    line = f"{input} -> {output}: {len(data):,} bytes, " + ", ".join(f"{v:.4f} {k}" for k, v in rate.items())
+    if not no_check:
+        decoded, _ = decode_bytes(data, device=device)
+        line += ", " + modality.describe_quality(modality.quality(signal, decoded), signal.meta)
+    (err_console if to_stdout else console).print(f"{line} ({label}, encode {t_enc:.1f} s)")
+
+
+def read_stdin(modality: Modality, options: dict) -> Signal:
+    """Modalities read files, so stdin goes through a private temporary file."""
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise InputError("stdin is empty")
+    with tempfile.TemporaryDirectory(prefix="coin-") as tmp:
+        path = Path(tmp) / ("stdin" + modality.extensions[0])
+        path.write_bytes(data)
+        return modality.read(path, **options)
+
+
+def encode_overfit(signal: Signal, modality: Modality, bpp: float | None, arch: str | None, iters: int,
+                   time_limit: float | None, lr: float | None, weight_bits: int, batch_points: int | None, seed: int,
+                   device: str) -> tuple[bytes, str]:
+    """COIN: one small network overfitted to this file, with a progress bar on a terminal."""
+    if bpp is not None and arch is not None:
+        raise InputError("give --bpp or --arch, not both")
+    if batch_points is not None and batch_points < 0:
+        raise InputError("--batch-points must be 0 (all) or positive")
+    if time_limit is not None and time_limit <= 0:
+        raise InputError("--time-limit must be positive")
+    if lr is not None and not 0 < lr < 1:
+        raise InputError("--lr must be in (0, 1)")
+    net_arch = overfit.parse_arch(arch, len(signal.spatial), signal.channels) if arch else None
+    with Progress(TextColumn("fitting"), BarColumn(), TextColumn("{task.completed}/{task.total} it"),
+                  TextColumn("best {task.fields[psnr]:.2f} dB"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), disable=not sys.stderr.isatty(), transient=True) as bar:
+        task = bar.add_task("fit", total=iters, psnr=0.0)
+        result = overfit.encode_signal(signal, modality, net_arch, bpp, iters, lr or overfit.DEFAULT_LR,
+                                       time_limit, overfit.DEFAULT_BATCH_POINTS if batch_points is None
+                                       else batch_points, weight_bits, seed, device,
+                                       on_progress=lambda it, p: bar.update(task, completed=it, psnr=p))
+    r = result.report
+    label = (f"COIN {result.arch.tag}, {result.arch.params:,} weights at {weight_bits} bits, "
+             f"{r.iterations} iterations, best at {r.best_iteration}")
+    return result.data, label

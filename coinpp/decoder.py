@@ -1,0 +1,93 @@
+"""The decoder: .coin bytes -> Signal, at the file's own resolution or any other.
+
+    container -> entropy (bitstream.py) -> dequantize -> evaluate at any coordinates (synthesis.py)
+              -> post-filter on the file's own grid (images) -> the modality's values
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import codec as codecs
+from . import container
+from .bitstream import Parsed, decode_symbols, parse
+from .device import pick_device
+from .errors import InputError, LimitError
+from .modalities import Resolution, Signal, Target
+from .overfit import decode_file
+from .postfilter import apply as apply_postfilter
+from .synthesis import evaluate_fields, evaluate_grid, evaluate_latent_grid
+
+
+class Decoder:
+    """Decodes parsed files. `postfilter` (images decoded onto their own grid, codecs that have one):
+    restore with the codec's post-filter averaged over `postfilter_views` views (None: the codec's
+    choice); without it the output is the network's own (the normative decode)."""
+
+    def __init__(self, device: str = "auto", allow_huge: bool = False, postfilter: bool = True,
+                 postfilter_views: int | None = None) -> None:
+        self.device, self.allow_huge = device, allow_huge
+        self.postfilter, self.postfilter_views = postfilter, postfilter_views
+
+    def decode(self, p: Parsed, target: Target | None = None) -> Signal:
+        """A parsed file -> decoded Signal (values clipped to [0, 1]) where `target` says."""
+        target = target or Target()
+        if p.modality.absolute_coordinates and p.spec is not None:
+            return self._decode_fields(p, target.meta or p.meta)
+        shape = tuple(target.shape or p.file.shape)
+        if not self.allow_huge and math.prod(shape) > container.MAX_SAMPLES:
+            raise LimitError(f"requested output {'x'.join(map(str, shape))} exceeds the safety cap; "
+                             "pass --allow-huge")
+        if isinstance(p.file, container.NetworkFile):
+            signal = decode_file(p.file, p.modality, p.meta, shape, self.device)
+        else:
+            signal = self._decode_patches(p, shape)
+        if target.sample_rate is not None:
+            signal.meta["sample_rate"] = target.sample_rate
+        return signal
+
+    def _decode_patches(self, p: Parsed, shape: tuple[int, ...]) -> Signal:
+        codec = codecs.for_spec(p.spec)
+        latents = torch.from_numpy(codec.quantizer.dequantize(decode_symbols(p)))
+        groups = latents.chunk(p.file.groups)
+        if codec.net.cfg.cell:
+            values = np.concatenate([evaluate_latent_grid(codec.net, g, p.file.shape, shape, self.device)
+                                     for g in groups], axis=-1)
+        else:
+            values = np.concatenate([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, shape, self.device)
+                                     for g in groups], axis=-1)
+        if self.postfilter and codec.postfilter is not None and shape == tuple(p.file.shape):
+            try:
+                values = np.concatenate([apply_postfilter(codec.postfilter, np.clip(values[..., g : g + 3], 0.0, 1.0),
+                                                          pick_device(self.device), views=self.postfilter_views)
+                                         for g in range(0, values.shape[-1], 3)], axis=-1)
+            except ValueError as e:  # a view count the filter's patch does not allow
+                raise InputError(f"--postfilter-views: {e}") from None
+        values = p.modality.from_network(np.clip(values, 0.0, 1.0), p.meta)
+        return Signal(values.astype(np.float32), p.modality.resampled(p.meta, p.file.shape, shape))
+
+    def _decode_fields(self, p: Parsed, meta: dict) -> Signal:
+        """Evaluate every field's latent at the points `meta` describes (any grid)."""
+        fields = p.file.shape[0]
+        spatial = (fields, *(int(d["size"]) for d in meta["dims"][-2:]))
+        if not self.allow_huge and math.prod(spatial) > container.MAX_SAMPLES:  # before the grid is allocated
+            raise LimitError(f"requested output {'x'.join(map(str, spatial))} exceeds the safety cap; "
+                             "pass --allow-huge")
+        codec = codecs.for_spec(p.spec)
+        coords = torch.from_numpy(p.modality.coordinates(meta))
+        latents = torch.from_numpy(codec.quantizer.dequantize(decode_symbols(p)))
+        values = evaluate_fields(codec.net, latents, coords, self.device)  # (fields, points, C)
+        values = np.clip(values, 0.0, 1.0).reshape(*spatial, -1)
+        return Signal(p.modality.from_network(values, meta).astype(np.float32), meta)
+
+
+def decode_bytes(data: bytes, resolution: Resolution | None = None, device: str = "auto", allow_huge: bool = False,
+                 postfilter: bool = True, postfilter_views: int | None = None) -> tuple[Signal, Parsed]:
+    """.coin bytes -> (decoded Signal, the parsed file), at the file's own resolution or the one
+    `resolution` asks for (as `coin decode`'s options do)."""
+    p = parse(data, allow_huge)
+    target = p.modality.target(p.meta, p.file.shape, resolution, allow_huge) if resolution is not None else None
+    return Decoder(device, allow_huge, postfilter, postfilter_views).decode(p, target), p

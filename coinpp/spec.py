@@ -1,0 +1,483 @@
+"""Codec specifications: what a codec folder declares, parsed and validated in one place.
+
+    codecs/<name>/config.json          CodecSpec: network, patch, bits, entropy model, post-filter,
+                                       the encoder presets, measured results
+    codecs/<name>/tables.safetensors   quantizer ranges (and transform), integer entropy tables
+    codecs/<name>/weights.safetensors  the base network (loaded by codec.py, which needs torch)
+
+This module needs no torch: `coin info` and the path from bytes to symbols run without it.
+The hash covers the weights, the tables and the config fields that change decoding, so a file
+never decodes silently with the wrong network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file as load_np
+
+from .container import HASH_BYTES
+from .entropy import EntropyModel, NeighbourContext, SeriesDeltas, StaticTables
+from .errors import CodecError
+from .quantize import Quantizer
+
+DEFAULT_CODECS = {"image": "image-klt-6x128-l64-b5", "audio": "speech-klt-6x128-l64-b5",
+                  "climate": "era5-t2m-5x128-l48-b5", "mri": "mri-5x128-l16-b4"}
+
+# Fields of config.json that change how a file decodes; they are part of the hash.
+DECODE_FIELDS = ("name", "modality", "model", "patch", "bits")
+OPTIONAL_DECODE_FIELDS = ("context", "transform")  # hashed only where present (older codecs lack them)
+
+
+@dataclass(frozen=True)
+class SirenConfig:
+    """Architecture of a LatentModulatedSiren. `depth` counts the sine layers."""
+
+    in_dim: int = 2
+    out_dim: int = 3
+    width: int = 128
+    depth: int = 5
+    latent_dim: int = 64
+    w0: float = 30.0
+    meta_sgd: bool = True
+    coord_scale: float = 1.0  # coordinates are multiplied by this first (audio: time in [-5, 5])
+    # Latent grid (GridModulatedSiren): one latent per `cell`-sample cell, interpolated between cell
+    # centres; the network sees `frequencies` harmonics of the position within the cell. 0: patches.
+    cell: int = 0
+    frequencies: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k, default in (("coord_scale", 1.0), ("cell", 0), ("frequencies", 0)):
+            if d[k] == default:  # codecs written before the field existed keep their hash
+                del d[k]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SirenConfig:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    @property
+    def tag(self) -> str:
+        """Short name of the architecture, e.g. '6x128-l64' (depth counts the linear layer), 'g16-5x64-l16'."""
+        grid = f"g{self.cell}-" if self.cell else ""
+        return f"{grid}{self.depth + 1}x{self.width}-l{self.latent_dim}"
+
+    @property
+    def input_features(self) -> int:
+        """Width of the first layer's input: the coordinates, or the cell harmonics (sin and cos)."""
+        return 2 * self.in_dim * self.frequencies if self.cell else self.in_dim
+
+
+@dataclass(frozen=True)
+class PostFilterSpec:
+    """The decoder-side post-filter a codec names (postfilter.py); not part of the hash."""
+
+    channels: int = 32
+    layers: int = 5  # convolutions (3x3); the receptive field is 2 * layers + 1 pixels
+    period: tuple[int, int] = (32, 32)  # the codec's patch: where the seams repeat
+    views: int = 1  # flipped/transposed views decoding averages
+    sha256: str = ""
+
+    def to_dict(self) -> dict:
+        return {"channels": self.channels, "layers": self.layers, "period": list(self.period)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PostFilterSpec:
+        channels, layers, period = int(d["channels"]), int(d["layers"]), tuple(int(p) for p in d["period"])
+        if not (1 <= channels <= 256 and 2 <= layers <= 32 and len(period) == 2 and min(period) >= 1):
+            raise ValueError("post-filter size out of range")
+        views = d.get("views", 1)
+        if not isinstance(views, int) or not 1 <= views <= (8 if period[0] == period[1] else 4):
+            raise ValueError(f"post-filter views {views!r} out of range")
+        return cls(channels, layers, period, views, str(d.get("sha256", "")))  # type: ignore[arg-type]
+
+
+# --- Encoder presets: the encoder's phases in order, each with its parameters ------------------
+
+
+@dataclass(frozen=True)
+class SGDPhase:
+    """Meta-learned SGD steps from zero latents; `half`: each step's gradient on alternate
+    checkerboard halves of every patch (half the arithmetic; fit.fit_latents)."""
+
+    steps: int
+    half: bool = False
+    kind: Literal["sgd"] = "sgd"
+
+
+@dataclass(frozen=True)
+class AdamPhase:
+    """Adam on each patch's latents after the SGD steps. `lr` is one rate for every latent
+    dimension (`lr_unit` "latent") or a fraction of each dimension's quantizer step ("quantizer-step");
+    `quantized`: gradients taken at the quantized latents (straight through); `rate_lambda` (per-patch
+    MSE per bit) adds the codec's rate model to the loss."""
+
+    steps: int
+    lr: float
+    lr_unit: Literal["latent", "quantizer-step"] = "latent"
+    quantized: bool = False
+    rate_lambda: float = 0.0
+    kind: Literal["adam"] = "adam"
+
+
+@dataclass(frozen=True)
+class FilterPhase:
+    """Adam on all of an image's latents at once, the loss the post-filtered image's error (`views`
+    of the filter averaged; None: the filter's own) plus the rate term."""
+
+    steps: int
+    lr: float
+    views: int | None = None
+    rate_lambda: float = 0.0
+    kind: Literal["filter"] = "filter"
+
+
+@dataclass(frozen=True)
+class RoundPhase:
+    """Rate-distortion rounding: each value takes the nearer of its two levels by squared error plus
+    `rd_lambda` (squared quantizer steps per bit) times its code length; 0 rounds to the nearest."""
+
+    rd_lambda: float = 0.0
+    kind: Literal["round"] = "round"
+
+
+Phase = SGDPhase | AdamPhase | FilterPhase | RoundPhase
+PHASES = {"sgd": SGDPhase, "adam": AdamPhase, "filter": FilterPhase, "round": RoundPhase}
+
+
+@dataclass(frozen=True)
+class EncoderPreset:
+    """An encoder effort: its phases in order. Files decode the same whatever the preset."""
+
+    name: str
+    phases: tuple[Phase, ...]
+
+    @property
+    def sgd(self) -> tuple[SGDPhase, ...]:
+        return tuple(p for p in self.phases if isinstance(p, SGDPhase))
+
+    @property
+    def sgd_steps(self) -> int:
+        return sum(p.steps for p in self.sgd)
+
+    @property
+    def half_steps(self) -> int:
+        return sum(p.steps for p in self.sgd if p.half)
+
+    @property
+    def adam(self) -> AdamPhase | None:
+        return next((p for p in self.phases if isinstance(p, AdamPhase)), None)
+
+    @property
+    def filter(self) -> FilterPhase | None:
+        return next((p for p in self.phases if isinstance(p, FilterPhase)), None)
+
+    @property
+    def rd_lambda(self) -> float:
+        return next((p.rd_lambda for p in self.phases if isinstance(p, RoundPhase)), 0.0)
+
+    def with_sgd_steps(self, steps: int) -> EncoderPreset:
+        """The same preset with `steps` SGD steps in all, the first of them on halves as before."""
+        half = min(self.half_steps, steps)
+        sgd = tuple(p for p in (SGDPhase(half, True), SGDPhase(steps - half)) if p.steps)
+        rest = tuple(p for p in self.phases if not isinstance(p, SGDPhase))
+        return replace(self, phases=sgd + rest)
+
+    def without(self, kind: str) -> EncoderPreset:
+        return replace(self, phases=tuple(p for p in self.phases if p.kind != kind))
+
+    def to_list(self) -> list[dict]:
+        out = []
+        for p in self.phases:
+            d = asdict(p)
+            kind = d.pop("kind")
+            defaults = {k: f.default for k, f in type(p).__dataclass_fields__.items()}
+            out.append({"phase": kind, **{k: v for k, v in d.items() if k == "steps" or v != defaults[k]}})
+        return out
+
+    @classmethod
+    def from_list(cls, name: str, items: list) -> EncoderPreset:
+        if not isinstance(items, list):
+            raise ValueError(f"preset {name!r} must be a list of phases")
+        phases = []
+        for item in items:
+            item = dict(item)
+            kind = item.pop("phase", None)
+            if kind not in PHASES:
+                raise ValueError(f"preset {name!r}: unknown phase {kind!r} (use {', '.join(PHASES)})")
+            try:
+                phases.append(PHASES[kind](**item))
+            except TypeError as e:
+                raise ValueError(f"preset {name!r}: phase {kind!r}: {e}") from None
+        preset = cls(name, tuple(phases))
+        _check_preset(preset)
+        return preset
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_preset(p: EncoderPreset) -> None:
+    order = [ph.kind for ph in p.phases]
+    if order != sorted(order, key=list(PHASES).index) or any(order.count(k) > 1 for k in ("adam", "filter", "round")):
+        raise ValueError(f"preset {p.name!r}: phases must run sgd, adam, filter, round, each once (sgd twice: half "
+                         "steps first)")
+    sgd = p.sgd
+    if len(sgd) > 2 or (len(sgd) == 2 and not (sgd[0].half and not sgd[1].half)):
+        raise ValueError(f"preset {p.name!r}: at most two sgd phases, the half steps first")
+    for ph in p.phases:
+        if isinstance(ph, (SGDPhase, AdamPhase, FilterPhase)) and not _whole(ph.steps, 0, 10_000):
+            raise ValueError(f"preset {p.name!r}: {ph.kind} steps must be a whole number in 0..10000")
+        if isinstance(ph, SGDPhase) and not isinstance(ph.half, bool):
+            raise ValueError(f"preset {p.name!r}: sgd half must be true or false")
+        if isinstance(ph, AdamPhase):
+            if ph.lr_unit not in ("latent", "quantizer-step") or not 0 < float(ph.lr) <= 10:
+                raise ValueError(f"preset {p.name!r}: adam needs an lr in (0, 10] and lr_unit latent or quantizer-step")
+        if isinstance(ph, FilterPhase):
+            if not 0 < float(ph.lr) <= 10 or not (ph.views is None or _whole(ph.views, 1, 8)):
+                raise ValueError(f"preset {p.name!r}: filter needs an lr in (0, 10] and views in 1..8")
+        if isinstance(ph, (AdamPhase, FilterPhase)) and not 0 <= float(ph.rate_lambda) <= 1:
+            raise ValueError(f"preset {p.name!r}: rate_lambda must be in [0, 1] (MSE per bit)")
+        if isinstance(ph, RoundPhase) and not 0 <= float(ph.rd_lambda) <= 10:
+            raise ValueError(f"preset {p.name!r}: rd_lambda must be in [0, 10]")
+
+
+@dataclass(frozen=True)
+class RateModel:
+    """The encoder's differentiable stand-in for a latent's code length: each coded value Laplace
+    about `centres` with mean absolute deviations `scales`, measured on training latents (the same
+    for every bit depth of one network)."""
+
+    centres: np.ndarray  # (D,)
+    scales: np.ndarray  # (D,) > 0
+
+    def to_dict(self) -> dict:
+        """Five significant digits: JSON, not bit-exact."""
+        return {"centres": [float(f"{x:.5g}") for x in self.centres],
+                "scales": [float(f"{x:.5g}") for x in self.scales]}
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    buckets: int
+    adapt: int
+    model: str = "neighbour-mean"
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """Everything a codec folder declares, checked; the network weights are loaded by codec.py."""
+
+    name: str
+    folder: Path
+    modality: str
+    model: SirenConfig
+    patch: tuple[int, ...]
+    quantizer: Quantizer
+    entropy: EntropyModel
+    hash: bytes
+    presets: dict[str, EncoderPreset]
+    rate_model: RateModel | None = None
+    postfilter: PostFilterSpec | None = None
+    transform: str | None = None
+    measured: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+
+    @property
+    def bits(self) -> int:
+        return self.quantizer.bits
+
+    @property
+    def config(self) -> dict:
+        """config.json as it is on disk (for tools that record into it)."""
+        return json.loads((self.folder / "config.json").read_text())
+
+
+def codec_hash(folder: Path, config: dict) -> bytes:
+    h = hashlib.sha256()
+    fields = {k: config.get(k) for k in DECODE_FIELDS}
+    for key in OPTIONAL_DECODE_FIELDS:
+        if key in config:
+            fields[key] = config[key]
+    h.update(json.dumps(fields, sort_keys=True).encode())
+    for name in ("weights.safetensors", "tables.safetensors"):
+        h.update((folder / name).read_bytes())
+    return h.digest()[:HASH_BYTES]
+
+
+def default_phases(config: dict) -> list[dict]:
+    """The default preset of a config written before presets existed (encode_steps,
+    encode_half_steps, refine, rdo), as a phase list."""
+    steps, half = int(config.get("encode_steps", 0)), config.get("encode_half_steps", 0)
+    if not _whole(half, 0, 1000):
+        raise ValueError("encode_half_steps needs a whole number of steps in 0..1000")
+    half = min(half, steps)
+    phases: list[dict] = [d for d in ({"phase": "sgd", "steps": half, "half": True},
+                                      {"phase": "sgd", "steps": steps - half}) if d["steps"]] or \
+        [{"phase": "sgd", "steps": 0}]
+    refine = config.get("refine") or {}
+    if refine.get("steps"):
+        latent = "latent_lr" in refine
+        if latent and refine.get("quantized", True):
+            raise ValueError("refine latent_lr needs quantized false")
+        phases.append({"phase": "adam", "steps": int(refine["steps"]),
+                       "lr": float(refine["latent_lr" if latent else "lr"]),
+                       "lr_unit": "latent" if latent else "quantizer-step",
+                       "quantized": bool(refine.get("quantized", True)),
+                       "rate_lambda": float(refine.get("rate_lambda", 0.0))})
+        if refine.get("filter_steps"):
+            phases.append({"phase": "filter", "steps": refine["filter_steps"], "lr": float(refine.get("filter_lr", 0)),
+                           "views": refine.get("filter_views"), "rate_lambda": float(refine.get("rate_lambda", 0.0))})
+    if "rdo" in config:
+        phases.append({"phase": "round", "rd_lambda": float(config["rdo"]["lambda"])})
+    return phases
+
+
+def _rate_model(config: dict, d: int) -> RateModel | None:
+    entry = config.get("rate_model")
+    if entry is None and (config.get("refine") or {}).get("rate_lambda"):
+        entry = {"centres": config["refine"].get("rate_centres"), "scales": config["refine"].get("rate_scales")}
+    if entry is None:
+        return None
+    centres, scales = (np.asarray(entry.get(k, []), dtype=np.float64) for k in ("centres", "scales"))
+    if centres.shape != (d,) or scales.shape != (d,) or not (np.isfinite(centres).all() and np.isfinite(scales).all()) \
+            or (scales <= 0).any():
+        raise ValueError("rate_model needs centres and positive scales, one per latent dimension")
+    return RateModel(centres, scales)
+
+
+def _entropy_model(config: dict, tables: dict[str, np.ndarray]) -> EntropyModel:
+    table = tables["table"].astype(np.int32)
+    if "context" in config:
+        spec, prior = config["context"], tables["context_prior"].astype(np.int32)
+        if spec.get("model") != "neighbour-mean" or prior.shape != (table.shape[0], spec["buckets"], table.shape[1]):
+            raise ValueError("context_prior does not match the context model or the table")
+        if not 1 <= int(spec["adapt"]) <= 1 << 16:
+            raise ValueError("context adapt out of range")
+        return NeighbourContext(prior, int(spec["adapt"]))
+    if "delta_table" in tables:
+        delta = tables["delta_table"].astype(np.int32)
+        if delta.shape != (table.shape[0], 2 * table.shape[1] - 1):
+            raise ValueError("delta_table does not match table")
+        return SeriesDeltas(table, delta)
+    return StaticTables(table)
+
+
+def parse_config(folder: Path, config: dict) -> CodecSpec:
+    """Check a codec folder's config and tables; ValueError (or KeyError, OSError) when they are not
+    a valid codec, CodecError when the hash does not match."""
+    name = config["name"]
+    expected = bytes.fromhex(config["hash"])
+    actual = codec_hash(folder, config)
+    if actual != expected:
+        raise CodecError(f"codec {name!r} in {folder} fails its hash check (modified or damaged); reinstall it")
+    model = SirenConfig.from_dict(config["model"])
+    patch = tuple(int(p) for p in config["patch"])
+    if model.cell and patch != (model.cell, model.cell):
+        raise ValueError("a latent-grid codec's patch is its cell")
+    t = load_np(str(folder / "tables.safetensors"))
+    quantizer = Quantizer(t["low"], t["step"], int(config["bits"]), t.get("basis"), t.get("centre"))
+    d = len(quantizer.low)
+    if d != model.latent_dim or quantizer.step.shape != (d,):
+        raise ValueError("quantizer tables do not match the latent size")
+    if quantizer.basis is not None and (quantizer.basis.shape != (d, d) or quantizer.centre is None
+                                        or quantizer.centre.shape != (d,) or not np.isfinite(quantizer.basis).all()):
+        raise ValueError("basis or centre does not match the latent size")
+    # Declared in the config (and so in the hash): software that predates the transform refuses
+    # such a codec on its hash instead of decoding it without the transform.
+    transform = config.get("transform")
+    if transform not in (None, "principal-components") or (transform is None) != (quantizer.basis is None):
+        raise ValueError("the config's transform and the tables disagree")
+    entropy = _entropy_model(config, t)
+    if entropy.dims != d or entropy.levels != quantizer.levels:
+        raise ValueError("entropy tables do not match the quantizer")
+    presets = {n: EncoderPreset.from_list(n, items)
+               for n, items in (config.get("presets") or {"default": default_phases(config)}).items()}
+    if "default" not in presets:
+        raise ValueError("a codec needs a default preset")
+    postfilter = PostFilterSpec.from_dict(config["postfilter"]) if "postfilter" in config else None
+    if postfilter is not None and (config["modality"] != "image" or model.out_dim != 3):
+        raise ValueError("a post-filter is for RGB image codecs")
+    rate_model = _rate_model(config, d)
+    for p in presets.values():
+        if (p.adam and p.adam.rate_lambda or p.filter and p.filter.rate_lambda) and rate_model is None:
+            raise ValueError(f"preset {p.name!r} has a rate term but the codec has no rate_model")
+        if p.filter and postfilter is None:
+            raise ValueError(f"preset {p.name!r} steps through a post-filter the codec does not have")
+        if p.rd_lambda and not isinstance(entropy, NeighbourContext):
+            raise ValueError(f"preset {p.name!r}: rate-distortion rounding needs the neighbour context")
+    return CodecSpec(name, folder, config["modality"], model, patch, quantizer, entropy, actual, presets, rate_model,
+                     postfilter, transform, config.get("measured", {}), config.get("training", {}))
+
+
+def search_path() -> list[Path]:
+    """Where codecs are looked for: $COIN_CODECS_PATH (os.pathsep-separated), the copy
+    installed inside the package, then the source tree's codecs/ folder."""
+    paths = [Path(p) for p in os.environ.get("COIN_CODECS_PATH", "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    paths += [here / "codecs", here.parent / "codecs"]
+    return [p for p in paths if p.is_dir()]
+
+
+def available() -> dict[str, Path]:
+    """name -> folder of every codec on the search path (first one found wins)."""
+    found: dict[str, Path] = {}
+    for root in search_path():
+        for cfg in sorted(root.glob("*/config.json")):
+            found.setdefault(cfg.parent.name, cfg.parent)
+    return found
+
+
+def find(name: str, allow_path: bool = True) -> Path:
+    """The folder of a codec by its stable name, or (when allow_path) a path to a codec folder.
+    Names read from a file are looked up with allow_path=False: a file never points at a folder."""
+    if os.sep in name or name.startswith("."):
+        if not allow_path:
+            raise CodecError(f"invalid codec name {name!r}")
+        return Path(name).resolve()
+    codecs = available()
+    if name not in codecs:
+        known = ", ".join(sorted(codecs)) or "none installed"
+        raise CodecError(f"unknown codec {name!r} (available: {known})")
+    return codecs[name].resolve()
+
+
+@lru_cache(maxsize=32)
+def _load_cached(folder: str) -> CodecSpec:
+    return load_folder(Path(folder))
+
+
+def load_folder(folder: Path) -> CodecSpec:
+    """Load and verify one codec folder's specification and tables."""
+    folder = Path(folder)
+    try:
+        return parse_config(folder, json.loads((folder / "config.json").read_text()))
+    except CodecError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, SafetensorError) as e:
+        raise CodecError(f"codec folder {folder} is incomplete or unreadable ({e.__class__.__name__}: {e})") from None
+
+
+def load(name: str, allow_path: bool = True) -> CodecSpec:
+    return _load_cached(str(find(name, allow_path)))
+
+
+def clear_cache() -> None:
+    """Forget loaded codecs (after a codec folder was written)."""
+    _load_cached.cache_clear()
+
+
+def default_for(modality: str) -> str:
+    if modality not in DEFAULT_CODECS:
+        raise CodecError(f"no default codec for {modality}; pass --codec")
+    return DEFAULT_CODECS[modality]
