@@ -17,9 +17,9 @@ from PIL import Image
 from coinpp import codec as codecs
 from coinpp import modalities
 from coinpp.batch import encode_tree, walk
+from coinpp.encoder import encode_signal
 from coinpp.files import atomic_write_bytes
 from coinpp.malloc import tune
-from coinpp.pipeline import encode_signal
 
 tune()
 which = sys.argv[1]

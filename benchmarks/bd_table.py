@@ -14,7 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from coinpp import bench
+from coinpp.evaluation import rd
+from coinpp.evaluation.bench import SUITES
+from coinpp.evaluation.plots import load_published
 
 FAMILIES = {
     "`image-klt-6x128` (default family: l32-b4, l64-b4…b6, l128-b4…b6)": [
@@ -61,7 +63,7 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, default=Path("../shared/reference"))
     args = ap.parse_args()
     summary = json.loads(args.summary.read_text())
-    curves = {**bench.curves(summary), **bench.load_published(args.reference, bench.SUITES["kodak"])}
+    curves = {**rd.curves(summary), **load_published(args.reference, SUITES["kodak"])}
     families = {label: family_curve(summary, names) for label, names in FAMILIES.items()}
     curves["ctx-family"] = families["`image-ctx-6x128` (previous default family, five points)"]
     print("| against | " + " | ".join(FAMILIES) + " |")
@@ -70,11 +72,11 @@ def main() -> None:
         cells = []
         for pts in families.values():
             same = sorted(curves[key]) == pts
-            cells.append("—" if same else fmt(bench.bd_rate(curves[key], pts)))
+            cells.append("—" if same else fmt(rd.bd_rate(curves[key], pts)))
         print(f"| {label} | " + " | ".join(cells) + " |")
     print()
     for fam, pts in families.items():
-        q = bench.interpolate_psnr([{"bpp": r, "psnr": p} for r, p in pts], 0.25)
+        q = rd.interpolate_psnr([{"bpp": r, "psnr": p} for r, p in pts], 0.25)
         print(f"PSNR at 0.25 bpp, {fam}: " + ("out of range" if q is None else f"{q:.2f} dB"))
 
 

@@ -12,7 +12,8 @@ import torch
 
 from coinpp import codec as codecs
 from coinpp import malloc, modalities
-from coinpp.pipeline import decode_bytes, encode_signal
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import encode_signal
 
 malloc.tune()  # as the CLI does: freed blocks kept in the heap
 torch.set_num_threads(2)

@@ -1,35 +1,41 @@
 """Encoder settings against the shipped ones, on the held-out training photos (never Kodak).
 
-Each variant overrides entries of the codecs' configs (encoder-only entries: the files decode the
-same way) and runs the whole shipped encoder with them: the SGD fit, the per-patch Adam, the steps
+Each variant changes settings of the codecs' default encoder preset (encoder-only: the files decode
+the same way) and runs the whole encoder with them: the SGD fit, the per-patch Adam, the steps
 through the post-filter, rate-distortion rounding. Every file is decoded with the post-filter.
 
     python benchmarks/encoder_settings.py --codecs image-klt-6x128-l64-b5 \
-        --variant half4:encode_half_steps=4 --variant views2:refine.filter_views=2
+        --variant half4:sgd.half=4 --variant views2:filter.views=2
 
-A variant is NAME:KEY=VALUE[,KEY=VALUE...]: KEY a config entry, dotted for one inside another
-(refine.steps, rdo.lambda), VALUE a JSON value. Prints a Markdown row per codec and variant (bpp,
-PSNR, encode seconds per photo, all photos and codecs encoded in turn so that the machine's drift
-falls on every variant alike), and with more than one codec the BD-rate of each variant's curve against the shipped one.
+A variant is NAME:KEY=VALUE[,KEY=VALUE...]: KEY a preset setting KIND.FIELD (sgd.steps, sgd.half,
+adam.steps, adam.lr, filter.steps, filter.views, round.rd_lambda; spec.EncoderPreset.with_setting),
+VALUE a JSON value; the variant NAME "fast" alone runs the codecs' fast preset. Prints a Markdown
+row per codec and variant (bpp, PSNR, encode seconds per photo, all photos and codecs encoded in
+turn so that the machine's drift falls on every variant alike), and with more than one codec the
+BD-rate of each variant's curve against the shipped one.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 
 import torch
-from filter_aware import prepare, psnr
 
 from coinpp import codec as codecs
-from coinpp.bench import bd_rate
-from coinpp.pipeline import decode_parsed, encode_signal, parse
+from coinpp.bitstream import parse
+from coinpp.decoder import Decoder
+from coinpp.encoder import Encoder
+from coinpp.evaluation.heldout import prepare, psnr
+from coinpp.evaluation.rd import bd_rate
+from coinpp.spec import EncoderPreset
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
     name, _, body = text.partition(":")
+    if name == "fast" and not body:
+        return name, {}
     if not name or not body:
         raise SystemExit(f"--variant {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
     overrides = {}
@@ -39,15 +45,11 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, overrides
 
 
-def with_overrides(c: codecs.Codec, overrides: dict) -> codecs.Codec:
-    config = json.loads(json.dumps(c.config))
+def variant_preset(c: codecs.Codec, label: str, overrides: dict) -> EncoderPreset:
+    preset = c.preset("fast" if label == "fast" else "default")
     for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        entry = config
-        for parent in parents:
-            entry = entry.setdefault(parent, {})
-        entry[leaf] = value
-    return dataclasses.replace(c, config=config)
+        preset = preset.with_setting(key, value)
+    return preset
 
 
 def main() -> None:
@@ -64,15 +66,16 @@ def main() -> None:
     results: dict[tuple[str, str], tuple[float, float]] = {}
     for name in names:
         base = codecs.load(name)
-        runs = {label: (with_overrides(base, o), 0, [], 0.0) for label, o in variants}
+        runs = {label: (Encoder(base, image, variant_preset(base, label, o), device="cpu"), 0, [], 0.0)
+                for label, o in variants}
         for s in signals:
-            for label, (c, nbytes, pairs, secs) in list(runs.items()):
+            for label, (e, nbytes, pairs, secs) in list(runs.items()):
                 t = time.perf_counter()
-                data = encode_signal(s, image, c, device="cpu").data
+                data = e.encode(s).data
                 secs += time.perf_counter() - t
                 with torch.no_grad():
-                    pairs.append((image.to_network(decode_parsed(parse(data), device="cpu"), 3), s.values))
-                runs[label] = (c, nbytes + len(data), pairs, secs)
+                    pairs.append((image.to_network(Decoder("cpu").decode(parse(data)), 3), s.values))
+                runs[label] = (e, nbytes + len(data), pairs, secs)
         for label, (_, nbytes, pairs, secs) in runs.items():
             r = results[(name, label)] = (8 * nbytes / pixels, psnr(pairs))
             print(f"| `{name}` | {label} | {r[0]:.4f} | {r[1]:.3f} dB | {secs / len(signals):.1f} |", flush=True)

@@ -1,6 +1,6 @@
 """Seconds per encoder step through the post-filter on one Kodak-sized image, each way it can run:
 the post-filter's graphs kept from its one forward pass (the default for images up to
-postfilter.KEEP_GRAPH_BYTES) or evaluated a second time for the backward pass, and the last step's
+fit.KEEP_GRAPH_BYTES) or evaluated a second time for the backward pass, and the last step's
 loss alone (fit.filtered_loss). Also checks that the ways agree. Random latents: the cost does not
 depend on them.
 
@@ -15,7 +15,6 @@ from PIL import Image
 
 from coinpp import codec as codecs
 from coinpp import fit, malloc
-from coinpp import postfilter as pf
 
 malloc.tune()  # as the CLI does
 torch.set_num_threads(2)
@@ -27,8 +26,8 @@ goal = torch.from_numpy(img).permute(2, 0, 1).contiguous()
 patches = -(-img.shape[0] // c.patch[0]) * -(-img.shape[1] // c.patch[1])
 torch.manual_seed(0)
 z = torch.randn(patches, c.net.cfg.latent_dim) * 0.1
-views = c.refine.get("filter_views") or c.postfilter.views  # None: the filter's own
-kept_default = pf.KEEP_GRAPH_BYTES
+views = c.preset().filter.views or c.postfilter.views  # None: the filter's own
+kept_default = fit.KEEP_GRAPH_BYTES
 
 
 def best_of(f, n: int = 2) -> float:
@@ -41,18 +40,18 @@ def best_of(f, n: int = 2) -> float:
 
 
 for _ in range(2):  # the first round warms up
-    pf.KEEP_GRAPH_BYTES = 0
+    fit.KEEP_GRAPH_BYTES = 0
     two_pass = best_of(lambda: fit.filtered_loss_and_latent_grad(c.net, c.postfilter, c.patch, goal, z, views))
-    filter_two_pass = best_of(lambda: pf.loss_and_input_grad(c.postfilter, goal, goal, views))
-    pf.KEEP_GRAPH_BYTES = kept_default
+    filter_two_pass = best_of(lambda: fit.loss_and_input_grad(c.postfilter, goal, goal, views))
+    fit.KEEP_GRAPH_BYTES = kept_default
     kept = best_of(lambda: fit.filtered_loss_and_latent_grad(c.net, c.postfilter, c.patch, goal, z, views))
-    filter_kept = best_of(lambda: pf.loss_and_input_grad(c.postfilter, goal, goal, views))
+    filter_kept = best_of(lambda: fit.loss_and_input_grad(c.postfilter, goal, goal, views))
     alone = best_of(lambda: fit.filtered_loss(c.net, c.postfilter, c.patch, goal, z, views))
     print(f"{name}, {path.split('/')[-1]}, {views} views: step {two_pass:.2f} s (filter evaluated twice) / "
           f"{kept:.2f} s (graphs kept); the filter's part {filter_two_pass:.2f} / {filter_kept:.2f} s; "
           f"loss alone {alone:.2f} s", flush=True)
-loss_kept, grad_kept = pf.loss_and_input_grad(c.postfilter, goal * 0.9, goal, views)
-loss_two, grad_two = pf.loss_and_input_grad(c.postfilter, goal * 0.9, goal, views, keep_bytes=0)
+loss_kept, grad_kept = fit.loss_and_input_grad(c.postfilter, goal * 0.9, goal, views)
+loss_two, grad_two = fit.loss_and_input_grad(c.postfilter, goal * 0.9, goal, views, keep_bytes=0)
 alone = fit.filtered_loss(c.net, c.postfilter, c.patch, goal, z, views)
 full = fit.filtered_loss_and_latent_grad(c.net, c.postfilter, c.patch, goal, z, views)[0]
 print(f"agreement: loss {loss_kept:.6g} vs {loss_two:.6g}, gradient max difference "

@@ -85,7 +85,7 @@ class Encoder:
             lr = phase.lr * q.latent_step
         return refine_latents(self.codec.net, patch_coordinates(self.codec.patch), self.patch_targets(signal),
                               latents, phase.steps, lr, q if phase.quantized else None, self.device,
-                              penalty=self._penalty(phase.rate_lambda))
+                              penalty=self.rate_penalty(phase.rate_lambda))
 
     def through_filter(self, latents: torch.Tensor, signal: Signal) -> torch.Tensor:
         """The filter phase: Adam on all of an image's latents against the post-filtered image's
@@ -97,7 +97,7 @@ class Encoder:
         if values.shape[-1] != c.net.cfg.out_dim:
             return latents
         return refine_through_filter(c.net, c.postfilter, c.patch, values, latents, phase.steps, phase.lr,
-                                     self._penalty(phase.rate_lambda), phase.views, self.device)
+                                     self.rate_penalty(phase.rate_lambda), phase.views, self.device)
 
     def pack(self, latents: torch.Tensor, signal: Signal) -> Encoded:
         """The round phase and the entropy coder: fitted latents -> .coin bytes."""
@@ -163,7 +163,8 @@ class Encoder:
         return np.concatenate([split(values[..., g : g + out_dim], c.patch)[0]
                                for g in range(0, values.shape[-1], out_dim)])
 
-    def _penalty(self, rate_lambda: float) -> RatePenalty | None:
+    def rate_penalty(self, rate_lambda: float) -> RatePenalty | None:
+        """The codec's rate model weighted by `rate_lambda` (per-patch MSE per bit); None at 0."""
         if not rate_lambda:
             return None
         r, q = self.codec.spec.rate_model, self.codec.quantizer

@@ -187,13 +187,33 @@ class EncoderPreset:
 
     def with_sgd_steps(self, steps: int) -> EncoderPreset:
         """The same preset with `steps` SGD steps in all, the first of them on halves as before."""
-        half = min(self.half_steps, steps)
-        sgd = tuple(p for p in (SGDPhase(half, True), SGDPhase(steps - half)) if p.steps)
-        rest = tuple(p for p in self.phases if not isinstance(p, SGDPhase))
-        return replace(self, phases=sgd + rest)
+        return self.with_setting("sgd.steps", steps)
 
     def without(self, kind: str) -> EncoderPreset:
         return replace(self, phases=tuple(p for p in self.phases if p.kind != kind))
+
+    def with_phase(self, phase: Phase) -> EncoderPreset:
+        """The same preset with `phase` in place of the one of its kind (added in order if none)."""
+        order = list(PHASES)
+        phases = [p for p in self.phases if p.kind != phase.kind] + [phase]
+        preset = replace(self, phases=tuple(sorted(phases, key=lambda p: order.index(p.kind))))
+        _check_preset(preset)
+        return preset
+
+    def with_setting(self, key: str, value: object) -> EncoderPreset:
+        """One setting changed, by "KIND.FIELD" (e.g. "adam.steps", "filter.views", "round.rd_lambda");
+        "sgd.steps" is the number of SGD steps in all and "sgd.half" how many of the first are on halves.
+        ValueError for a phase the preset lacks (other than round) or a field its kind has not."""
+        kind, _, name = key.partition(".")
+        if kind == "sgd" and name in ("steps", "half"):
+            steps = int(value) if name == "steps" else self.sgd_steps  # type: ignore[call-overload]
+            half = min(self.half_steps if name == "steps" else int(value), steps)  # type: ignore[call-overload]
+            sgd = tuple(p for p in (SGDPhase(half, True), SGDPhase(steps - half)) if p.steps) or (SGDPhase(0),)
+            return replace(self, phases=sgd + tuple(p for p in self.phases if p.kind != "sgd"))
+        current = next((p for p in self.phases if p.kind == kind), RoundPhase() if kind == "round" else None)
+        if current is None or name not in type(current).__dataclass_fields__ or name == "kind":
+            raise ValueError(f"preset {self.name!r} has no setting {key!r}")
+        return self.with_phase(replace(current, **{name: value}))
 
     def to_list(self) -> list[dict]:
         out = []

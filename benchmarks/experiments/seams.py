@@ -1,6 +1,6 @@
 """Patch seams against a latent grid: the same Kodak crop decoded by two codecs at about the same rate.
 
-    python benchmarks/seams.py [--image kodim23] [--codecs image-ctx-6x128-l64-b4,image-grid8-5x64-l4-b4]
+    python benchmarks/experiments/seams.py [--image kodim23] [--codecs image-ctx-6x128-l64-b4,image-grid8-5x64-l4-b4]
                                [--box X,Y,W,H] [--zoom 3] [--out benchmarks/results/kodak-levers/seams.png]
 
 Writes one PNG: the original crop, then each codec's decode of the whole image cropped the same
@@ -19,8 +19,9 @@ from PIL import Image, ImageDraw
 
 from coinpp import codec as codecs
 from coinpp import modalities
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import encode_signal
 from coinpp.modalities.image import to_uint8
-from coinpp.pipeline import decode_bytes, encode_signal
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--image", default="kodim23")

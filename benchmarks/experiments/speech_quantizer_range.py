@@ -1,19 +1,20 @@
 """Quantizer range (mean +- k std) per bit depth for the speech codec, measured on the 3 validation
 files (never the test set): PSNR over whole files and the rate the entropy tables give.
 
-    python benchmarks/speech_quantizer_range.py      (the shipped network, the shared training clips)
+    python benchmarks/experiments/speech_quantizer_range.py      (the shipped network, the shared training clips)
 """
 import numpy as np
 import torch
 
 from coinpp import codec as codecs
 from coinpp import modalities
-from coinpp.entropy import frequency_table
-from coinpp.fit import evaluate_grid, fit_latents
+from coinpp.fit import fit_latents
 from coinpp.modalities.base import psnr
 from coinpp.patching import patch_coordinates, split
 from coinpp.quantize import Quantizer
-from coinpp.train import CropSampler, load_folder
+from coinpp.synthesis import evaluate_grid
+from coinpp.training.meta import CropSampler, load_folder
+from coinpp.training.tables import frequency_table
 
 m = modalities.get("audio")
 c = codecs.load("speech-6x128-l64-b6")

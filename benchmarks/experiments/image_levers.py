@@ -32,7 +32,7 @@ depths (b3-b6): real coded bytes, PSNR of the real decode, encode time. Rows:
 BD-rates are against JPEG and JPEG2000 on the same files (their rows in benchmarks/results/kodak).
 Writes benchmarks/results/kodak-levers/levers.json and levers.md.
 
-    python benchmarks/image_levers.py [--files N] [--rows a,b,...]
+    python benchmarks/experiments/image_levers.py [--files N] [--rows a,b,...]
 """
 
 from __future__ import annotations
@@ -45,13 +45,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file
 
 from coinpp import codec as codecs
 from coinpp import entropy, modalities
-from coinpp.bench import bd_rate, interpolate_psnr
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import Encoder
+from coinpp.evaluation.rd import bd_rate, interpolate_psnr
 from coinpp.fit import fit_latents, refine_latents
 from coinpp.patching import patch_coordinates, split
-from coinpp.pipeline import decode_bytes, pack, refine_signal
 
 BASELINE = "image-6x128-l64"
 NEW = "image-ctx-6x128-l64"  # the new default family's l64 network
@@ -86,10 +88,15 @@ def family(prefix: str) -> dict[int, codecs.Codec]:
     return {b: codecs.load(f"{prefix}-b{b}") for b in BITS if f"{prefix}-b{b}" in codecs.available()}
 
 
+def static_table(c: codecs.Codec) -> np.ndarray:
+    """The codec's static per-dimension table (kept in its tables beside a context prior)."""
+    return load_file(str(c.folder / "tables.safetensors"))["table"].astype(np.int32)
+
+
 def shared_table(c: codecs.Codec) -> np.ndarray:
     """The per-dimension tables pooled into one: every row sums to 2^16 from the same number of
     training symbols, so their mean is the histogram of all training symbols together."""
-    pooled = c.table.astype(np.int64).sum(axis=0, keepdims=True)
+    pooled = static_table(c).astype(np.int64).sum(axis=0, keepdims=True)
     return entropy.adaptive_rows(pooled).astype(np.int32)
 
 
@@ -106,24 +113,21 @@ def decoded_row(row: str, bits: int, path: Path, signal: modalities.Signal, data
 
 def measure_as_shipped(row: str, path: Path) -> list[dict]:
     """Rows whose codecs encode as shipped (a latent grid fits one grid over the whole image)."""
-    from coinpp.pipeline import fit_signal
-
     signal = image.read(path)
     net_family = family(AS_SHIPPED[row])
     first = next(iter(net_family.values()))
     t0 = time.perf_counter()
-    latents = fit_signal(signal, image, first, device="cpu")
+    latents = Encoder(first, image, device="cpu").fit([signal])[0]
     t_fit = time.perf_counter() - t0
     out = []
     for bits, c in net_family.items():
         t1 = time.perf_counter()
-        enc = pack(latents, signal, image, c)
+        enc = Encoder(c, image, device="cpu").pack(latents, signal)
         t_enc = t_fit + time.perf_counter() - t1
         nbytes = len(enc.data)
         if row in STATIC_TABLES:  # static per-dimension tables instead of the context
             grid = (1, *split(signal.values[..., :1], c.patch)[1].counts)
-            nbytes += len(entropy.encode(enc.symbols, c.table)) - len(entropy.encode_context(enc.symbols, grid,
-                                                                                            c.context))
+            nbytes += len(entropy.encode(enc.symbols, static_table(c))) - len(c.entropy.encode(enc.symbols, grid))
         out.append(decoded_row(row, bits, path, signal, enc.data, nbytes, t_enc))
     return out
 
@@ -150,19 +154,21 @@ def measure(row: str, path: Path) -> list[dict]:
             z = refine_latents(c.net, coords, targets, latents, 11, 0.5 * c.quantizer.step, c.quantizer, "cpu")
         elif row == "all-with-refinement":
             z = refine_latents(c.net, coords, targets, latents, 8, 0.25 * c.quantizer.step, c.quantizer, "cpu")
-        elif row == "all":
-            z = refine_signal(latents, signal, image, c, "cpu")  # as shipped (no refinement)
-        enc = pack(z, signal, image, c)
+        encoder = Encoder(c, image, device="cpu")
+        if row == "all":
+            z = encoder.refine(latents, signal)  # as shipped (no refinement)
+        enc = encoder.pack(z, signal)
         t_enc = t_fit + time.perf_counter() - t1
         grid = (1, *split(signal.values[..., :1], c.patch)[1].counts)
         nbytes = len(enc.data)
-        static = len(entropy.encode(enc.symbols, c.table))
-        if c.context is not None and row == "gpu-training":  # the new codecs' own static tables
-            nbytes += static - len(entropy.encode_context(enc.symbols, grid, c.context))
+        table = static_table(c)
+        static = len(entropy.encode(enc.symbols, table))
+        if isinstance(c.entropy, entropy.NeighbourContext) and row == "gpu-training":  # their own static tables
+            nbytes += static - len(c.entropy.encode(enc.symbols, grid))
         if row == "shared-table":
-            nbytes += len(entropy.encode(enc.symbols, np.repeat(shared_table(c), c.table.shape[0], 0))) - static
+            nbytes += len(entropy.encode(enc.symbols, np.repeat(shared_table(c), table.shape[0], 0))) - static
         elif row == "context":
-            model = entropy.ContextModel(np.repeat(c.table[:, None, :], 8, axis=1), 16)
+            model = entropy.NeighbourContext(np.repeat(table[:, None, :], 8, axis=1), 16)
             nbytes += len(entropy.encode_context(enc.symbols, grid, model)) - static
         out.append(decoded_row(row, bits, path, signal, enc.data, nbytes, t_enc))
     return out
@@ -211,7 +217,7 @@ for row in ROWS:
                   "encode_s": float(np.mean([p["encode_s"] for p in pts])),
                   "decode_s": float(np.mean([p["decode_s"] for p in pts]))})
 doc = {"files": sorted(names), "device": "cpu", "rows": table,
-       "command": f"python benchmarks/image_levers.py --files {args.files}"}
+       "command": f"python benchmarks/experiments/image_levers.py --files {args.files}"}
 (OUT / "levers.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 

@@ -8,7 +8,7 @@ tables), the same for every bit depth, so all the codecs listed share one refine
 Each codec then codes the refined latents for real (its own rate-distortion rounding) and decodes
 them through its post-filter (`--views`).
 
-    python benchmarks/refine_rate.py --codecs image-klt-6x128-l128-b5,image-klt-6x128-l128-b6 \
+    python benchmarks/experiments/refine_rate.py --codecs image-klt-6x128-l128-b5,image-klt-6x128-l128-b6 \
         --rate-lambdas 0,1e-6,2e-6,4e-6 [--cache runs/refine-rate.pt] [--every 2] [--views 1] [--set L]
         [--results runs/l128.json] [--family-with runs/l64.json,...]
 
@@ -39,10 +39,13 @@ from context_models import fitted, photos  # the same photos, crops and fit cach
 
 from coinpp import codec as codecs
 from coinpp import modalities
-from coinpp.bench import bd_rate
+from coinpp.bitstream import parse
+from coinpp.decoder import Decoder
+from coinpp.encoder import Encoder
+from coinpp.evaluation.rd import bd_rate
 from coinpp.fit import RatePenalty, refine_latents
 from coinpp.patching import patch_coordinates
-from coinpp.pipeline import _patch_targets, decode_parsed, pack, parse
+from coinpp.spec import AdamPhase, EncoderPreset, RateModel
 
 
 def psnr(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -68,40 +71,42 @@ def main() -> None:
     names = args.codecs.split(",")
     chosen = [codecs.load(n) for n in names]
     first = chosen[0]
-    spec = first.refine or {}
-    if "latent_lr" not in spec:
-        raise SystemExit(f"{first.name} has no Adam refinement with one latent rate")
+    adam = first.preset().adam
+    if adam is None or adam.lr_unit != "latent" or adam.quantized:
+        raise SystemExit(f"{first.name} has no Adam phase with one latent rate")
     if args.steps is not None:
-        spec = {**spec, "steps": args.steps}
+        adam = dataclasses.replace(adam, steps=args.steps)
     image = modalities.get("image")
+    encoder = Encoder(first, image, device="cpu")
     signals = photos(args.data, *map(int, args.crop.split("x")))[:: args.every]
     pixels = sum(s.values.shape[0] * s.values.shape[1] for s in signals)
     fits = torch.load(args.cache, weights_only=False) if args.cache is not None and args.cache.is_file() else {}
     sgd = [torch.from_numpy(z) for z in fitted(first, signals, args.cache, fits, refine=False,
                                                tag=f"|{args.crop}|every{args.every}")]
     print(f"{len(signals)} photos, centre crops up to {args.crop}, {pixels} pixels; refinement "
-          f"{spec['steps']} Adam at {spec['latent_lr']}", flush=True)
+          f"{adam.steps} Adam at {adam.lr}", flush=True)
     print("| codec | rate lambda | bpp | PSNR, normative | PSNR, post-filtered | refine s |\n|---|---|---|---|---|---|")
     lambdas = [float(x) for x in args.rate_lambdas.split(",")]
     coords = patch_coordinates(first.patch)
-    lr = np.full(first.net.cfg.latent_dim, float(spec["latent_lr"]), dtype=np.float32)
+    lr = np.full(first.net.cfg.latent_dim, adam.lr, dtype=np.float32)
     results = {}
     scales = RatePenalty.from_latents(first.quantizer, torch.cat(sgd), 1.0)
     for lam in lambdas:
         penalty = dataclasses.replace(scales, lam=lam) if lam else None
         t = time.perf_counter()
-        refined = [refine_latents(first.net, coords, _patch_targets(s, image, first), z, int(spec["steps"]), lr,
+        refined = [refine_latents(first.net, coords, encoder.patch_targets(s), z, adam.steps, lr,
                                   None, "cpu", penalty=penalty)
                    for z, s in zip(sgd, signals, strict=True)]
         t_refine = time.perf_counter() - t
         for c in chosen:
             nbytes, plain, filtered = 0, [], []
+            packer = Encoder(c, image, device="cpu")
             for z, s in zip(refined, signals, strict=True):
-                enc = pack(z, s, image, c)
+                enc = packer.pack(z, s)
                 nbytes += len(enc.data)
                 p = parse(enc.data)
-                plain.append((image.to_network(decode_parsed(p, device="cpu", postfilter=False), 3), s.values))
-                filtered.append((image.to_network(decode_parsed(p, device="cpu", postfilter_views=args.views), 3),
+                plain.append((image.to_network(Decoder("cpu", postfilter=False).decode(p), 3), s.values))
+                filtered.append((image.to_network(Decoder("cpu", postfilter_views=args.views).decode(p), 3),
                                  s.values))
             r = results[(c.name, lam)] = (8 * nbytes / pixels, psnr(plain), psnr(filtered))
             print(f"| `{c.name}` | {lam:g} | {r[0]:.4f} | {r[1]:.3f} dB | {r[2]:.3f} dB | {t_refine:.0f} |", flush=True)
@@ -133,17 +138,10 @@ def main() -> None:
             raise SystemExit("--set needs one measured, nonzero lambda, or one per codec")
         for c, lam_c in zip(chosen, chosen_lams, strict=True):
             cfg = json.loads((c.folder / "config.json").read_text())
-            chosen_on = (f"{len(signals)} training photos (centre crops up to {args.crop}), post-filter on "
-                         f"{args.views} view(s): `python benchmarks/refine_rate.py --codecs {args.codecs} "
-                         f"--rate-lambdas {args.rate_lambdas} --crop {args.crop} --every {args.every}"
-                         + ("" if args.steps is None else f" --steps {args.steps}") + "`: "
-                         + ", ".join(f"lambda {lam:g} {bd[lam][1]:+.2f} % BD-rate" for lam in lambdas[1:]
-                                     if bd[lam][1] is not None)
-                         + (f"; weight per codec: {', '.join(f'{n} {w}' for n, w in per_codec[0].items())} "
-                            f"{per_codec[1]:+.2f} %" if per_codec is not None else ""))
-            # the refinement measured (the first codec's) with the rate term, also for a codec that had none
-            cfg["refine"] = {**(cfg.get("refine") or {}), **{k: spec[k] for k in ("steps", "latent_lr", "quantized")},
-                             **dataclasses.replace(scales, lam=lam_c).spec(), "rate_chosen_on": chosen_on}
+            # the Adam phase measured (the first codec's) with the rate term, also for a codec that had none
+            preset = EncoderPreset.from_list("default", cfg["presets"]["default"])
+            cfg["presets"]["default"] = preset.with_phase(AdamPhase(adam.steps, adam.lr, rate_lambda=lam_c)).to_list()
+            cfg["rate_model"] = RateModel(scales.centre, scales.scale).to_dict()
             (c.folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         print(f"rate lambda {args.set} written into {len(chosen)} codec configs", flush=True)
 

@@ -9,7 +9,8 @@ the coder's order with its integer adaptive rows: the extra context starts every
 from the trained neighbour row, so only adaptation within the file can learn it (a trained prior
 per bucket would shrink the dilution cost, not the signal this measures).
 
-    python benchmarks/context_probe.py --codecs image-klt-6x128-l64-b4,image-klt-6x128-l64-b5,image-klt-6x128-l64-b6
+    python benchmarks/experiments/context_probe.py \
+        --codecs image-klt-6x128-l64-b4,image-klt-6x128-l64-b5,image-klt-6x128-l64-b6
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import torch
 
 from coinpp import codec as codecs
 from coinpp import modalities
-from coinpp.entropy import TABLE_PRECISION, ContextModel, adaptive_rows, context_buckets, neighbour_mean
+from coinpp.bitstream import layout
+from coinpp.encoder import Encoder, encode_each
+from coinpp.entropy import TABLE_PRECISION, NeighbourContext, adaptive_rows, context_buckets, neighbour_mean
 from coinpp.modalities import Signal
-from coinpp.pipeline import _patch_grid, fit_signal, refine_signal
-from coinpp.train import load_folder
+from coinpp.training.meta import load_folder
 
 
-def code_bits(grid: np.ndarray, model: ContextModel, window: int = 0, thresholds: tuple[float, ...] = ()) -> float:
+def code_bits(grid: np.ndarray, model: NeighbourContext, window: int = 0, thresholds: tuple[float, ...] = ()) -> float:
     """Ideal bits of one (R, Q, D) symbol grid; window 0: the shipped coder."""
     rows_n, cols, d = grid.shape
     buckets = len(thresholds) + 1 if window else 1
@@ -68,25 +70,23 @@ def main() -> None:
     grids: dict[str, list[np.ndarray]] = {c.name: [] for c in loaded}
     for a in held_out:
         signal = Signal(np.ascontiguousarray(a[..., :3], dtype=np.float32), {"channels": 3})
-        fitted: dict[str, torch.Tensor] = {}
-        for c in loaded:
-            key = codecs.fit_key(c)
-            if key not in fitted:
-                fitted[key] = fit_signal(signal, image, c, device="cpu")
-            latents = refine_signal(fitted[key], signal, image, c, "cpu")
-            shape = _patch_grid(c, signal.spatial, 1)
-            grids[c.name].append(np.asarray(c.quantizer.quantize(latents)).reshape(shape[1], shape[2], -1))
+        # the fit and the per-patch Adam, without the steps through the filter or the rounding by rate
+        encoders = [Encoder(c, image, c.preset("fast").without("round"), device="cpu") for c in loaded]
+        for done in encode_each(signal, encoders):
+            c = done.encoder.codec
+            shape = layout(signal.spatial, c.patch, 1)
+            grids[c.name].append(done.encoded.symbols.reshape(shape[1], shape[2], -1))
     print(f"held-out photos: {', '.join(names)}")
     print("| codec | window | bucket edges | bits, shipped | bits, with activity | change |")
     print("|---|---|---|---|---|---|")
     for c in loaded:
-        if c.context is None:
+        if not isinstance(c.entropy, NeighbourContext):
             raise SystemExit(f"{c.name} has no neighbour context")
-        shipped = sum(code_bits(g, c.context) for g in grids[c.name])
+        shipped = sum(code_bits(g, c.entropy) for g in grids[c.name])
         for w in (int(x) for x in args.windows.split(",")):
             for edges in args.thresholds.split(";"):
                 th = tuple(float(x) for x in edges.split(","))
-                bits = sum(code_bits(g, c.context, w, th) for g in grids[c.name])
+                bits = sum(code_bits(g, c.entropy, w, th) for g in grids[c.name])
                 change = 100 * (bits / shipped - 1)
                 print(f"| {c.name} | {w} | {edges} | {shipped:,.0f} | {bits:,.0f} | {change:+.2f} % |")
 

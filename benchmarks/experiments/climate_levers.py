@@ -3,7 +3,7 @@
 header with and without the preset dictionary, and encode steps. Writes
 benchmarks/results/climate/levers.json.
 
-    python benchmarks/climate_levers.py [codec-prefix]      (default era5-t2m-5x128-l16)
+    python benchmarks/experiments/climate_levers.py [codec-prefix]      (default era5-t2m-5x128-l16)
 """
 
 import json
@@ -14,9 +14,10 @@ from pathlib import Path
 
 from coinpp import codec as codecs
 from coinpp import entropy, modalities
-from coinpp.bench import SUITES, read_signal
+from coinpp.decoder import decode_bytes
+from coinpp.encoder import Encoder
+from coinpp.evaluation.bench import SUITES, read_signal
 from coinpp.modalities.climate import ClimateModality
-from coinpp.pipeline import decode_bytes, fit_signal, pack
 
 PREFIX = sys.argv[1] if len(sys.argv) > 1 else "era5-t2m-5x128-l16"
 DATA = Path("../shared/data")
@@ -40,13 +41,13 @@ rows = []
 for steps in (3, 10, 30, 100):
     base = codecs.load(names[0])
     t0 = time.perf_counter()
-    latents = fit_signal(signal, climate, base, steps=steps, device="cpu")
+    latents = Encoder(base, climate, steps=steps, device="cpu").fit([signal])[0]
     t_fit = time.perf_counter() - t0
     for name in names:
         c = codecs.load(name)
-        enc = pack(latents, signal, climate, c)
-        marginal = len(entropy.encode(enc.symbols, c.table))
-        context = len(entropy.encode(enc.symbols, c.table, c.delta_table))
+        enc = Encoder(c, climate, device="cpu").pack(latents, signal)
+        marginal = len(entropy.encode(enc.symbols, c.entropy.table))
+        context = len(entropy.encode(enc.symbols, c.entropy.table, c.entropy.delta_table))
         decoded, _ = decode_bytes(enc.data, device="cpu")
         q = climate.quality(signal, decoded)
         rows.append({"codec": name, "encode_steps": steps, "file_bytes": len(enc.data),

@@ -7,7 +7,7 @@ of the other folds' photos and the adaptation weight chosen on them, and the fol
 for real (plain rounding), so every number is the length of a real stream of a photo the prior did
 not see.
 
-    python benchmarks/context_models.py --codecs CODECS [--cache runs/ctx-fits.pt] [--folds 4]
+    python benchmarks/experiments/context_models.py --codecs CODECS [--cache runs/ctx-fits.pt] [--folds 4]
 
 Prints one Markdown row per codec: bits per latent component under each model, and the change of
 the whole payload against the shipped neighbour-mean model.
@@ -24,9 +24,11 @@ import torch
 
 from coinpp import codec as codecs
 from coinpp import entropy, modalities
+from coinpp.encoder import Encoder
 from coinpp.modalities import Signal
-from coinpp.pipeline import fit_signal, refine_signal
-from coinpp.train import ADAPT_CHOICES, load_folder
+from coinpp.training.export import ADAPT_CHOICES
+from coinpp.training.meta import load_folder
+from coinpp.training.tables import frequency_table
 
 
 def photos(data: str, height: int, width: int) -> list[Signal]:
@@ -44,13 +46,13 @@ def fitted(codec: codecs.Codec, signals: list[Signal], cache: Path | None, fits:
            tag: str = "") -> list[np.ndarray]:
     """Each photo's latents by the codec's encoder (its SGD steps, and its refinement unless `refine`
     is False), fitted once and kept in `fits` (saved to `cache` after every photo)."""
-    image = modalities.get("image")
-    key = f"{codecs.fit_key(codec)}|{codec.refine_key if refine else 'none'}{tag}"
+    e = Encoder(codec, modalities.get("image"))
+    key = f"{e.fit_key()}|{e.refine_key() if refine else 'none'}{tag}"
     for i, s in enumerate(signals):
         if f"{key}:{i}" not in fits:
             t = time.perf_counter()
-            z = fit_signal(s, image, codec)
-            z = refine_signal(z, s, image, codec) if refine else z
+            z = e.fit([s])[0]
+            z = e.refine(z, s) if refine else z
             fits[f"{key}:{i}"] = z.detach().cpu().numpy()
             print(f"  fitted photo {i} ({s.values.shape[0]}x{s.values.shape[1]}) in {time.perf_counter() - t:.1f} s",
                   flush=True)
@@ -160,7 +162,7 @@ def train_prior(model: str, grids: list[np.ndarray], levels: int) -> tuple[np.nd
     for j in range(d):
         for b in range(c):
             sym = np.repeat(np.arange(alphabet), counts[j, b]).reshape(-1, 1).astype(np.int32)
-            prior[j, b] = entropy.frequency_table(sym, alphabet)[0]
+            prior[j, b] = frequency_table(sym, alphabet)[0]
     return prior, thresholds
 
 

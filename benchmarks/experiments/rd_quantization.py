@@ -7,13 +7,13 @@ lambda this fits the photos that `coin postfilter` and `coin train` hold out (ce
 most 512x768), refines the latents as the codec says (`--no-refine`: not), codes them for real and
 decodes them with and without the codec's post-filter (`--views`: averaged over that many views).
 
-    python benchmarks/rd_quantization.py --codecs CODECS [--lambdas 0,0.05,0.1,0.2] [--cache runs/rd.pt]
+    python benchmarks/experiments/rd_quantization.py --codecs CODECS [--lambdas 0,0.05,0.1,0.2] [--cache runs/rd.pt]
         [--views 1] [--no-refine] [--set 0.1] [--every 2 --crop 256x256]
 
 Prints one Markdown row per codec and lambda, then each lambda's BD-rate against lambda 0 for the
 codecs as one family. Fitted (and refined) latents are shared by codecs with the same network
 (and refinement) and kept in `--cache`. `--every K` takes every K-th of all the photos of `--data`
-instead (as benchmarks/refine_rate.py does; three photos proved a poor guide for encoder settings).
+instead (as benchmarks/experiments/refine_rate.py does; three photos proved a poor guide for encoder settings).
 `--set L` writes lambda L into each codec's config (encoder-only, outside the hash) with what was
 measured.
 """
@@ -31,10 +31,13 @@ from context_models import fitted, photos  # the same photos, crops and fit cach
 
 from coinpp import codec as codecs
 from coinpp import modalities
-from coinpp.bench import bd_rate
+from coinpp.bitstream import parse
+from coinpp.decoder import Decoder
+from coinpp.encoder import Encoder
+from coinpp.evaluation.rd import bd_rate
 from coinpp.modalities import Signal
-from coinpp.pipeline import decode_parsed, pack, parse
-from coinpp.train import load_folder
+from coinpp.spec import EncoderPreset
+from coinpp.training.meta import load_folder
 
 
 def held_out_images(data: str, height: int, width: int) -> tuple[list[Signal], list[str]]:
@@ -90,13 +93,14 @@ def main() -> None:
         latents = [torch.from_numpy(z) for z in fitted(codec, signals, args.cache, fits, not args.no_refine, tag)]
         for lam in lambdas:
             nbytes, plain, filtered = 0, [], []
+            encoder = Encoder(codec, image, codec.preset().with_setting("round.rd_lambda", lam), device="cpu")
             for i, s in enumerate(signals):
-                enc = pack(latents[i], s, image, codec, rd_lambda=lam)
+                enc = encoder.pack(latents[i], s)
                 nbytes += len(enc.data)
                 p = parse(enc.data)
                 for out, pf in ((plain, False), (filtered, True)):
-                    out.append((image.to_network(decode_parsed(p, device="cpu", postfilter=pf,
-                                                                 postfilter_views=args.views), 3), s.values))
+                    out.append((image.to_network(Decoder("cpu", postfilter=pf, postfilter_views=args.views).decode(p),
+                                                 3), s.values))
             bpp, normative, post = results[(name, lam)] = (8 * nbytes / pixels, psnr(plain), psnr(filtered))
             print(f"| `{name}` | {lam:g} | {bpp:.4f} | {normative:.3f} dB | {post:.3f} dB |", flush=True)
     print("\n| lambda | BD-rate vs lambda 0, normative | post-filtered |\n|---|---|---|")
@@ -113,15 +117,8 @@ def main() -> None:
         for name in names:
             codec = codecs.load(name)
             cfg = json.loads((codec.folder / "config.json").read_text())
-            r0, r = results[(name, 0.0)], results[(name, args.set)]
-            cfg["rdo"] = {"lambda": args.set, "measured": {
-                "on": f"{on}, centre crops up to {args.crop}: "
-                      f"`python benchmarks/rd_quantization.py --codecs {args.codecs} --lambdas {args.lambdas} "
-                      f"--crop {args.crop}" + ("" if args.every is None else f" --every {args.every}")
-                      + f" --set {args.set:g}`",
-                "bpp": [round(r0[0], 4), round(r[0], 4)], "psnr_db": [round(r0[2], 3), round(r[2], 3)],
-                "family_bd_rate_percent": None if bd.get(args.set) is None else
-                [None if c is None else round(c, 2) for c in bd[args.set]]}}
+            preset = EncoderPreset.from_list("default", cfg["presets"]["default"])
+            cfg["presets"]["default"] = preset.with_setting("round.rd_lambda", args.set).to_list()
             (codec.folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         print(f"lambda {args.set:g} written into {len(names)} codec configs", flush=True)
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from coinpp import modalities
-from coinpp.pipeline import decode_bytes
+from coinpp.decoder import decode_bytes
 
 image = modalities.get("image")
 kodak = Path("../shared/data/kodak")

@@ -7,8 +7,9 @@ on the same training hours (the first 461 of 576) for a stated CPU budget, then 
 held-out hours both ways: payload bits per value (per-dimension static tables for both, no
 series context, no header) against RMSE in kelvin.
 
-    python benchmarks/climate_patched.py [--suite climate] [--minutes 15] [--patch 11,7] [--latent 4]
-    python benchmarks/climate_patched.py --suite climate-global --patch 25,24 --latent 4 --run runs/ncep-patched
+    python benchmarks/experiments/climate_patched.py [--suite climate] [--minutes 15] [--patch 11,7] [--latent 4]
+    python benchmarks/experiments/climate_patched.py --suite climate-global --patch 25,24 --latent 4 \
+        --run runs/ncep-patched
 
 Writes benchmarks/results/<suite>/patched.json. (Issue 6 measured both with --minutes 10.)
 """
@@ -25,12 +26,15 @@ import torch
 
 from coinpp import codec as codecs
 from coinpp import entropy, modalities
-from coinpp.bench import SUITES, read_signal
-from coinpp.fit import evaluate_grid, fit_latents
+from coinpp.encoder import Encoder
+from coinpp.evaluation.bench import SUITES, read_signal
+from coinpp.fit import fit_latents
 from coinpp.model import SirenConfig
 from coinpp.patching import patch_coordinates, split
 from coinpp.quantize import Quantizer
-from coinpp.train import TrainConfig, load_checkpoint, train
+from coinpp.synthesis import evaluate_fields, evaluate_grid
+from coinpp.training.meta import TrainConfig, load_checkpoint, train
+from coinpp.training.tables import frequency_table
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--minutes", type=float, default=15.0)
@@ -76,7 +80,7 @@ values = test_fields.size
 rows = []
 for bits, clip in ((3, 3.0), (4, 3.0), (5, 3.5), (6, 4.0)):
     q = Quantizer.fit(train_latents, bits, clip_std=clip)
-    table = entropy.frequency_table(q.quantize(train_latents), q.levels)
+    table = frequency_table(q.quantize(train_latents), q.levels)
     symbols = q.quantize(test_latents)
     payload = len(entropy.encode(symbols, table))
     z = torch.from_numpy(q.dequantize(symbols))
@@ -91,16 +95,12 @@ for bits, clip in ((3, 3.0), (4, 3.0), (5, 3.5), (6, 4.0)):
 PREFIXES = {"climate": ("era5-t2m-5x128-l16", "era5-t2m-5x128-l48"), "climate-global": ("ncep-air-5x128-l16",)}
 for prefix in PREFIXES[args.suite]:
     names = sorted(n for n in codecs.available() if n.startswith(prefix + "-b"))
-    from coinpp.pipeline import fit_signal
-
-    latents = fit_signal(test, climate, codecs.load(names[0]), device="cpu")
+    latents = Encoder(codecs.load(names[0]), climate, device="cpu").fit([test])[0]
     for name in names:
         c = codecs.load(name)
         symbols = c.quantizer.quantize(latents)
-        payload = len(entropy.encode(symbols, c.table))
+        payload = len(entropy.encode(symbols, c.entropy.table))
         z = torch.from_numpy(c.quantizer.dequantize(symbols))
-        from coinpp.fit import evaluate_fields
-
         decoded = evaluate_fields(c.net, z, torch.from_numpy(climate.coordinates(test.meta)), "cpu")
         err = (np.clip(decoded.reshape(test_fields.shape), 0, 1) - test_fields) * span
         rows.append({"coding": f"whole field ({name[:-3]}, shipped)", "bits": c.bits,
@@ -113,7 +113,7 @@ doc = {"data": f"{path.name}: hours {start}..{len(fields) - 1} held out (never t
                             "wall_time_s": round(state["elapsed_s"], 1), "best_val_psnr_db": state["best_val_psnr"],
                             "hardware": state["hardware"], "patches_per_field": per_field, "fit_s": round(fit_s, 1)},
        "whole_field_training": "see the shipped codecs' model cards",
-       "rows": rows, "command": f"python benchmarks/climate_patched.py --suite {args.suite} --minutes {args.minutes:g} "
-                                f"--patch {args.patch} --latent {args.latent}"}
+       "rows": rows, "command": f"python benchmarks/experiments/climate_patched.py --suite {args.suite} "
+                                f"--minutes {args.minutes:g} --patch {args.patch} --latent {args.latent}"}
 out = Path(f"benchmarks/results/{args.suite}/patched.json")
 out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -8,7 +8,7 @@ Each variant's latents are coded by every codec of the network (`--bits`), with 
 rounding at `--lambdas`, and decoded with and without the post-filter; the unquantized PSNR says how
 well the fit itself did.
 
-    python benchmarks/encoder_refinement.py --network image-klt-6x128-l64 --bits 4,5,6 \
+    python benchmarks/experiments/encoder_refinement.py --network image-klt-6x128-l64 --bits 4,5,6 \
         --variants sgd10,sgd10+adam5,sgd4+adam7 --latent-lr 0.0017 [--lambdas 0,0.1] [--views 1]
 """
 
@@ -22,9 +22,12 @@ from rd_quantization import held_out_images, psnr
 
 from coinpp import codec as codecs
 from coinpp import modalities
-from coinpp.fit import evaluate_grid, fit_latents, refine_latents
+from coinpp.bitstream import parse
+from coinpp.decoder import Decoder
+from coinpp.encoder import Encoder
+from coinpp.fit import fit_latents, refine_latents
 from coinpp.patching import patch_coordinates
-from coinpp.pipeline import _patch_targets, decode_parsed, pack, parse
+from coinpp.synthesis import evaluate_grid
 
 
 def fitted(variant: str, codec: codecs.Codec, targets: np.ndarray, latent_lr: float):
@@ -61,20 +64,22 @@ def main() -> None:
     print("| variant | codec | lambda | bpp | PSNR, normative | post-filtered | unquantized |")
     print("|---|---|---|---|---|---|---|")
     for variant in args.variants.split(","):
-        shared = None if "qat" in variant else [fitted(variant, cs[0], _patch_targets(s, image, cs[0]), args.latent_lr)
+        first = Encoder(cs[0], image)
+        shared = None if "qat" in variant else [fitted(variant, cs[0], first.patch_targets(s), args.latent_lr)
                                                  for s in signals]
         for c in cs:
-            zs = shared or [fitted(variant, c, _patch_targets(s, image, c), args.latent_lr) for s in signals]
+            zs = shared or [fitted(variant, c, Encoder(c, image).patch_targets(s), args.latent_lr) for s in signals]
             unq = psnr([(np.clip(evaluate_grid(c.net, z, s.spatial, c.patch, s.spatial), 0, 1), s.values)
                         for z, s in zip(zs, signals, strict=True)])
             for lam in (float(x) for x in args.lambdas.split(",")):
                 nbytes, plain, filtered = 0, [], []
+                encoder = Encoder(c, image, c.preset().with_setting("round.rd_lambda", lam))
                 for z, s in zip(zs, signals, strict=True):
-                    enc = pack(z, s, image, c, rd_lambda=lam)
+                    enc = encoder.pack(z, s)
                     nbytes += len(enc.data)
                     p = parse(enc.data)
-                    plain.append((image.to_network(decode_parsed(p, device="cpu", postfilter=False), 3), s.values))
-                    filtered.append((image.to_network(decode_parsed(p, device="cpu", postfilter_views=args.views), 3),
+                    plain.append((image.to_network(Decoder("cpu", postfilter=False).decode(p), 3), s.values))
+                    filtered.append((image.to_network(Decoder("cpu", postfilter_views=args.views).decode(p), 3),
                                      s.values))
                 print(f"| {variant} | `{c.name}` | {lam:g} | {8 * nbytes / pixels:.4f} | {psnr(plain):.3f} dB | "
                       f"{psnr(filtered):.3f} dB | {unq:.3f} dB |", flush=True)

@@ -1,7 +1,7 @@
 """Post-filter gain with its output averaged over 1, 2, 4 or 8 flipped/transposed views of the image,
 measured on held-out decoded crops (never Kodak), and its cost in filter time per megapixel.
 
-    python benchmarks/postfilter_views.py --data ../shared/data/train-images --cache runs/views.npz \
+    python benchmarks/experiments/postfilter_views.py --data ../shared/data/train-images --cache runs/views.npz \
         --codecs image-klt-6x128-l64-b4,image-klt-6x128-l64-b5 [--views 1,2,4,8] [--crops 16 --seed 7]
 
 The crops are random crops of the photos `coin postfilter` holds out of DATA (the same seeded
@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from coinpp import codec as codecs
-from coinpp import postfilter as pf
-from coinpp.train import load_folder
+from coinpp.postfilter import apply
+from coinpp.training.meta import load_folder
+from coinpp.training.postfilter import decoded_crops, install, load_pairs, save_pairs
 
 
 def psnr(pairs: list[tuple[np.ndarray, np.ndarray]], outputs: list[np.ndarray]) -> float:
@@ -40,15 +41,15 @@ def held_out_crops(names: list[str], data: str, crops: int, size: int, seed: int
     key = {"codecs": {n: codecs.load(n).hash.hex() for n in names}, "data": str(Path(data).resolve()),
            "crops": crops, "size": size, "seed": seed, "part": "views"}
     if cache is not None:
-        got = pf.load_pairs(cache, key)
+        got = load_pairs(cache, key)
         if got is not None:
             return got
     _, val_s, val_names = load_folder(data, "image", 3, 0)  # coin postfilter's held-out photos (seed 0)
     print(f"decoding {crops} crops of {', '.join(val_names)} with each codec", flush=True)
-    pairs = pf.decoded_crops(names, val_s, crops, size, seed)
+    pairs = decoded_crops(names, val_s, crops, size, seed)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        pf.save_pairs(cache, pairs, key)
+        save_pairs(cache, pairs, key)
     return pairs
 
 
@@ -79,19 +80,19 @@ def main() -> None:
         gains, secs = [], []
         for v in counts:
             t0 = time.perf_counter()
-            outs = [pf.apply(net, d, views=v) for d, _ in items]
+            outs = [apply(net, d, views=v) for d, _ in items]
             secs.append((time.perf_counter() - t0) / (sum(d.shape[0] * d.shape[1] for d, _ in items) / 1e6))
             gains.append(psnr(items, outs) - base)
         print(f"| `{name}` | {len(items)} | {base:.2f} dB | " + " | ".join(f"{g:+.3f} dB" for g in gains)
               + " | " + ", ".join(f"{s:.2f}" for s in secs) + " |", flush=True)
         if args.set is not None:
             net.views = args.set
-            training = {**codec.config["postfilter"]["training"], "views_measured": {
-                "on": f"{len(items)} crops of the held-out photos (`python benchmarks/postfilter_views.py "
+            training = {**codec.spec.config["postfilter"]["training"], "views_measured": {
+                "on": f"{len(items)} crops of the held-out photos (`python benchmarks/experiments/postfilter_views.py "
                       f"--codecs {name} --crops {args.crops} --size {args.size} --seed {args.seed} "
                       f"--views {args.views} --set {args.set}`, which set the views)",
                 "gain_db": {str(v): round(g, 3) for v, g in zip(counts, gains, strict=True)}}}
-            pf.install(codec.folder, net, training)
+            install(codec.folder, net, training)
     if args.set is not None:
         print(f"the filters now average {args.set} views", flush=True)
 
