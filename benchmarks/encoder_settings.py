@@ -29,7 +29,7 @@ from coinpp.decoder import Decoder
 from coinpp.encoder import Encoder
 from coinpp.evaluation.heldout import prepare, psnr
 from coinpp.evaluation.rd import bd_rate
-from coinpp.spec import EncoderPreset
+from coinpp.presets import EncoderPreset
 
 
 def parse_variant(text: str) -> tuple[str, dict]:

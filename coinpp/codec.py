@@ -20,8 +20,9 @@ from .errors import CodecError
 from .model import LatentModulatedSiren, build_network
 from .postfilter import PostFilter
 from .postfilter import load as load_postfilter
+from .presets import EncoderPreset
 from .quantize import Quantizer
-from .spec import CodecSpec, EncoderPreset
+from .spec import CodecSpec
 
 DEFAULT_CODECS = specs.DEFAULT_CODECS
 available = specs.available

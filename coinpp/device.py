@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+
 import torch
 
 from .errors import InputError
@@ -20,9 +23,6 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def hardware_description(device: torch.device | None = None) -> str:
     """e.g. 'AMD EPYC 7B13, 2 cores, torch 2.13.0+cpu' -- for model cards and benchmark records."""
-    import os
-    import platform
-
     if device is not None and device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     name = platform.processor() or platform.machine()

@@ -27,7 +27,7 @@ from .errors import CodecError, InputError
 from .fit import RatePenalty, fit_grid, fit_latents, refine_latents, refine_through_filter
 from .modalities import Modality, Signal
 from .patching import checkerboard, patch_coordinates, split
-from .spec import EncoderPreset
+from .presets import EncoderPreset
 
 
 @dataclass

@@ -15,10 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from safetensors import SafetensorError
@@ -27,6 +26,7 @@ from safetensors.numpy import load_file as load_np
 from .container import HASH_BYTES
 from .entropy import EntropyModel, NeighbourContext, SeriesDeltas, StaticTables
 from .errors import CodecError
+from .presets import EncoderPreset, whole
 from .quantize import Quantizer
 
 DEFAULT_CODECS = {"image": "image-klt-6x128-l64-b5", "audio": "speech-klt-6x128-l64-b5",
@@ -101,177 +101,6 @@ class PostFilterSpec:
         return cls(channels, layers, period, views, str(d.get("sha256", "")))  # type: ignore[arg-type]
 
 
-# --- Encoder presets: the encoder's phases in order, each with its parameters ------------------
-
-
-@dataclass(frozen=True)
-class SGDPhase:
-    """Meta-learned SGD steps from zero latents; `half`: each step's gradient on alternate
-    checkerboard halves of every patch (half the arithmetic; fit.fit_latents)."""
-
-    steps: int
-    half: bool = False
-    kind: Literal["sgd"] = "sgd"
-
-
-@dataclass(frozen=True)
-class AdamPhase:
-    """Adam on each patch's latents after the SGD steps. `lr` is one rate for every latent
-    dimension (`lr_unit` "latent") or a fraction of each dimension's quantizer step ("quantizer-step");
-    `quantized`: gradients taken at the quantized latents (straight through); `rate_lambda` (per-patch
-    MSE per bit) adds the codec's rate model to the loss."""
-
-    steps: int
-    lr: float
-    lr_unit: Literal["latent", "quantizer-step"] = "latent"
-    quantized: bool = False
-    rate_lambda: float = 0.0
-    kind: Literal["adam"] = "adam"
-
-
-@dataclass(frozen=True)
-class FilterPhase:
-    """Adam on all of an image's latents at once, the loss the post-filtered image's error (`views`
-    of the filter averaged; None: the filter's own) plus the rate term."""
-
-    steps: int
-    lr: float
-    views: int | None = None
-    rate_lambda: float = 0.0
-    kind: Literal["filter"] = "filter"
-
-
-@dataclass(frozen=True)
-class RoundPhase:
-    """Rate-distortion rounding: each value takes the nearer of its two levels by squared error plus
-    `rd_lambda` (squared quantizer steps per bit) times its code length; 0 rounds to the nearest."""
-
-    rd_lambda: float = 0.0
-    kind: Literal["round"] = "round"
-
-
-Phase = SGDPhase | AdamPhase | FilterPhase | RoundPhase
-PHASES = {"sgd": SGDPhase, "adam": AdamPhase, "filter": FilterPhase, "round": RoundPhase}
-
-
-@dataclass(frozen=True)
-class EncoderPreset:
-    """An encoder effort: its phases in order. Files decode the same whatever the preset."""
-
-    name: str
-    phases: tuple[Phase, ...]
-
-    @property
-    def sgd(self) -> tuple[SGDPhase, ...]:
-        return tuple(p for p in self.phases if isinstance(p, SGDPhase))
-
-    @property
-    def sgd_steps(self) -> int:
-        return sum(p.steps for p in self.sgd)
-
-    @property
-    def half_steps(self) -> int:
-        return sum(p.steps for p in self.sgd if p.half)
-
-    @property
-    def adam(self) -> AdamPhase | None:
-        return next((p for p in self.phases if isinstance(p, AdamPhase)), None)
-
-    @property
-    def filter(self) -> FilterPhase | None:
-        return next((p for p in self.phases if isinstance(p, FilterPhase)), None)
-
-    @property
-    def rd_lambda(self) -> float:
-        return next((p.rd_lambda for p in self.phases if isinstance(p, RoundPhase)), 0.0)
-
-    def with_sgd_steps(self, steps: int) -> EncoderPreset:
-        """The same preset with `steps` SGD steps in all, the first of them on halves as before."""
-        return self.with_setting("sgd.steps", steps)
-
-    def without(self, kind: str) -> EncoderPreset:
-        return replace(self, phases=tuple(p for p in self.phases if p.kind != kind))
-
-    def with_phase(self, phase: Phase) -> EncoderPreset:
-        """The same preset with `phase` in place of the one of its kind (added in order if none)."""
-        order = list(PHASES)
-        phases = [p for p in self.phases if p.kind != phase.kind] + [phase]
-        preset = replace(self, phases=tuple(sorted(phases, key=lambda p: order.index(p.kind))))
-        _check_preset(preset)
-        return preset
-
-    def with_setting(self, key: str, value: object) -> EncoderPreset:
-        """One setting changed, by "KIND.FIELD" (e.g. "adam.steps", "filter.views", "round.rd_lambda");
-        "sgd.steps" is the number of SGD steps in all and "sgd.half" how many of the first are on halves.
-        ValueError for a phase the preset lacks (other than round) or a field its kind has not."""
-        kind, _, name = key.partition(".")
-        if kind == "sgd" and name in ("steps", "half"):
-            steps = int(value) if name == "steps" else self.sgd_steps  # type: ignore[call-overload]
-            half = min(self.half_steps if name == "steps" else int(value), steps)  # type: ignore[call-overload]
-            sgd = tuple(p for p in (SGDPhase(half, True), SGDPhase(steps - half)) if p.steps) or (SGDPhase(0),)
-            return replace(self, phases=sgd + tuple(p for p in self.phases if p.kind != "sgd"))
-        current = next((p for p in self.phases if p.kind == kind), RoundPhase() if kind == "round" else None)
-        if current is None or name not in type(current).__dataclass_fields__ or name == "kind":
-            raise ValueError(f"preset {self.name!r} has no setting {key!r}")
-        return self.with_phase(replace(current, **{name: value}))
-
-    def to_list(self) -> list[dict]:
-        out = []
-        for p in self.phases:
-            d = asdict(p)
-            kind = d.pop("kind")
-            defaults = {k: f.default for k, f in type(p).__dataclass_fields__.items()}
-            out.append({"phase": kind, **{k: v for k, v in d.items() if k == "steps" or v != defaults[k]}})
-        return out
-
-    @classmethod
-    def from_list(cls, name: str, items: list) -> EncoderPreset:
-        if not isinstance(items, list):
-            raise ValueError(f"preset {name!r} must be a list of phases")
-        phases = []
-        for item in items:
-            item = dict(item)
-            kind = item.pop("phase", None)
-            if kind not in PHASES:
-                raise ValueError(f"preset {name!r}: unknown phase {kind!r} (use {', '.join(PHASES)})")
-            try:
-                phases.append(PHASES[kind](**item))
-            except TypeError as e:
-                raise ValueError(f"preset {name!r}: phase {kind!r}: {e}") from None
-        preset = cls(name, tuple(phases))
-        _check_preset(preset)
-        return preset
-
-
-def _whole(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _check_preset(p: EncoderPreset) -> None:
-    order = [ph.kind for ph in p.phases]
-    if order != sorted(order, key=list(PHASES).index) or any(order.count(k) > 1 for k in ("adam", "filter", "round")):
-        raise ValueError(f"preset {p.name!r}: phases must run sgd, adam, filter, round, each once (sgd twice: half "
-                         "steps first)")
-    sgd = p.sgd
-    if len(sgd) > 2 or (len(sgd) == 2 and not (sgd[0].half and not sgd[1].half)):
-        raise ValueError(f"preset {p.name!r}: at most two sgd phases, the half steps first")
-    for ph in p.phases:
-        if isinstance(ph, (SGDPhase, AdamPhase, FilterPhase)) and not _whole(ph.steps, 0, 10_000):
-            raise ValueError(f"preset {p.name!r}: {ph.kind} steps must be a whole number in 0..10000")
-        if isinstance(ph, SGDPhase) and not isinstance(ph.half, bool):
-            raise ValueError(f"preset {p.name!r}: sgd half must be true or false")
-        if isinstance(ph, AdamPhase):
-            if ph.lr_unit not in ("latent", "quantizer-step") or not 0 < float(ph.lr) <= 10:
-                raise ValueError(f"preset {p.name!r}: adam needs an lr in (0, 10] and lr_unit latent or quantizer-step")
-        if isinstance(ph, FilterPhase):
-            if not 0 < float(ph.lr) <= 10 or not (ph.views is None or _whole(ph.views, 1, 8)):
-                raise ValueError(f"preset {p.name!r}: filter needs an lr in (0, 10] and views in 1..8")
-        if isinstance(ph, (AdamPhase, FilterPhase)) and not 0 <= float(ph.rate_lambda) <= 1:
-            raise ValueError(f"preset {p.name!r}: rate_lambda must be in [0, 1] (MSE per bit)")
-        if isinstance(ph, RoundPhase) and not 0 <= float(ph.rd_lambda) <= 10:
-            raise ValueError(f"preset {p.name!r}: rd_lambda must be in [0, 10]")
-
-
 @dataclass(frozen=True)
 class RateModel:
     """The encoder's differentiable stand-in for a latent's code length: each coded value Laplace
@@ -339,7 +168,7 @@ def default_phases(config: dict) -> list[dict]:
     """The default preset of a config written before presets existed (encode_steps,
     encode_half_steps, refine, rdo), as a phase list."""
     steps, half = int(config.get("encode_steps", 0)), config.get("encode_half_steps", 0)
-    if not _whole(half, 0, 1000):
+    if not whole(half, 0, 1000):
         raise ValueError("encode_half_steps needs a whole number of steps in 0..1000")
     half = min(half, steps)
     phases: list[dict] = [d for d in ({"phase": "sgd", "steps": half, "half": True},

@@ -20,7 +20,7 @@ from coinpp.errors import CodecError
 from coinpp.fit import fit_latents, refine_latents
 from coinpp.modalities import Signal
 from coinpp.patching import patch_coordinates, split
-from coinpp.spec import AdamPhase, EncoderPreset, SGDPhase
+from coinpp.presets import AdamPhase, EncoderPreset, SGDPhase
 
 
 def _image(h=40, w=56, seed=0):

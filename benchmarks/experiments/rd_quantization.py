@@ -36,7 +36,7 @@ from coinpp.decoder import Decoder
 from coinpp.encoder import Encoder
 from coinpp.evaluation.rd import bd_rate
 from coinpp.modalities import Signal
-from coinpp.spec import EncoderPreset
+from coinpp.presets import EncoderPreset
 from coinpp.training.meta import load_folder
 
 

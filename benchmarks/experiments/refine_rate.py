@@ -45,7 +45,8 @@ from coinpp.encoder import Encoder
 from coinpp.evaluation.rd import bd_rate
 from coinpp.fit import RatePenalty, refine_latents
 from coinpp.patching import patch_coordinates
-from coinpp.spec import AdamPhase, EncoderPreset, RateModel
+from coinpp.presets import AdamPhase, EncoderPreset
+from coinpp.spec import RateModel
 
 
 def psnr(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:

@@ -71,29 +71,7 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
             runnable.append(b)
     if any(b.name == "hevc-444" for b in runnable):
         console.print("note: HEVC intra 4:4:4 (libheif/x265) stands in for BPG, which has no package here")
-    previous = benchmod.read_rows(out_dir)
-    done = {(r["codec"], r["setting"], r["file"]) for r in previous}
-    total = len(files) * (len(coin_names) + sum(len(b.settings) for b in runnable))
-    rows = list(previous)
-    n_new = 0  # rows measured by this run (the others were in --out already)
-    with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("bench", total=total)
-
-        def tick(what: str) -> None:
-            progress.update(task, advance=1, description=what)
-
-        for i, path in enumerate(files, 1):  # file by file, so an interrupted run keeps whole files
-            new = (benchmod.coin_rows([path], coin_names, device, tick, done, spec, postfilter=not no_postfilter)
-                   if coin_names else [])
-            for b in runnable:
-                new += benchmod.baseline_rows([path], b, done, tick, spec)
-            benchmod.append_rows(out_dir, new)
-            rows += new
-            n_new += len(new)
-            if new and not console.is_terminal:  # a log file sees no progress bar: a line per file instead
-                console.print(f"{path.name}: {len(new)} rows ({i}/{len(files)} files, "
-                              f"{time.perf_counter() - t_start:.0f} s)")
+    rows, n_new = measure(spec, files, coin_names, runnable, out_dir, device, not no_postfilter, t_start)
     wanted = set(coin_names) | {b.name for b in runnable}
     rows = [r for r in rows if r["codec"] in wanted and r["file"] in {p.name for p in files}]
     decode = "; normative decode, post-filter skipped" if no_postfilter else ""
@@ -105,15 +83,9 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
     coin_curves = {re.sub(r"-b\d+$", "", n) for n in coin_names}
     what = "images" if spec.modality == "image" else "files"
     plot(measured, published, out_dir / "rd.png", f"{spec.name}: {len(files)} {what}",
-                  max_bpp=spec.max_rate if published else None, suite=spec, coin_curves=coin_curves)
+         max_bpp=spec.max_rate if published else None, suite=spec, coin_curves=coin_curves)
 
-    extra = {"audio": ["snr"], "climate": ["rmse", "max_error"]}.get(spec.modality, [])
-    t = Table("codec", "setting", spec.unit, "PSNR dB", *extra, "encode s", "decode s")
-    for codec, pts in summary.items():
-        for p in pts:
-            t.add_row(codec, p["setting"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}",
-                      *[f"{p.get(k, float('nan')):.4g}" for k in extra], f"{p['encode_s']:.2f}", f"{p['decode_s']:.2f}")
-    console.print(t)
+    print_points(summary, spec)
     if spec.target_rmse is not None:
         meta = benchmod.read_signal(modalities.get(spec.modality), files[0], spec).meta
         print_at_rmse(summary, spec, meta, out_dir, coin_names)
@@ -134,6 +106,45 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
         command = "coin bench " + " ".join(sys.argv[2:]).replace(" --record-in-codecs", "")
         for name in benchmod.record_in_codecs(summary, spec.name, command, spec.unit, spec.modality):
             console.print(f"recorded in codec {name}")
+
+
+def measure(spec: benchmod.Suite, files: list[Path], coin_names: list[str], runnable: list, out_dir: Path,
+            device: str, postfilter: bool, t_start: float) -> tuple[list[dict], int]:
+    """Every row of the suite, those already in `out_dir` kept (resume): file by file, so an interrupted
+    run keeps whole files. Returns (all rows, how many this run measured)."""
+    previous = benchmod.read_rows(out_dir)
+    done = {(r["codec"], r["setting"], r["file"]) for r in previous}
+    total = len(files) * (len(coin_names) + sum(len(b.settings) for b in runnable))
+    rows, n_new = list(previous), 0
+    with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("bench", total=total)
+
+        def tick(what: str) -> None:
+            progress.update(task, advance=1, description=what)
+
+        for i, path in enumerate(files, 1):
+            new = (benchmod.coin_rows([path], coin_names, device, tick, done, spec, postfilter=postfilter)
+                   if coin_names else [])
+            for b in runnable:
+                new += benchmod.baseline_rows([path], b, done, tick, spec)
+            benchmod.append_rows(out_dir, new)
+            rows += new
+            n_new += len(new)
+            if new and not console.is_terminal:  # a log file sees no progress bar: a line per file instead
+                console.print(f"{path.name}: {len(new)} rows ({i}/{len(files)} files, "
+                              f"{time.perf_counter() - t_start:.0f} s)")
+    return rows, n_new
+
+
+def print_points(summary: dict, spec: benchmod.Suite) -> None:
+    extra = {"audio": ["snr"], "climate": ["rmse", "max_error"]}.get(spec.modality, [])
+    t = Table("codec", "setting", spec.unit, "PSNR dB", *extra, "encode s", "decode s")
+    for codec, pts in summary.items():
+        for p in pts:
+            t.add_row(codec, p["setting"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}",
+                      *[f"{p.get(k, float('nan')):.4g}" for k in extra], f"{p['encode_s']:.2f}", f"{p['decode_s']:.2f}")
+    console.print(t)
 
 
 def print_at_rmse(summary: dict, spec: benchmod.Suite, meta: dict, out_dir: Path, coin_names: list[str]) -> None:

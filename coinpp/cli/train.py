@@ -226,20 +226,7 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
                          "--layers 2..32, --steps >= 1, --lr in (0, 1], --val-files >= 1, --val-crops 1..1000, "
                          "--views 1..8 (1..4 for patches that are not square)")
     cfg = PostFilterSpec(channels, layers, (int(patch[0]), int(patch[1])))
-    own = init_codec == "own"
-    if own and shared:
-        raise InputError("--init own starts each codec's filter from its own; a --shared filter has none")
-    starts = {}  # codec name -> the filter it starts from
-    for source in (loaded if own else [codecs.load(init_codec)] if init_codec is not None else []):
-        if source.postfilter is None:
-            raise InputError(f"codec {source.name!r} has no post-filter to start from")
-        small = source.postfilter.cfg
-        if small.period != cfg.period or small.channels > channels or small.layers > layers:
-            raise InputError(f"codec {source.name!r}'s post-filter is {small.channels} channels, "
-                             f"{small.layers} layers, patch {small.period}: pass at least as many --channels "
-                             "and --layers (it grows into the new size) and codecs of its patch")
-        for c in (loaded if not own else [source]):
-            starts[c.name] = (source.name, source.postfilter)
+    starts = filter_starts(loaded, init_codec, shared, cfg)
     for c in loaded:
         if c.postfilter is not None and not force:
             raise InputError(f"codec {c.name!r} already has a post-filter; pass --force to replace it")
@@ -258,24 +245,7 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
         key["aware"] = True  # and each codec's crops depend on its filter (a file for more codecs serves any)
         for c in loaded:
             key["codecs"][c.name].append(c.spec.postfilter.sha256)
-    cached = None
-    if crops_cache:
-        try:
-            cached = load_pairs(Path(crops_cache), {**key, "part": "train"}), \
-                load_pairs(Path(crops_cache).with_suffix(".val.npz"), {**key, "part": "val"})
-        except ValueError as e:
-            raise InputError(f"--crops-cache: {e}") from None
-    if cached and cached[0] is not None and cached[1] is not None:
-        pairs, val = cached
-        console.print(f"decoded crops from {crops_cache}")
-    else:
-        with console.status("decoding crops") as status:
-            tick = lambda i, n: status.update(f"decoding crops {i}/{n}")  # noqa: E731
-            pairs = decoded_crops(names, train_s, crops, size, seed, device, tick, aware=aware)
-            val = decoded_crops(names, val_s, n_val, size, seed + 1, device, tick, aware=aware)
-        if crops_cache:
-            save_pairs(Path(crops_cache), pairs, {**key, "part": "train"})
-            save_pairs(Path(crops_cache).with_suffix(".val.npz"), val, {**key, "part": "val"})
+    pairs, val = crops_for(names, train_s, val_s, crops, n_val, size, seed, device, aware, crops_cache, key)
     if not pairs[names[0]] or not val[names[0]]:
         raise InputError(f"{data}: no image is {size} pixels on each side")
     command = (f"coin postfilter {codec_list} --data {data} --crops {crops} --size {size} --channels {channels} "
@@ -314,3 +284,47 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
                       f"{len(val_pairs)} held-out crops" + (f" ({summary['val_psnr_gain_views_db']:+.3f} dB "
                       f"averaged over {views} views)" if views > 1 else "") + "; installed")
     codecs.clear_cache()
+
+
+def filter_starts(loaded: list[codecs.Codec], init_codec: str | None, shared: bool, cfg: PostFilterSpec
+                  ) -> dict[str, tuple[str, object]]:
+    """codec name -> (the codec whose filter it starts from, that filter), for --init."""
+    own = init_codec == "own"
+    if own and shared:
+        raise InputError("--init own starts each codec's filter from its own; a --shared filter has none")
+    starts = {}
+    for source in (loaded if own else [codecs.load(init_codec)] if init_codec is not None else []):
+        if source.postfilter is None:
+            raise InputError(f"codec {source.name!r} has no post-filter to start from")
+        small = source.postfilter.cfg
+        if small.period != cfg.period or small.channels > cfg.channels or small.layers > cfg.layers:
+            raise InputError(f"codec {source.name!r}'s post-filter is {small.channels} channels, "
+                             f"{small.layers} layers, patch {small.period}: pass at least as many --channels "
+                             "and --layers (it grows into the new size) and codecs of its patch")
+        for c in (loaded if not own else [source]):
+            starts[c.name] = (source.name, source.postfilter)
+    return starts
+
+
+def crops_for(names: list[str], train_s: list, val_s: list, crops: int, n_val: int, size: int, seed: int,
+              device: str, aware: bool, crops_cache: str | None, key: dict) -> tuple[dict, dict]:
+    """The decoded training and validation crops: from --crops-cache when it was made from the same
+    codecs, data and options, else decoded (and kept there)."""
+    cached = None
+    if crops_cache:
+        try:
+            cached = load_pairs(Path(crops_cache), {**key, "part": "train"}), \
+                load_pairs(Path(crops_cache).with_suffix(".val.npz"), {**key, "part": "val"})
+        except ValueError as e:
+            raise InputError(f"--crops-cache: {e}") from None
+    if cached and cached[0] is not None and cached[1] is not None:
+        console.print(f"decoded crops from {crops_cache}")
+        return cached
+    with console.status("decoding crops") as status:
+        tick = lambda i, n: status.update(f"decoding crops {i}/{n}")  # noqa: E731
+        pairs = decoded_crops(names, train_s, crops, size, seed, device, tick, aware=aware)
+        val = decoded_crops(names, val_s, n_val, size, seed + 1, device, tick, aware=aware)
+    if crops_cache:
+        save_pairs(Path(crops_cache), pairs, {**key, "part": "train"})
+        save_pairs(Path(crops_cache).with_suffix(".val.npz"), val, {**key, "part": "val"})
+    return pairs, val

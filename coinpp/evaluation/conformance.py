@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+import tempfile
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +105,6 @@ def _sha(a: np.ndarray) -> str:
 def sample_signals(modality: str = "image") -> dict[str, Signal]:
     """Image: crops of the bundled sample, odd sizes (padding), RGB and grayscale. Audio: a
     generated 0.3 s clip (chirp plus seeded noise), mono and stereo, odd length."""
-    from importlib.resources import files
-
     if modality == "climate":
         return {"uk-6x9x13": _climate_sample()}
     if modality == "mri":
@@ -130,8 +131,6 @@ def sample_signals(modality: str = "image") -> dict[str, Signal]:
 def _climate_sample() -> Signal:
     """6 hours of a smooth 2 m temperature field on 9 x 13 points of the UK grid (descending
     latitude, 0.5 degrees), with one missing point: written as NetCDF and read back."""
-    import tempfile
-
     import netCDF4
 
     lat, lon = 56.0 - 0.5 * np.arange(9), -8.0 + 0.5 * np.arange(13)
@@ -160,8 +159,6 @@ def _climate_sample() -> Signal:
 def _mri_sample() -> Signal:
     """A 13 x 11 x 9 int16 volume (a smooth blob, 1 x 1 x 2 mm, oblique affine): written as NIfTI
     and read back, so the stored header is a real one."""
-    import tempfile
-
     import nibabel as nib
 
     grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in (13, 11, 9)], indexing="ij")
@@ -285,8 +282,6 @@ def check(stream: Path) -> dict:
 if __name__ == "__main__":
     if sys.argv[1:2] != ["write"]:
         sys.exit("usage: python -m coinpp.evaluation.conformance write [coin | CODEC ...]")
-    import os
-
     os.environ["COIN_CODECS_PATH"] = str(codecs_folder())
     if sys.argv[2:] == ["coin"]:
         paths = write_coin()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import InputError, OutputError
+from ..errors import FormatError, InputError, OutputError
 from .base import Modality, Signal, psnr
 
 # Pillow's own decompression-bomb guard stays on; we refuse anything beyond this many pixels.
@@ -102,8 +102,6 @@ class ImageModality(Modality):
         return b""  # the channel count in the grid section is all an image needs
 
     def decode_meta(self, data: bytes, channels: int) -> dict:
-        from ..errors import FormatError
-
         if data or channels not in (1, 3):
             raise FormatError("corrupted image fields in the header")
         return {"channels": channels}

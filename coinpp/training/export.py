@@ -23,8 +23,9 @@ from ..errors import InputError
 from ..fit import RatePenalty, fit_grid, fit_latents
 from ..model import LatentModulatedSiren
 from ..patching import CellLayout, patch_coordinates, split
+from ..presets import EncoderPreset
 from ..quantize import Quantizer
-from ..spec import EncoderPreset, RateModel, SirenConfig, codec_hash, default_phases
+from ..spec import RateModel, SirenConfig, codec_hash, default_phases
 from .meta import CropSampler, load_checkpoint
 from .tables import context_prior, frequency_table
 

@@ -212,9 +212,79 @@ def training_points(model: SirenConfig, patch: tuple[int, ...], coords: np.ndarr
     return patch_coordinates(patch)
 
 
+def _join_process_group(device: torch.device) -> tuple[torch.device, int, int]:
+    """(device, rank, world size): under torchrun (WORLD_SIZE > 1) each process joins the group
+    (NCCL on CUDA, one GPU per local rank; gloo on the CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, 0, 1
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, dist.get_rank(), dist.get_world_size()
+
+
+def _start(cfg: TrainConfig, device: torch.device, world: int, resume_from: Path | None
+           ) -> tuple[LatentModulatedSiren, torch.optim.Adam, dict]:
+    """A fresh network, optimizer and run state, or those of `resume_from` when it holds a checkpoint;
+    under torchrun every rank then takes rank 0's weights."""
+    torch.manual_seed(cfg.seed)
+    net = build_network(cfg.model).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
+    state = {"step": 0, "elapsed_s": 0.0, "best_val_psnr": -1.0, "best_step": 0, "config": cfg.to_dict(),
+             "hardware": hardware_description(device) + (f" x {world} processes" if world > 1 else "")}
+    if resume_from is not None and resume_from.with_suffix(".json").exists():
+        net_r, state, tensors = load_checkpoint(resume_from, device)
+        if net_r.cfg != cfg.model or tuple(state["config"]["patch"]) != tuple(cfg.patch):
+            raise InputError(f"{resume_from.parent} holds a run of another architecture ({net_r.cfg.tag}); "
+                             "use --fresh or another --out")
+        net.load_state_dict(net_r.state_dict())
+        _load_optimizer(opt, list(net.parameters()), tensors)
+        state["config"] = cfg.to_dict()  # a resumed run may extend the budget
+        state.setdefault("hardware", hardware_description(device))
+    if world > 1:  # every rank starts from rank 0's weights
+        for p in net.parameters():
+            dist.broadcast(p.data, 0)
+    return net, opt, state
+
+
+def _validate(cfg: TrainConfig, net: LatentModulatedSiren, opt: torch.optim.Adam, state: dict, coords, val,
+              best: Path, rec: dict, final: bool = False) -> bool:
+    """Rank 0: validation PSNR into `rec`, the best checkpoint kept; True when the run has diverged
+    (validation far below the best), so that every rank returns to the best weights."""
+    v = validate(net, coords, val, cfg.test_steps)
+    rec["val_psnr"] = v
+    if v > state["best_val_psnr"]:
+        state.update(best_val_psnr=v, best_step=state["step"])
+        save_checkpoint(best, net, opt, state)
+        return False
+    if not final and cfg.recover_db > 0 and v < state["best_val_psnr"] - cfg.recover_db:
+        rec["recovered"] = f"back to step {state['best_step']}, outer lr halved"
+        return True
+    return False
+
+
+def _recover(net: LatentModulatedSiren, opt: torch.optim.Adam, state: dict, best: Path, device: torch.device,
+             distributed: bool) -> None:
+    """Meta-learning occasionally blows up: return to the best weights and optimizer state, and
+    continue at half the learning rate (on every rank alike)."""
+    scale = state.get("lr_scale", 1.0) * 0.5
+    if distributed:
+        dist.barrier()
+    best_net, _, tensors = load_checkpoint(best, device)
+    net.load_state_dict(best_net.state_dict())
+    _load_optimizer(opt, list(net.parameters()), tensors)
+    state["lr_scale"] = scale
+
+
 def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals: list[np.ndarray] | np.ndarray,
           resume: bool = True, progress: bool = True, coords: np.ndarray | None = None) -> Path:
     """Meta-learn a base network; returns the path (without suffix) of the best checkpoint.
+
+    (About 100 lines: one loop whose step, progress line, validation, recovery and checkpoints share
+    the run's state and, under torchrun, must stay in step on every rank; its parts are the helpers
+    above.)
 
     signals: crops are drawn from these (*spatial, C) arrays; or, with `coords` (N, I) given,
     whole fields (F, N, C) all evaluated at those coordinates (absolute-coordinate modalities).
@@ -223,37 +293,12 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
         raise InputError("half inner steps are for patch networks (not latent grids or whole fields)")
     if not 0 <= cfg.half_inner <= cfg.inner_steps:
         raise InputError("the half inner steps must be in 0..inner steps")
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank, world = 0, 1
-    device = pick_device(cfg.device)
-    if distributed:
-        if device.type == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            device = torch.device("cuda", local)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
+    device, rank, world = _join_process_group(pick_device(cfg.device))
+    distributed = world > 1
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     last, best = out / "last", out / "best"
-
-    torch.manual_seed(cfg.seed)
-    net = build_network(cfg.model).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
-    state = {"step": 0, "elapsed_s": 0.0, "best_val_psnr": -1.0, "best_step": 0, "config": cfg.to_dict(),
-             "hardware": hardware_description(device) + (f" x {world} processes" if world > 1 else "")}
-    if resume and last.with_suffix(".json").exists():
-        net_r, state, tensors = load_checkpoint(last, device)
-        if net_r.cfg != cfg.model or tuple(state["config"]["patch"]) != tuple(cfg.patch):
-            raise InputError(f"{out} holds a run of another architecture ({net_r.cfg.tag}); "
-                             "use --fresh or another --out")
-        net.load_state_dict(net_r.state_dict())
-        _load_optimizer(opt, list(net.parameters()), tensors)
-        state["config"] = cfg.to_dict()  # a resumed run may extend the budget
-        state.setdefault("hardware", hardware_description(device))
-    if distributed:  # every rank starts from rank 0's weights
-        for p in net.parameters():
-            dist.broadcast(p.data, 0)
+    net, opt, state = _start(cfg, device, world, last if resume else None)
     subsets = [checkerboard(cfg.patch, k).to(device) for k in range(min(cfg.half_inner, cfg.inner_steps))]
     learner = MetaLearner(net, cfg.inner_steps, subsets)
     engine = nn.parallel.DistributedDataParallel(learner) if distributed else learner
@@ -308,42 +353,25 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
                 continue
             diverged = torch.zeros(1, device=device)
             if rank == 0:
-                v = validate(net, coords, val, cfg.test_steps)
                 state.update(step=step, elapsed_s=time.time() - t_start)
                 rec = {"step": step, "elapsed_s": round(state["elapsed_s"], 1),
-                       "train_loss": torch.stack(recent).mean().item(), "val_psnr": v,
+                       "train_loss": torch.stack(recent).mean().item(),
                        "lr": opt.param_groups[0]["lr"], "device": device.type, "world": world}
-                if v > state["best_val_psnr"]:
-                    state.update(best_val_psnr=v, best_step=step)
-                    save_checkpoint(best, net, opt, state)
-                elif cfg.recover_db > 0 and v < state["best_val_psnr"] - cfg.recover_db:
-                    diverged[0] = 1
-                    rec["recovered"] = f"back to step {state['best_step']}, outer lr halved"
+                diverged[0] = _validate(cfg, net, opt, state, coords, val, best, rec)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
             if distributed:
                 dist.broadcast(diverged, 0)
             if diverged.item():
-                # Meta-learning occasionally blows up: return to the best weights and optimizer
-                # state, and continue at half the learning rate (on every rank alike).
-                scale = state.get("lr_scale", 1.0) * 0.5
-                if distributed:
-                    dist.barrier()
-                best_net, _, tensors = load_checkpoint(best, device)
-                net.load_state_dict(best_net.state_dict())
-                _load_optimizer(opt, list(net.parameters()), tensors)
-                state["lr_scale"] = scale
+                _recover(net, opt, state, best, device, distributed)
             if rank == 0:
                 save_checkpoint(last, net, opt, state)
         if rank == 0:
-            v = validate(net, coords, val, cfg.test_steps)
             state.update(step=step, elapsed_s=time.time() - t_start)
-            if v > state["best_val_psnr"]:
-                state.update(best_val_psnr=v, best_step=step)
-                save_checkpoint(best, net, opt, state)
+            rec = {"step": step, "final": True}
+            _validate(cfg, net, opt, state, coords, val, best, rec, final=True)
             save_checkpoint(last, net, opt, state)
-            log.write(json.dumps({"step": step, "final": True, "val_psnr": v,
-                                  "elapsed_s": round(state["elapsed_s"], 1)}) + "\n")
+            log.write(json.dumps({**rec, "elapsed_s": round(state["elapsed_s"], 1)}) + "\n")
         if distributed:
             # The other ranks wait for rank 0's final validation and checkpoint: one that tore its
             # process group down first aborted gloo now and then ("terminate called ...", 2 runs in 15).
