@@ -29,3 +29,32 @@ def test_there_are_conformance_streams_of_both_codec_kinds():
 
     kinds = {container.read_bytes(p.read_bytes()).kind for p in STREAMS}
     assert kinds == {container.KIND_BASE_NETWORK, container.KIND_OVERFIT_NETWORK}
+
+
+def test_a_changed_output_or_symbols_fail_the_check_with_a_real_error(tmp_path, monkeypatch):
+    """Not an assert (gone under python -O): ConformanceError, for the symbols and for the output."""
+    import json
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from coinpp.evaluation.conformance import ConformanceError
+
+    monkeypatch.setenv("COIN_CODECS_PATH", str(codecs_folder()))
+    codecs.clear_cache()
+    stream = ROOT / "conformance-tiny-b5.rgb-47x61.coin"
+    for suffix in (".coin", ".json", ".png"):
+        shutil.copy(stream.with_suffix(suffix), tmp_path / ("s" + suffix))
+    copy = tmp_path / "s.coin"
+    assert check(copy)["output"]
+    ref = np.asarray(Image.open(copy.with_suffix(".png"))).copy()
+    ref[10:20, 10:20] = 255 - ref[10:20, 10:20]  # the pinned output differs from what decodes
+    Image.fromarray(ref).save(copy.with_suffix(".png"))
+    with pytest.raises(ConformanceError, match="decoded output changed"):
+        check(copy)
+    meta = json.loads(copy.with_suffix(".json").read_text())
+    meta["symbols_sha256"] = "0" * 64
+    copy.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ConformanceError, match="symbols changed"):
+        check(copy)
