@@ -19,8 +19,9 @@ from coinpp import modalities
 from coinpp.cli import cli
 from coinpp.encoder import Encoder
 from coinpp.model import SirenConfig
+from coinpp.training.data import CropSampler
 from coinpp.training.export import export_codecs
-from coinpp.training.meta import CropSampler, TrainConfig, load_checkpoint, lr_factor, train
+from coinpp.training.meta import TrainConfig, load_checkpoint, lr_factor, train
 
 TINY = SirenConfig(width=16, depth=2, latent_dim=8)
 

@@ -26,8 +26,8 @@ from coinpp import codec as codecs
 from coinpp import entropy, modalities
 from coinpp.encoder import Encoder
 from coinpp.modalities import Signal
+from coinpp.training.data import load_folder
 from coinpp.training.export import ADAPT_CHOICES
-from coinpp.training.meta import load_folder
 from coinpp.training.tables import frequency_table
 
 

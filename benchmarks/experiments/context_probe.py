@@ -26,7 +26,7 @@ from coinpp.bitstream import layout
 from coinpp.encoder import Encoder, encode_each
 from coinpp.entropy import TABLE_PRECISION, NeighbourContext, adaptive_rows, context_buckets, neighbour_mean
 from coinpp.modalities import Signal
-from coinpp.training.meta import load_folder
+from coinpp.training.data import load_folder
 
 
 def code_bits(grid: np.ndarray, model: NeighbourContext, window: int = 0, thresholds: tuple[float, ...] = ()) -> float:

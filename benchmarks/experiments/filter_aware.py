@@ -20,12 +20,12 @@ import time
 
 import numpy as np
 import torch
-from coinpp.evaluation.heldout import prepare, psnr
 
 from coinpp import codec as codecs
 from coinpp.bitstream import parse
 from coinpp.decoder import Decoder
 from coinpp.encoder import Encoder
+from coinpp.evaluation.heldout import prepare, psnr
 from coinpp.evaluation.rd import bd_rate
 from coinpp.fit import refine_latents, refine_through_filter
 from coinpp.patching import patch_coordinates

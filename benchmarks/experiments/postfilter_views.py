@@ -26,7 +26,7 @@ import numpy as np
 
 from coinpp import codec as codecs
 from coinpp.postfilter import apply
-from coinpp.training.meta import load_folder
+from coinpp.training.data import load_folder
 from coinpp.training.postfilter import decoded_crops, install, load_pairs, save_pairs
 
 

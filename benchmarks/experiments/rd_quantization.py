@@ -37,7 +37,7 @@ from coinpp.encoder import Encoder
 from coinpp.evaluation.rd import bd_rate
 from coinpp.modalities import Signal
 from coinpp.presets import EncoderPreset
-from coinpp.training.meta import load_folder
+from coinpp.training.data import load_folder
 
 
 def held_out_images(data: str, height: int, width: int) -> tuple[list[Signal], list[str]]:

@@ -13,7 +13,7 @@ from coinpp.modalities.base import psnr
 from coinpp.patching import patch_coordinates, split
 from coinpp.quantize import Quantizer
 from coinpp.synthesis import evaluate_grid
-from coinpp.training.meta import CropSampler, load_folder
+from coinpp.training.data import CropSampler, load_folder
 from coinpp.training.tables import frequency_table
 
 m = modalities.get("audio")

@@ -19,9 +19,10 @@ from ..encoder import Encoder
 from ..errors import InputError
 from ..postfilter import usable_views
 from ..spec import PostFilterSpec, SirenConfig
+from ..training.data import load_fields
+from ..training.data import load_folder as load_training_folder
 from ..training.export import export_codecs
-from ..training.meta import TrainConfig, load_fields
-from ..training.meta import load_folder as load_training_folder
+from ..training.meta import TrainConfig
 from ..training.meta import train as run_training
 from ..training.postfilter import decoded_crops, install, load_pairs, mse_before_after, save_pairs
 from ..training.postfilter import train as train_filter

@@ -13,7 +13,7 @@ import torch
 
 from .. import malloc, modalities
 from ..modalities import Signal
-from ..training.meta import load_folder
+from ..training.data import load_folder
 
 
 def held_out(data: str, height: int, width: int) -> list[Signal]:

@@ -13,6 +13,9 @@ on decode; packed integers (scale_factor/add_offset) are unpacked on read and pa
 write. The container keeps the coordinate variables of every dimension (start and step when
 regular), units, the variable's and the file's attributes, so the decoded file reads like the
 original.
+
+(Over 400 lines, kept in one file: a modality is one file behind one interface, and NetCDF's
+conventions, masks, packing, the header's compression and regridding are all this one's.)
 """
 
 from __future__ import annotations

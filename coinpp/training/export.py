@@ -26,7 +26,8 @@ from ..patching import CellLayout, patch_coordinates, split
 from ..presets import EncoderPreset
 from ..quantize import Quantizer
 from ..spec import RateModel, SirenConfig, codec_hash, default_phases
-from .meta import CropSampler, load_checkpoint
+from .data import CropSampler
+from .meta import load_checkpoint
 from .tables import context_prior, frequency_table
 
 ADAPT_CHOICES = (4, 8, 16, 32, 64, 128, 256)  # weights of the context prior, in symbols, tried on validation
