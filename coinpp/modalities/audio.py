@@ -42,11 +42,9 @@ class AudioModality(Modality):
     coord_scale = 5.0
     resolution_options = ("--sample-rate",)
 
-    def target(self, meta: dict, shape: tuple[int, ...], r: Resolution, allow_huge: bool = False) -> Target:
+    def own_target(self, meta: dict, shape: tuple[int, ...], r: Resolution) -> Target | None:
         if r.sample_rate is None:
-            return super().target(meta, shape, r, allow_huge)
-        self.refuse_foreign(r)
-        self._one_of(r, ("--scale", "--size", "--sample-rate"))
+            return None
         if not 1 <= r.sample_rate <= MAX_SAMPLE_RATE:
             raise InputError(f"--sample-rate must be between 1 and {MAX_SAMPLE_RATE} Hz")
         n = max(1, round(shape[0] * r.sample_rate / meta["sample_rate"]))  # the same duration

@@ -96,7 +96,14 @@ class Modality:
         """The decode target for the options in `r` (validated); the file's own grid when none."""
         self.refuse_foreign(r)
         self._one_of(r, ("--scale", "--size", *self.resolution_options))
+        own = self.own_target(meta, shape, r)
+        if own is not None:
+            return own
         return Target(shape=self.output_shape(shape, r.scale, None if r.size is None else self.size_order(r.size)))
+
+    def own_target(self, meta: dict, shape: tuple[int, ...], r: Resolution) -> Target | None:
+        """The target for this modality's own option in `r` (resolution_options), None when not given."""
+        return None
 
     def refuse_foreign(self, r: Resolution, own: tuple[str, ...] = ("--scale", "--size")) -> None:
         foreign = [o for o in r.given() if o not in (*own, *self.resolution_options)]

@@ -43,11 +43,9 @@ class MRIModality(Modality):
     network_channels = 1
     resolution_options = ("--voxel-size",)
 
-    def target(self, meta: dict, shape: tuple[int, ...], r: Resolution, allow_huge: bool = False) -> Target:
+    def own_target(self, meta: dict, shape: tuple[int, ...], r: Resolution) -> Target | None:
         if r.voxel_size is None:
-            return super().target(meta, shape, r, allow_huge)
-        self.refuse_foreign(r)
-        self._one_of(r, ("--scale", "--size", "--voxel-size"))
+            return None
         return Target(shape=self.shape_for_voxel_size(meta, shape, r.voxel_size))
 
     def size_order(self, size: tuple[int, ...]) -> tuple[int, ...]:
