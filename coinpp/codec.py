@@ -7,7 +7,7 @@ torch: the network's weights and the decoder-side post-filter's.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,17 +70,29 @@ class Codec:
         return self.spec.bits
 
     def preset(self, name: str = "default") -> EncoderPreset:
-        """The codec's encoder preset `name`: "default", "fast" (the default without its steps through
-        the post-filter, where it has them) or one the codec declares."""
+        """The codec's encoder preset `name`: one the codec declares, or else
+        - "fast": the default without its steps through the post-filter (where it has them);
+        - "max": the default with twice the Adam and filter steps (twice the SGD steps for a codec
+          without an Adam phase)."""
         if name in self.spec.presets:
             return self.spec.presets[name]
+        default = self.spec.presets["default"]
         if name == "fast":
-            return self.spec.presets["default"].without("filter")
+            return replace(default.without("filter"), name="fast")
+        if name == "max":
+            p = default
+            if p.adam is not None:
+                p = p.with_setting("adam.steps", 2 * p.adam.steps)
+            else:
+                p = p.with_setting("sgd.steps", 2 * p.sgd_steps)
+            if p.filter is not None:
+                p = p.with_setting("filter.steps", 2 * p.filter.steps)
+            return replace(p, name="max")
         raise CodecError(f"codec {self.name!r} has no preset {name!r} "
-                         f"(has: {', '.join(sorted({*self.spec.presets, 'fast'}))})")
+                         f"(has: {', '.join(sorted({*self.spec.presets, 'fast', 'max'}))})")
 
     def weights_sha256(self) -> str:
-        return _weights_sha256(str(self.folder / "weights.safetensors"))
+        return _weights_sha256(str(self.spec.weights))
 
 
 @lru_cache(maxsize=64)
@@ -92,7 +104,7 @@ def from_spec(spec: CodecSpec) -> Codec:
     """Load a checked specification's network and post-filter."""
     try:
         net = build_network(spec.model)
-        net.load_state_dict(load_torch(str(spec.folder / "weights.safetensors")))
+        net.load_state_dict(load_torch(str(spec.weights)))
         net.eval().requires_grad_(False)
         postfilter = load_postfilter(spec.folder, spec.postfilter) if spec.postfilter is not None else None
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, SafetensorError) as e:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -45,12 +45,14 @@ class Encoder:
     """
 
     def __init__(self, codec: Codec, modality: Modality, preset: str | EncoderPreset = "default",
-                 steps: int | None = None, device: str = "auto") -> None:
+                 steps: int | None = None, device: str = "auto", on_phase: Callable[[str], None] | None = None
+                 ) -> None:
         if codec.modality != modality.name:
             raise CodecError(f"codec {codec.name!r} is for {codec.modality}, not {modality.name}")
         if steps is not None and not 0 <= steps <= 10_000:
             raise InputError("--steps must be between 0 and 10000")
         self.codec, self.modality, self.device = codec, modality, device
+        self.on_phase = on_phase or (lambda phase: None)  # told each phase as it starts (progress)
         self.preset = codec.preset(preset) if isinstance(preset, str) else preset
         if steps is not None:
             self.preset = self.preset.with_sgd_steps(steps)
@@ -63,6 +65,7 @@ class Encoder:
         on that patch, so the result is the same as one by one. A signal with more channels than
         the network outputs is coded as groups of channels, a latent per patch and group (group-major)."""
         steps = self.preset.sgd_steps
+        self.on_phase(f"fitting ({steps} steps)")
         if self.modality.absolute_coordinates:
             return [self._fit_fields(s, steps) for s in signals]
         if self.codec.net.cfg.cell:
@@ -78,6 +81,7 @@ class Encoder:
         phase = self.preset.adam
         if phase is None or not phase.steps or self.modality.absolute_coordinates or self.codec.net.cfg.cell:
             return latents
+        self.on_phase(f"refining ({phase.steps} Adam steps)")
         q = self.codec.quantizer
         if phase.lr_unit == "latent":
             lr = np.full(self.codec.net.cfg.latent_dim, phase.lr, dtype=np.float32)
@@ -96,12 +100,14 @@ class Encoder:
         values = self.modality.to_network(signal, c.net.cfg.out_dim)
         if values.shape[-1] != c.net.cfg.out_dim:
             return latents
+        self.on_phase(f"refining through the post-filter ({phase.steps} steps)")
         return refine_through_filter(c.net, c.postfilter, c.patch, values, latents, phase.steps, phase.lr,
                                      self.rate_penalty(phase.rate_lambda), phase.views, self.device)
 
     def pack(self, latents: torch.Tensor, signal: Signal) -> Encoded:
         """The round phase and the entropy coder: fitted latents -> .coin bytes."""
         c, m = self.codec, self.modality
+        self.on_phase("entropy coding")
         groups = m.coded_channels(signal.channels, c.net.cfg.out_dim) // c.net.cfg.out_dim
         patch = m.file_patch(c.patch, signal.spatial)
         positions = c.quantizer.positions(latents)
@@ -214,11 +220,20 @@ class Timed:
     seconds: float  # this codec's encode time: the shared fit and refinement counted in full
 
 
-def encode_each(signal: Signal, encoders: list[Encoder]) -> Iterator[Timed]:
+@dataclass
+class SharedWork:
+    """The fits and Adam phases already run on one signal, by fit_key and refine_key."""
+
+    fitted: dict[str, tuple[torch.Tensor, float]] = field(default_factory=dict)
+    refined: dict[tuple[str, str], tuple[torch.Tensor, float]] = field(default_factory=dict)
+
+
+def encode_each(signal: Signal, encoders: list[Encoder], shared: SharedWork | None = None) -> Iterator[Timed]:
     """One signal with each encoder, the fit shared by encoders with one fit_key and the Adam phase
-    by those that also share a refine_key; yields in the encoders' order."""
-    fitted: dict[str, tuple[torch.Tensor, float]] = {}
-    refined: dict[tuple[str, str], tuple[torch.Tensor, float]] = {}
+    by those that also share a refine_key (also with earlier calls given the same `shared`); yields in
+    the encoders' order."""
+    shared = shared or SharedWork()
+    fitted, refined = shared.fitted, shared.refined
     for e in encoders:
         fk, rk = e.fit_key(), e.refine_key()
         if fk not in fitted:
@@ -230,3 +245,44 @@ def encode_each(signal: Signal, encoders: list[Encoder]) -> Iterator[Timed]:
         t0 = time.perf_counter()
         enc = e.pack(e.through_filter(refined[fk, rk][0], signal), signal)
         yield Timed(e, enc, fitted[fk][1] + refined[fk, rk][1] + time.perf_counter() - t0)
+
+
+@dataclass
+class RateSearch:
+    """What encode_to_rate tried: (codec, the file's real rate) in the order tried."""
+
+    tried: list[tuple[str, float]] = field(default_factory=list)
+
+
+def encode_to_rate(signal: Signal, encoders: list[Encoder], limit: float, unit: str,
+                   search: RateSearch | None = None) -> Encoded:
+    """The best file whose real rate (in the modality's `unit`) is at or under `limit`: `encoders` are
+    a ladder's rungs, smallest first. The search starts at the highest rung whose measured rate is
+    within the limit and moves up while the file stays under it, down while it is over; rungs of one
+    network share the fit (and the Adam phase where it does not depend on the bit depth). CodecError
+    when even the smallest rung is over."""
+    search = search if search is not None else RateSearch()
+    shared = SharedWork()
+    results: dict[int, Encoded] = {}
+
+    def rate(i: int) -> float:
+        if i not in results:
+            results[i] = next(encode_each(signal, [encoders[i]], shared)).encoded
+            r = encoders[i].modality.rate(len(results[i].data), signal.spatial, signal.meta)[unit]
+            search.tried.append((encoders[i].codec.name, r))
+        return next(r for n, r in search.tried if n == encoders[i].codec.name)
+
+    measured = [e.codec.spec.measured.get(unit) for e in encoders]
+    under = [i for i, m in enumerate(measured) if m is not None and m <= limit]
+    i = under[-1] if under else 0
+    if rate(i) <= limit:
+        while i + 1 < len(encoders) and rate(i + 1) <= limit:
+            i += 1
+        return results[i]
+    while i > 0:
+        i -= 1
+        if rate(i) <= limit:
+            return results[i]
+    name, smallest = search.tried[-1]
+    raise CodecError(f"even the smallest {encoders[0].modality.name} codec ({name}) needs {smallest:.4g} {unit} "
+                     f"for this file, over the {limit:g} asked")

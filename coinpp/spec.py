@@ -3,7 +3,9 @@
     codecs/<name>/config.json          CodecSpec: network, patch, bits, entropy model, post-filter,
                                        the encoder presets, measured results
     codecs/<name>/tables.safetensors   quantizer ranges (and transform), integer entropy tables
-    codecs/<name>/weights.safetensors  the base network (loaded by codec.py, which needs torch)
+    codecs/<name>/weights.safetensors  the base network (loaded by codec.py, which needs torch), or
+    codecs/networks/<sha256>.safetensors  the same file shared by every codec of one network, named in
+                                       config.json ("network": "<sha256>")
 
 This module needs no torch: `coin info` and the path from bytes to symbols run without it.
 The hash covers the weights, the tables and the config fields that change decoding, so a file
@@ -29,8 +31,7 @@ from .errors import CodecError
 from .presets import EncoderPreset, whole
 from .quantize import Quantizer
 
-DEFAULT_CODECS = {"image": "image-klt-6x128-l64-b5", "audio": "speech-klt-6x128-l64-b5",
-                  "climate": "era5-t2m-5x128-l48-b5", "mri": "mri-5x128-l16-b4"}
+LADDERS_FILE = "ladders.json"  # in a codec root: per modality, the ordered rungs and the default
 
 # Fields of config.json that change how a file decodes; they are part of the hash.
 DECODE_FIELDS = ("name", "modality", "model", "patch", "bits")
@@ -141,6 +142,7 @@ class CodecSpec:
     transform: str | None = None
     measured: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    weights: Path | None = None  # the network's file (weights_path)
 
     @property
     def bits(self) -> int:
@@ -152,15 +154,45 @@ class CodecSpec:
         return json.loads((self.folder / "config.json").read_text())
 
 
+NETWORKS = "networks"  # beside the codec folders: base networks shared by several codecs
+
+
+def weights_path(folder: Path, config: dict) -> Path:
+    """The codec's network: its own weights.safetensors, or the shared file its config names (checked
+    against that SHA-256, so a shared file cannot be swapped under a codec)."""
+    own = Path(folder) / "weights.safetensors"
+    if own.exists() or "network" not in config:
+        return own
+    digest = str(config["network"])
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("network must be the SHA-256 of a shared weights file")
+    # Beside the codec first, then in every codec root (a folder of older codecs on COIN_CODECS_PATH
+    # shares the networks the installed codecs already have).
+    for root in (Path(folder).parent, *search_path()):
+        shared = root / NETWORKS / f"{digest}.safetensors"
+        if shared.exists():
+            if _file_sha256(shared) != digest:
+                raise ValueError(f"{shared} fails its SHA-256 check")
+            return shared
+    raise ValueError(f"the network {digest[:12]} is not installed (no {NETWORKS}/{digest}.safetensors)")
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def codec_hash(folder: Path, config: dict) -> bytes:
+    """The hash a file carries: the decode fields of the config, the network's and the tables' bytes
+    (where the network file lies does not matter)."""
     h = hashlib.sha256()
     fields = {k: config.get(k) for k in DECODE_FIELDS}
     for key in OPTIONAL_DECODE_FIELDS:
         if key in config:
             fields[key] = config[key]
     h.update(json.dumps(fields, sort_keys=True).encode())
-    for name in ("weights.safetensors", "tables.safetensors"):
-        h.update((folder / name).read_bytes())
+    for path in (weights_path(folder, config), Path(folder) / "tables.safetensors"):
+        h.update(path.read_bytes())
     return h.digest()[:HASH_BYTES]
 
 
@@ -266,15 +298,18 @@ def parse_config(folder: Path, config: dict) -> CodecSpec:
         if p.rd_lambda and not isinstance(entropy, NeighbourContext):
             raise ValueError(f"preset {p.name!r}: rate-distortion rounding needs the neighbour context")
     return CodecSpec(name, folder, config["modality"], model, patch, quantizer, entropy, actual, presets, rate_model,
-                     postfilter, transform, config.get("measured", {}), config.get("training", {}))
+                     postfilter, transform, config.get("measured", {}), config.get("training", {}),
+                     weights_path(folder, config))
 
 
 def search_path() -> list[Path]:
     """Where codecs are looked for: $COIN_CODECS_PATH (os.pathsep-separated), the copy
-    installed inside the package, then the source tree's codecs/ folder."""
+    installed inside the package, then the source tree's codecs/ and codecs-legacy/ folders."""
     paths = [Path(p) for p in os.environ.get("COIN_CODECS_PATH", "").split(os.pathsep) if p]
     here = Path(__file__).resolve().parent
-    paths += [here / "codecs", here.parent / "codecs"]
+    # A source checkout also keeps the codecs off the ladders that the wheel leaves out (codecs-legacy/),
+    # so files they wrote decode there; elsewhere COIN_CODECS_PATH brings them back.
+    paths += [here / "codecs", here.parent / "codecs", here.parent / "codecs-legacy"]
     return [p for p in paths if p.is_dir()]
 
 
@@ -330,3 +365,76 @@ def default_for(modality: str) -> str:
     if modality not in DEFAULT_CODECS:
         raise CodecError(f"no default codec for {modality}; pass --codec")
     return DEFAULT_CODECS[modality]
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """A modality's quality ladder: its codecs from the smallest files to the best quality (`coin
+    encode -q N` takes rung N, counting from 1), the default rung, and the unit rate targets are in."""
+
+    modality: str
+    rungs: tuple[str, ...]
+    default: str
+    unit: str
+
+    def rung(self, quality: int) -> str:
+        if not 1 <= quality <= len(self.rungs):
+            raise CodecError(f"-q {quality}: {self.modality} has quality 1 (smallest) to {len(self.rungs)} (best)")
+        return self.rungs[quality - 1]
+
+
+@dataclass(frozen=True)
+class Ladders:
+    by_modality: dict[str, Ladder]
+    also: dict[str, str]  # installed codecs off the ladders, and what they are for
+
+    def names(self) -> set[str]:
+        return {n for lad in self.by_modality.values() for n in lad.rungs} | set(self.also)
+
+
+def _shipped_roots() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    return [p for p in (here / "codecs", here.parent / "codecs") if p.is_dir()]
+
+
+def read_ladders(root: Path) -> Ladders:
+    """A codec root's ladders.json; ValueError when it is malformed."""
+    doc = json.loads((root / LADDERS_FILE).read_text())
+    also = {str(k): str(v) for k, v in doc.pop("also", {}).items()}
+    out = {}
+    for modality, d in doc.items():
+        rungs = tuple(str(n) for n in d["rungs"])
+        if not rungs or d["default"] not in rungs or len(set(rungs)) != len(rungs):
+            raise ValueError(f"{root / LADDERS_FILE}: {modality} needs distinct rungs including its default")
+        out[modality] = Ladder(modality, rungs, str(d["default"]), str(d["unit"]))
+    return Ladders(out, also)
+
+
+def ladders() -> Ladders:
+    """The ladders of the first codec root on the search path that has a ladders.json (a folder on
+    COIN_CODECS_PATH may declare its own); none: no ladders."""
+    for root in search_path():
+        if (root / LADDERS_FILE).is_file():
+            try:
+                return read_ladders(root)
+            except (OSError, KeyError, TypeError, ValueError) as e:
+                raise CodecError(f"{root / LADDERS_FILE} is unreadable ({e})") from None
+    return Ladders({}, {})
+
+
+def ladder_for(modality: str) -> Ladder:
+    lad = ladders().by_modality.get(modality)
+    if lad is None:
+        raise CodecError(f"no quality ladder for {modality} is installed; pass --codec")
+    return lad
+
+
+def _shipped_defaults() -> dict[str, str]:
+    for root in _shipped_roots():
+        if (root / LADDERS_FILE).is_file():
+            return {m: lad.default for m, lad in read_ladders(root).by_modality.items()}
+    return {}
+
+
+# The default codec of each modality: the default rung of the shipped ladders.
+DEFAULT_CODECS = _shipped_defaults()

@@ -131,7 +131,7 @@ def test_cli_coin_method(tmp_path):
                       (["--weight-bits", "4"], "--weight-bits"), (["--codec", "x"], "only apply")):
         r = run(cli, ["encode", str(src), "-o", str(tmp_path / "b.coin"), "--method", "coin", *args])
         assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output
-    r = run(cli, ["encode", str(src), "-o", str(tmp_path / "b.coin"), "--bpp", "0.3"])
+    r = run(cli, ["encode", str(src), "-o", str(tmp_path / "b.coin"), "--arch", "2x8"])
     assert r.exit_code == 1 and "--method coin" in r.output
 
 

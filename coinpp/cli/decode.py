@@ -37,14 +37,15 @@ from .folders import run_batch, shard_and_jobs
 @click.option("--postfilter-views", "postfilter_views", type=click.IntRange(1, 8), default=None,
               help="Images: average the post-filter over this many flipped/transposed views (1-8) instead of "
                    "the codec's choice: fewer decode faster, more gain a little.")
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
 @batch_options
 @DEVICE
 @FORCE
 @HUGE
 def decode(input: str, output: str, scale: float | None, size: str | None, sample_rate: int | None,
            voxel_size: str | None, grid: float | None, lat_spec: str | None, lon_spec: str | None,
-           ext: str | None, no_postfilter: bool, postfilter_views: int | None, shard: str | None, jobs: int,
-           as_json: bool, device: str, force: bool, allow_huge: bool) -> None:
+           ext: str | None, no_postfilter: bool, postfilter_views: int | None, quiet: bool, shard: str | None,
+           jobs: int, as_json: bool, device: str, force: bool, allow_huge: bool) -> None:
     """Decompress a .coin file (or a folder of them, or - for stdin), at its own or any other resolution."""
     resolution = Resolution(scale, parse_size(size), sample_rate, parse_voxel_size(voxel_size), grid,
                             parse_axis(lat_spec, "--lat"), parse_axis(lon_spec, "--lon"))
@@ -56,7 +57,8 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
                              "single files")
         shard_t = shard_and_jobs(shard, jobs)
         run_batch(lambda ev: decode_tree(Path(input), Path(output), ext, force, device, shard_t, jobs, on_event=ev,
-                                         postfilter=not no_postfilter, postfilter_views=postfilter_views), as_json)
+                                         postfilter=not no_postfilter, postfilter_views=postfilter_views), as_json,
+                  quiet)
         return
     to_stdout = output == "-"
     if not to_stdout:
@@ -81,8 +83,9 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
             sys.stdout.buffer.flush()
     else:
         atomic_write(Path(output), lambda tmp: modality.write(signal, tmp), force)
-    (err_console if to_stdout else console).print(f"{input} -> {output}: {modality.describe_shape(signal)} "
-                                                  f"(decode {t_dec:.1f} s)")
+    if not quiet:
+        (err_console if to_stdout else console).print(f"{input} -> {output}: {modality.describe_shape(signal)} "
+                                                      f"(decode {t_dec:.1f} s)")
 
 
 def parse_voxel_size(text: str | None) -> tuple[float, ...] | None:

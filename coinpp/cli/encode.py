@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -13,16 +15,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from .. import codec as codecs
 from .. import modalities, overfit
+from .. import spec as specs
 from ..batch import encode_tree
 from ..decoder import decode_bytes
-from ..encoder import Encoder
-from ..errors import InputError
+from ..encoder import Encoder, RateSearch, encode_to_rate
+from ..errors import CodecError, InputError
 from ..files import atomic_write_bytes, check_writable
 from ..modalities import Modality, Signal
 from .common import DEVICE, FORCE, batch_options, console, err_console
 from .folders import run_batch, shard_and_jobs
 
-COIN_ONLY = ("--bpp", "--arch", "--time-limit", "--lr", "--batch-points")
+COIN_ONLY = ("--arch", "--time-limit", "--lr", "--batch-points")
+RATE_OPTIONS = {"bpp": "--bpp", "kbps": "--kbps", "bits/value": "--bits-per-value"}  # ladder unit -> option
 
 
 @click.command()
@@ -32,9 +36,21 @@ COIN_ONLY = ("--bpp", "--arch", "--time-limit", "--lr", "--batch-points")
 @click.option("--modality", "modality_name", help="Modality of data read from stdin (INPUT '-'), e.g. image.")
 @click.option("--method", type=click.Choice(["coin++", "coin"]), default="coin++", show_default=True,
               help="coin++: latents for a shipped base network; coin: overfit one small network to this file.")
-@click.option("--codec", "codec_name", help="[coin++] Codec name (see `coin codecs`) or folder; default per modality.")
+@click.option("-q", "--quality", type=int,
+              help="Quality rung of the modality's ladder, 1 = smallest files (see `coin codecs`); default: the "
+                   "default rung.")
+@click.option("--bpp", type=float,
+              help="Images and MRI: the best quality whose file is at most this many bits per pixel (voxel). "
+                   "[coin] picks the network size for this rate (default 0.3).")
+@click.option("--kbps", type=float, help="Audio: the best quality whose file is at most this many kbit/s.")
+@click.option("--bits-per-value", "bits_per_value", type=float,
+              help="Climate: the best quality whose file is at most this many bits per value.")
+@click.option("--preset", type=click.Choice(["fast", "default", "max"]), default=None,
+              help="[coin++] Encoder effort: fast (skip the steps through the post-filter), default, or max "
+                   "(twice the refinement steps); the file decodes the same way.  [default: default]")
+@click.option("--codec", "codec_name", help="[coin++] Codec name (see `coin codecs --all`) or folder, instead of "
+              "-q or a rate target.")
 @click.option("--steps", type=int, help="[coin++] Gradient steps per patch (default: the codec's).")
-@click.option("--bpp", type=float, help="[coin] Target bits per pixel/sample; picks the network size (default 0.3).")
 @click.option("--arch", help="[coin] Network as LAYERSxWIDTH, e.g. 10x28 (instead of --bpp).")
 @click.option("--iters", type=int, default=2000, show_default=True, help="[coin] Adam iterations.")
 @click.option("--time-limit", type=float, help="[coin] Stop after this many seconds with the best so far.")
@@ -44,32 +60,40 @@ COIN_ONLY = ("--bpp", "--arch", "--time-limit", "--lr", "--batch-points")
 @click.option("--batch-points", type=int,
               help="[coin] Random coordinates per step (default 65536; 0: all, as published).")
 @click.option("--seed", type=int, default=0, show_default=True, help="[coin] Seed of init and sampling.")
-@click.option("--fast", is_flag=True,
-              help="[coin++] The codec's fast preset: skip the encoder's last steps, those through the post-filter "
-                   "(image codecs that take them): about half the default codec's encode time, a little less "
-                   "quality at the same rate; the file decodes the same way.")
+@click.option("--fast", is_flag=True, help="[coin++] The same as --preset fast.")
 @click.option("--no-check", is_flag=True, help="Skip decoding the result to report its quality.")
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--var", help="NetCDF: the variable to code (default: the only latitude/longitude field).")
 @batch_options
 @DEVICE
 @FORCE
-def encode(input: str, output: str, modality_name: str | None, method: str, codec_name: str | None,
-           steps: int | None, bpp: float | None, arch: str | None, iters: int, time_limit: float | None,
+def encode(input: str, output: str, modality_name: str | None, method: str, quality: int | None, bpp: float | None,
+           kbps: float | None, bits_per_value: float | None, preset: str | None, codec_name: str | None,
+           steps: int | None, arch: str | None, iters: int, time_limit: float | None,
            lr: float | None, weight_bits: int, batch_points: int | None, seed: int, fast: bool, no_check: bool,
-           var: str | None, shard: str | None, jobs: int, as_json: bool, device: str, force: bool) -> None:
+           quiet: bool, var: str | None, shard: str | None, jobs: int, as_json: bool, device: str,
+           force: bool) -> None:
     """Compress INPUT (a file, a folder, or - for stdin) into .coin.
 
-    A folder is encoded recursively into the folder -o, mirroring its tree (a/b.png -> a/b.png.coin).
+    Quality: -q N picks a rung of the modality's ladder (`coin codecs`); --bpp, --kbps or
+    --bits-per-value make the file meet a rate target. A folder is encoded recursively into the folder
+    -o, mirroring its tree (a/b.png -> a/b.png.coin).
     """
-    preset = "fast" if fast else "default"
+    if fast and preset not in (None, "fast"):
+        raise InputError("--fast is --preset fast: give one of them")
+    preset = "fast" if fast else preset or "default"
+    targets = {u: v for u, v in (("bpp", bpp), ("kbps", kbps), ("bits/value", bits_per_value)) if v is not None}
     if Path(input).is_dir():
         if var is not None:
             raise InputError("--var applies to single files")
         if method != "coin++":
             raise InputError("folders are encoded with --method coin++ (COIN fits one file at a time)")
+        if targets or quality is not None:
+            raise InputError("folders are encoded with each modality's default rung or --codec; -q, --bpp, --kbps "
+                             "and --bits-per-value apply to single files")
         shard_t = shard_and_jobs(shard, jobs)
         run_batch(lambda ev: encode_tree(Path(input), Path(output), codec_name, steps, force, not no_check, device,
-                                         shard_t, jobs, on_event=ev, preset=preset), as_json)
+                                         shard_t, jobs, on_event=ev, preset=preset), as_json, quiet)
         return
     if input == "-":
         if modality_name is None:
@@ -81,11 +105,13 @@ def encode(input: str, output: str, modality_name: str | None, method: str, code
     if not to_stdout:
         check_writable(Path(output), force)
     if method == "coin++":
-        given = [n for n, v in zip(COIN_ONLY, (bpp, arch, time_limit, lr, batch_points), strict=True) if v is not None]
+        given = [n for n, v in zip(COIN_ONLY, (arch, time_limit, lr, batch_points), strict=True) if v is not None]
         if given:
             raise InputError(f"{', '.join(given)} only apply to --method coin")
-    elif codec_name is not None or steps is not None or fast:
-        raise InputError("--codec, --steps and --fast only apply to --method coin++")
+    elif codec_name is not None or steps is not None or fast or preset != "default" or quality is not None \
+            or kbps is not None or bits_per_value is not None:
+        raise InputError("--codec, -q, --kbps, --bits-per-value, --steps, --preset and --fast only apply to "
+                         "--method coin++")
     if var is not None and modality.name != "climate":
         raise InputError(f"--var applies to NetCDF files, not to {modality.name}")
     if method == "coin" and modality.absolute_coordinates:
@@ -97,21 +123,69 @@ def encode(input: str, output: str, modality_name: str | None, method: str, code
         data, label = encode_overfit(signal, modality, bpp, arch, iters, time_limit, lr, weight_bits,
                                      batch_points, seed, device)
     else:
-        codec = codecs.load(codec_name or codecs.default_for(modality.name))
-        data = Encoder(codec, modality, preset, steps, device).encode(signal).data
-        label = f"codec {codec.name}" + (", --fast" if fast else "")
+        with phase_status(quiet, input) as on_phase:
+            data, label = encode_coinpp(signal, modality, input, codec_name, quality, targets, preset, steps, device,
+                                        on_phase)
     t_enc = time.perf_counter() - t0
     if to_stdout:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
         atomic_write_bytes(Path(output), data, force)
+    if quiet:
+        return
     rate = modality.rate(len(data), signal.spatial, signal.meta)
     line = f"{input} -> {output}: {len(data):,} bytes, " + ", ".join(f"{v:.4f} {k}" for k, v in rate.items())
     if not no_check:
         decoded, _ = decode_bytes(data, device=device)
         line += ", " + modality.describe_quality(modality.quality(signal, decoded), signal.meta)
     (err_console if to_stdout else console).print(f"{line} ({label}, encode {t_enc:.1f} s)")
+
+
+def encode_coinpp(signal: Signal, modality: Modality, input: str, codec_name: str | None, quality: int | None,
+                  targets: dict[str, float], preset: str, steps: int | None, device: str,
+                  on_phase: Callable[[str], None]) -> tuple[bytes, str]:
+    """COIN++: the codec --codec names, the ladder's rung -q, the best rung within a rate target, or the
+    default; (the file's bytes, what made it)."""
+    if codec_name is not None and (quality is not None or targets):
+        raise InputError("give --codec, -q or a rate target (--bpp, --kbps, --bits-per-value), not more than one")
+    if quality is not None and targets or len(targets) > 1:
+        raise InputError("give -q or one rate target (--bpp, --kbps, --bits-per-value), not more than one")
+    suffix = "" if preset == "default" else f", --preset {preset}"
+    if targets:
+        (unit, limit), = targets.items()
+        ladder = specs.ladder_for(modality.name)
+        if unit != ladder.unit:
+            raise InputError(f"{RATE_OPTIONS[unit]} does not apply to {modality.name}; "
+                             f"give {RATE_OPTIONS[ladder.unit]}")
+        if not 0 < limit < float("inf"):
+            raise InputError(f"{RATE_OPTIONS[unit]} must be a positive number")
+        encoders = [Encoder(codecs.load(n), modality, preset, steps, device, on_phase) for n in ladder.rungs]
+        search = RateSearch()
+        try:
+            enc = encode_to_rate(signal, encoders, limit, unit, search)
+        except CodecError as e:
+            raise InputError(f"{input}: {e}") from None
+        tried = ", ".join(f"{n} {r:.4g}" for n, r in search.tried)
+        q = ladder.rungs.index(enc.codec.name) + 1
+        return enc.data, f"codec {enc.codec.name}, -q {q}, the best within {limit:g} {unit} (tried {tried}){suffix}"
+    if quality is not None:
+        codec = codecs.load(specs.ladder_for(modality.name).rung(quality))
+    else:
+        codec = codecs.load(codec_name or codecs.default_for(modality.name))
+    data = Encoder(codec, modality, preset, steps, device, on_phase).encode(signal).data
+    return data, f"codec {codec.name}{suffix}"
+
+
+@contextmanager
+def phase_status(quiet: bool, what: str) -> Iterator[Callable[[str], None]]:
+    """The encoder's phases on stderr, with the time spent, when stderr is a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield lambda phase: None
+        return
+    t0 = time.perf_counter()
+    with err_console.status(f"{what}: starting") as status:
+        yield lambda phase: status.update(f"{what}: {phase} ({time.perf_counter() - t0:.0f} s)")
 
 
 def read_stdin(modality: Modality, options: dict) -> Signal:

@@ -15,12 +15,13 @@ from ..errors import InputError
 from .common import console, err_console
 
 
-def run_batch(run: Callable[[Callable], Report], as_json: bool) -> None:
+def run_batch(run: Callable[[Callable], Report], as_json: bool, quiet: bool = False) -> None:
     """Run a folder job with a progress display, then print the summary (or JSON) and set the exit
-    status: 1 if any file failed or the batch stopped early, 130 after Ctrl-C."""
+    status: 1 if any file failed or the batch stopped early, 130 after Ctrl-C. `quiet`: no progress
+    and no summary, only the failed files."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[io]}"), TimeRemainingColumn(), TextColumn("{task.fields[current]}"))
-    with Progress(*columns, console=err_console, disable=not sys.stderr.isatty()) as bar:
+    with Progress(*columns, console=err_console, disable=quiet or not sys.stderr.isatty()) as bar:
         task = bar.add_task("files", total=None, io="", current="")
         totals = {"in": 0, "out": 0, "done": 0}
 
@@ -41,6 +42,9 @@ def run_batch(run: Callable[[Callable], Report], as_json: bool) -> None:
     rec = report.to_dict()
     if as_json:
         click.echo(json.dumps(rec, indent=1))
+    elif quiet:
+        for failed in rec["failed"]:
+            click.echo(f"coin: error: {failed['file']}: {failed['error']}", err=True)
     else:
         print_summary(rec)
     if report.stopped == "interrupted":

@@ -49,34 +49,78 @@ def info(input: str, as_json: bool, allow_huge: bool) -> None:
 
 
 @click.command(name="codecs")
+@click.option("--all", "show_all", is_flag=True, help="Also the codecs off the ladders (older families, legacy).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_codecs(as_json: bool) -> None:
-    """List the installed codecs with modality and measured rate."""
-    rows = []
-    for name, folder in sorted(specs.available().items()):
-        try:
-            cfg = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError):
-            cfg = {}
-        measured = cfg.get("measured", {})
-        rows.append({"name": name, "modality": cfg.get("modality", "?"), "bits": cfg.get("bits"),
-                     "default": specs.DEFAULT_CODECS.get(cfg.get("modality")) == name,
-                     "rate": measured.get(unit := measured.get("unit", "kbps" if "kbps" in measured else "bpp")),
-                     "unit": unit, "psnr": measured.get("psnr_db"),
-                     "measured_on": measured.get("data"), "postfilter": "postfilter" in cfg,
-                     "folder": str(folder)})
+def list_codecs(show_all: bool, as_json: bool) -> None:
+    """List each modality's quality ladder (-q 1 = smallest files) with its measured points."""
+    lad = specs.ladders()
+    folders = specs.available()
+    rung_of = {n: (m, i + 1) for m, ladder in lad.by_modality.items() for i, n in enumerate(ladder.rungs)}
+    names = sorted(n for n in folders if show_all or listed(n, folders[n]))
+    rows = [codec_row(n, folders[n], rung_of.get(n), lad.also.get(n)) for n in names]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
     if not rows:
-        console.print("no codecs installed")
+        click.echo("no codecs installed")
         return
-    t = Table("codec", "modality", "bits", "rate", "quality", "measured on")
-    for r in rows:
-        t.add_row(r["name"] + (" (default)" if r["default"] else ""), r["modality"], str(r["bits"]),
-                  f"{r['rate']:.3f} {r['unit']}" if r["rate"] else "-", f"{r['psnr']:.2f} dB" if r["psnr"] else "-",
-                  r["measured_on"] or "-")
-    console.print(t)
+    for modality, ladder in lad.by_modality.items():
+        on = [r for r in rows if r["modality"] == modality and r["rung"] is not None]
+        if not on:
+            continue
+        on.sort(key=lambda r: r["rung"])
+        measured = {r["measured_on"] for r in on if r["measured_on"]}
+        click.echo(f"{modality} (-q 1..{len(ladder.rungs)}; rate target --{RATE_FLAG[ladder.unit]}; "
+                   f"measured on {', '.join(sorted(measured)) or '-'}):")
+        width = max(len(r["name"]) for r in on)
+        for r in on:
+            click.echo(f"  {r['rung']:>2}  {r['name']:<{width}}  {describe_point(r)}"
+                       + ("  (default)" if r["default"] else ""))
+    off = [r for r in rows if r["rung"] is None]
+    if off:
+        click.echo("also installed:" if not show_all else "off the ladders:")
+        width = max(len(r["name"]) for r in off)
+        for r in off:
+            note = r["note"] or (f"{r['modality']}, legacy" if r["legacy"] else r["modality"])
+            click.echo(f"      {r['name']:<{width}}  {describe_point(r)}  {note}")
+
+
+def listed(name: str, folder) -> bool:
+    """Listed by default: a codec on its root's ladders (or named there as also installed), and every
+    codec of a root without ladders (your own); not the legacy ones."""
+    root = folder.parent
+    if root.name == "codecs-legacy":
+        return False
+    return not (root / specs.LADDERS_FILE).is_file() or name in specs.read_ladders(root).names()
+
+
+RATE_FLAG = {"bpp": "bpp", "kbps": "kbps", "bits/value": "bits-per-value"}
+
+
+def codec_row(name: str, folder, rung: tuple[str, int] | None, note: str | None) -> dict:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        cfg = {}
+    measured = cfg.get("measured", {})
+    unit = measured.get("unit", "bpp")
+    return {"name": name, "modality": cfg.get("modality", "?"), "rung": rung[1] if rung else None,
+            "default": specs.DEFAULT_CODECS.get(cfg.get("modality")) == name, "rate": measured.get(unit),
+            "unit": unit, "psnr": measured.get("psnr_db"), "rmse": measured.get("rmse"),
+            "encode_s": measured.get("encode_s"), "measured_on": measured.get("data"),
+            "postfilter": "postfilter" in cfg, "note": note, "legacy": folder.parent.name == "codecs-legacy",
+            "folder": str(folder)}
+
+
+def describe_point(r: dict) -> str:
+    if r["rate"] is None:
+        return "not measured"
+    text = f"{r['rate']:.4g} {r['unit']}, PSNR {r['psnr']:.2f} dB"
+    if r["rmse"] is not None:
+        text += f", RMSE {r['rmse']:.3g}"
+    if r["encode_s"] is not None:
+        text += f", encode {r['encode_s']:.1f} s"
+    return text
 
 
 def postfilter_note(pf: specs.PostFilterSpec | None) -> str:
