@@ -49,8 +49,8 @@ def parse(data: bytes, allow_huge: bool = False) -> Parsed:
     try:
         spec = specs.load(f.codec_name, allow_path=False)
     except CodecError:
-        raise CodecError(f"this file needs codec {f.codec_name!r}, which is not installed "
-                         f"(available: {', '.join(sorted(specs.available())) or 'none'})") from None
+        raise CodecError(f"this file needs codec {f.codec_name!r}, which is not installed (older codecs come back "
+                         "with COIN_CODECS_PATH set to a folder holding them)") from None
     if spec.hash != f.codec_hash:
         raise CodecError(f"codec {f.codec_name!r} installed here differs from the one that wrote "
                          f"this file (hash {spec.hash.hex()[:12]} vs {f.codec_hash.hex()[:12]})")

@@ -16,7 +16,7 @@ from . import container
 from .bitstream import Parsed, decode_symbols, parse
 from .device import pick_device
 from .errors import InputError, LimitError
-from .modalities import Resolution, Signal, Target
+from .modalities import Placement, Resolution, Signal, Target
 from .overfit import decode_file
 from .postfilter import apply as apply_postfilter
 from .synthesis import evaluate_fields, evaluate_grid, evaluate_latent_grid
@@ -42,24 +42,27 @@ class Decoder:
             raise LimitError(f"requested output {'x'.join(map(str, shape))} exceeds the safety cap; "
                              "pass --allow-huge")
         if isinstance(p.file, container.NetworkFile):
-            signal = decode_file(p.file, p.modality, p.meta, shape, self.device)
+            signal = decode_file(p.file, p.modality, p.meta, shape, self.device, target.placement)
         else:
-            signal = self._decode_patches(p, shape)
+            signal = self._decode_patches(p, shape, target.placement)
         if target.sample_rate is not None:
             signal.meta["sample_rate"] = target.sample_rate
         return signal
 
-    def _decode_patches(self, p: Parsed, shape: tuple[int, ...]) -> Signal:
+    def _decode_patches(self, p: Parsed, shape: tuple[int, ...], placement: Placement | None) -> Signal:
         codec = codecs.for_spec(p.spec)
         latents = torch.from_numpy(codec.quantizer.dequantize(decode_symbols(p)))
         groups = latents.chunk(p.file.groups)
+        if codec.net.cfg.cell and placement is not None:
+            raise InputError(f"codec {codec.name!r} (a latent grid) decodes onto grids spanning the image only")
         if codec.net.cfg.cell:
             values = np.concatenate([evaluate_latent_grid(codec.net, g, p.file.shape, shape, self.device)
                                      for g in groups], axis=-1)
         else:
-            values = np.concatenate([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, shape, self.device)
-                                     for g in groups], axis=-1)
-        if self.postfilter and codec.postfilter is not None and shape == tuple(p.file.shape):
+            values = np.concatenate([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, shape, self.device,
+                                                   placement=placement) for g in groups], axis=-1)
+        own_grid = shape == tuple(p.file.shape) and placement is None
+        if self.postfilter and codec.postfilter is not None and own_grid:
             try:
                 values = np.concatenate([apply_postfilter(codec.postfilter, np.clip(values[..., g : g + 3], 0.0, 1.0),
                                                           pick_device(self.device), views=self.postfilter_views)
@@ -67,7 +70,7 @@ class Decoder:
             except ValueError as e:  # a view count the filter's patch does not allow
                 raise InputError(f"--postfilter-views: {e}") from None
         values = p.modality.from_network(np.clip(values, 0.0, 1.0), p.meta)
-        return Signal(values.astype(np.float32), p.modality.resampled(p.meta, p.file.shape, shape))
+        return Signal(values.astype(np.float32), p.modality.resampled(p.meta, p.file.shape, shape, placement))
 
     def _decode_fields(self, p: Parsed, meta: dict) -> Signal:
         """Evaluate every field's latent at the points `meta` describes (any grid)."""

@@ -33,6 +33,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], force: bool = False)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs honour the umask as cp does
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
@@ -42,6 +43,12 @@ def atomic_write(path: Path, write: Callable[[Path], None], force: bool = False)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes, force: bool = False) -> None:

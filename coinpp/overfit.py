@@ -22,7 +22,7 @@ from . import container
 from .container import NetworkFile, SirenArch
 from .device import pick_device
 from .errors import FormatError, InputError
-from .modalities import Modality, Signal
+from .modalities import Modality, Placement, Signal
 from .model import Siren
 from .patching import patch_coordinates, pixel_centres
 
@@ -234,11 +234,17 @@ def fit_network(values: np.ndarray, arch: SirenArch, iterations: int, lr: float 
 
 
 @torch.no_grad()
-def evaluate_network(net: Siren, out_shape: tuple[int, ...], device: str = "auto") -> np.ndarray:
-    """The network sampled on a regular grid of `out_shape` sample centres: (*out_shape, C)."""
+def evaluate_network(net: Siren, out_shape: tuple[int, ...], device: str = "auto",
+                     shape: tuple[int, ...] | None = None, placement: Placement | None = None) -> np.ndarray:
+    """The network sampled on a regular grid of `out_shape` sample centres spanning [-1, 1] (or at
+    `placement`, in samples of the coded `shape`): (*out_shape, C)."""
     dev = pick_device(device)
     net = net.to(dev)
-    axes = [pixel_centres(s) for s in out_shape]
+    if placement is None:
+        axes = [pixel_centres(s) for s in out_shape]
+    else:  # input sample k is centred at k + 0.5 of n: coordinate 2 (k + 0.5) / n - 1
+        axes = [torch.from_numpy(2 * (first + np.arange(m) * step) / n - 1)
+                for m, n, (first, step) in zip(out_shape, shape, placement, strict=True)]
     n = math.prod(out_shape)
     out = np.empty((n, net.out_bias.shape[0]), dtype=np.float32)
     # Coordinates are built chunk by chunk so a large decode never holds them all.
@@ -283,7 +289,7 @@ def encode_signal(signal: Signal, modality: Modality, arch: SirenArch | None = N
 
 
 def decode_file(f: NetworkFile, modality: Modality, meta: dict, out_shape: tuple[int, ...],
-                device: str = "auto") -> Signal:
-    values = evaluate_network(network_from_file(f), out_shape, device)
+                device: str = "auto", placement: Placement | None = None) -> Signal:
+    values = evaluate_network(network_from_file(f), out_shape, device, tuple(f.shape), placement)
     values = modality.from_network(np.clip(values, 0.0, 1.0), meta)
-    return Signal(values.astype(np.float32), modality.resampled(meta, f.shape, out_shape))
+    return Signal(values.astype(np.float32), modality.resampled(meta, f.shape, out_shape, placement))

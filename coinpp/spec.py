@@ -14,6 +14,7 @@ never decodes silently with the wrong network.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -331,8 +332,9 @@ def find(name: str, allow_path: bool = True) -> Path:
         return Path(name).resolve()
     codecs = available()
     if name not in codecs:
-        known = ", ".join(sorted(codecs)) or "none installed"
-        raise CodecError(f"unknown codec {name!r} (available: {known})")
+        close = difflib.get_close_matches(name, codecs, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise CodecError(f"unknown codec {name!r}; {hint}`coin codecs --all` lists the installed ones")
     return codecs[name].resolve()
 
 

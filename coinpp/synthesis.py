@@ -13,17 +13,23 @@ import numpy as np
 import torch
 
 from .device import pick_device
+from .modalities import Placement
 from .model import GridModulatedSiren, LatentModulatedSiren
 from .patching import CellLayout, row_bands
 
 EVAL_CHUNK = 1 << 15  # points per chunk when evaluating
 
 
-def _axis_samples(size: int, out_size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
-    """For `out_size` samples spanning an axis of `size` input samples: the patch index and
-    the coordinate inside that patch's cell [-1, 1] of each output sample centre."""
-    centre = (np.arange(out_size, dtype=np.float64) + 0.5) * (size / out_size)  # input pixel units
-    k = np.minimum(np.floor(centre / patch).astype(np.int64), math.ceil(size / patch) - 1)
+def _axis_samples(size: int, out_size: int, patch: int, place: tuple[float, float] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """For `out_size` samples spanning an axis of `size` input samples (or placed at (first centre,
+    step) in input samples): the patch index and the coordinate inside that patch's cell [-1, 1] of
+    each output sample centre (beyond the cell for a sample outside the input: the network extended)."""
+    if place is None:
+        centre = (np.arange(out_size, dtype=np.float64) + 0.5) * (size / out_size)  # input pixel units
+    else:
+        centre = place[0] + np.arange(out_size, dtype=np.float64) * place[1]
+    k = np.clip(np.floor(centre / patch).astype(np.int64), 0, math.ceil(size / patch) - 1)
     local = 2.0 * (centre - k * patch) / patch - 1.0
     return k, local
 
@@ -31,15 +37,17 @@ def _axis_samples(size: int, out_size: int, patch: int) -> tuple[np.ndarray, np.
 @torch.no_grad()
 def evaluate_grid(net: LatentModulatedSiren, latents: torch.Tensor, shape: tuple[int, ...],
                   patch: tuple[int, ...], out_shape: tuple[int, ...], device: str = "auto",
-                  chunk: int = EVAL_CHUNK) -> np.ndarray:
-    """Decode the signal of spatial `shape` onto a regular grid of `out_shape` samples.
+                  chunk: int = EVAL_CHUNK, placement: Placement | None = None) -> np.ndarray:
+    """Decode the signal of spatial `shape` onto a regular grid of `out_shape` samples (spanning the
+    signal, or at `placement`).
 
     Returns (*out_shape, C) float32 (not clipped).
     """
     dev = pick_device(device)
     net = net.to(dev)
     counts = [math.ceil(s / p) for s, p in zip(shape, patch, strict=True)]
-    axes = [_axis_samples(s, o, p) for s, o, p in zip(shape, out_shape, patch, strict=True)]
+    places = placement or (None,) * len(shape)
+    axes = [_axis_samples(s, o, p, a) for s, o, p, a in zip(shape, out_shape, patch, places, strict=True)]
     ks = np.meshgrid(*[a[0] for a in axes], indexing="ij")
     pid = np.ravel_multi_index([k.reshape(-1) for k in ks], counts)
     locs = np.meshgrid(*[a[1] for a in axes], indexing="ij")

@@ -50,7 +50,7 @@ def test_mixed_folder_encodes_good_files_and_lists_bad_ones(tiny_codec, mixed, t
     rep = _report(r)
     assert rep["done"] == 4 and rep["unknown_skipped"] == ["readme.txt"]
     assert [f["file"] for f in rep["failed"]] == ["nested/broken.png"]
-    assert "not a readable image" in rep["failed"][0]["error"]
+    assert "not an image coin can read" in rep["failed"][0]["error"]
     written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert written == {f + ".coin" for f in GOOD}
     # and back: the tree mirrors, extensions come back, grayscale stays grayscale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def test_encode_info_decode_round_trip(tiny_codec, rgb_png, tmp_path):
     info = run("info", out, "--json")
     rec = json.loads(info.output)
     assert rec["bytes"] == out.stat().st_size
-    assert rec["shape"] == [37, 29] and rec["codec"] == tiny_codec.name and rec["bits"] == 4
+    assert rec["size"] == [29, 37] and rec["codec"] == tiny_codec.name and rec["bits"] == 4
     assert rec["bpp"] == pytest.approx(out.stat().st_size * 8 / (37 * 29))
     r = run("decode", out, "-o", tmp_path / "a.png")
     assert r.exit_code == 0, r.output
@@ -53,7 +54,7 @@ def test_encode_info_decode_round_trip(tiny_codec, rgb_png, tmp_path):
 def test_info_human_readable(tiny_codec, rgb_png, tmp_path):
     run("encode", rgb_png, "-o", tmp_path / "a.coin", "--no-check")
     r = run("info", tmp_path / "a.coin")
-    assert r.exit_code == 0 and "tiny-b4" in r.output and "37x29" in r.output
+    assert r.exit_code == 0 and "tiny-b4" in r.output and "29x37" in r.output  # width x height, as --size takes it
 
 
 def test_codecs_lists_installed(tiny_codec):
@@ -130,7 +131,7 @@ def test_refused_inputs(tiny_codec, tmp_path):
     Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(tmp_path / "deep.png")
     assert_clean_error(run("encode", tmp_path / "deep.png", "-o", tmp_path / "o.coin"), "not supported")
     (tmp_path / "fake.png").write_bytes(b"not an image at all")
-    assert_clean_error(run("encode", tmp_path / "fake.png", "-o", tmp_path / "o.coin"), "not a readable image")
+    assert_clean_error(run("encode", tmp_path / "fake.png", "-o", tmp_path / "o.coin"), "not an image coin can read")
     (tmp_path / "notes.txt").write_text("hello")
     assert_clean_error(run("encode", tmp_path / "notes.txt", "-o", tmp_path / "o.coin"), "unknown file type")
     assert_clean_error(run("encode", tmp_path / "missing.png", "-o", tmp_path / "o.coin"), "no such file")
@@ -149,7 +150,7 @@ def test_bad_coin_files(tiny_codec, rgb_png, tmp_path):
         "empty.coin": b"",
     }
     messages = {"missing.coin": "no such file", "trunc.coin": "checksum", "corrupt.coin": "checksum",
-                "foreign.coin": "not a .coin", "empty.coin": "not a .coin"}
+                "foreign.coin": "not a .coin", "empty.coin": "the file is empty"}
     for name, content in cases.items():
         if content is not None:
             (tmp_path / name).write_bytes(content)
@@ -249,3 +250,36 @@ def test_failed_write_leaves_no_partial_output(tiny_codec, rgb_png, tmp_path, mo
     monkeypatch.setattr(ImageModality, "write", disk_full)
     assert_clean_error(run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.png"), "No space left")
     assert not (tmp_path / "a.png").exists() and no_leftovers(tmp_path)
+
+
+def test_outputs_honour_the_umask(tiny_codec, rgb_png, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert run("encode", rgb_png, "-o", tmp_path / "a.coin", "--no-check").exit_code == 0
+        assert run("decode", tmp_path / "a.coin", "-o", tmp_path / "a.png").exit_code == 0
+        assert (tmp_path / "a.coin").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        assert run("decode", tmp_path / "a.coin", "-o", tmp_path / "b.png").exit_code == 0
+        assert (tmp_path / "b.png").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_errors_name_the_file_in_words(tiny_codec, rgb_png, tmp_path):
+    empty = tmp_path / "empty.coin"
+    empty.write_bytes(b"")
+    assert_clean_error(run("info", empty), f"{empty}: the file is empty")
+    cut = tmp_path / "cut.coin"
+    run("encode", rgb_png, "-o", tmp_path / "a.coin", "--no-check")
+    cut.write_bytes((tmp_path / "a.coin").read_bytes()[:-7])
+    for command in (["info", cut], ["decode", cut, "-o", tmp_path / "c.png"]):
+        assert_clean_error(run(*command), f"{cut}:")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture")
+    r = run("encode", bad, "-o", tmp_path / "b.coin")
+    assert_clean_error(r, f"{bad}: not an image coin can read")
+    assert "Error" not in r.output  # no library exception class
+    r = run("encode", rgb_png, "-o", tmp_path / "d.coin", "--codec", "tiny-b5")
+    assert_clean_error(r, "did you mean 'tiny-b4'?")
+    assert len(r.output) < 200  # one short line, not every codec's name

@@ -57,6 +57,24 @@ def test_voxel_size_decode_keeps_the_field_of_view(tmp_path, tiny_mri_codec):
     assert out2.shape == (8, 6, 4) and out2.header.get_zooms() == pytest.approx((2.0, 2.0, 4.0))
 
 
+def test_voxel_size_is_exactly_the_one_asked_on_a_grid_centred_on_the_field_of_view(tmp_path, tiny_mri_codec):
+    """1 mm asked of 13 x 11 x 9 voxels of 0.9 x 1.1 x 2 mm: not a whole number of voxels, so the grid
+    is 12 x 12 x 18 voxels of exactly 1 mm, its centre where the original's is."""
+    src = tmp_path / "odd.nii"
+    orig = write_nifti(src, zooms=(0.9, 1.1, 2.0))
+    out, line = _roundtrip(tmp_path, tiny_mri_codec, src, "iso.nii", "--voxel-size", "1,1,1")
+    assert out.shape == (12, 12, 18)
+    assert np.allclose(out.header.get_zooms()[:3], (1.0, 1.0, 1.0), atol=1e-6)
+    assert "12x12x18 voxels of 1x1x1 mm" in line
+
+    def centre(affine, shape):
+        return (affine @ np.array([(n - 1) / 2 for n in shape] + [1.0]))[:3]
+
+    assert np.allclose(centre(out.affine, out.shape), centre(orig.affine, orig.shape))
+    step = np.linalg.norm(out.affine[:3, :3], axis=0)  # world distance between neighbouring voxels
+    assert np.allclose(step, 1.0)
+
+
 def test_series_float_and_nifti2(tmp_path, tiny_mri_codec):
     src = tmp_path / "s.nii.gz"
     write_nifti(src, shape=(9, 10, 11, 3))

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..errors import InputError
+from ..errors import CoinError, InputError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # a line piped or logged stays one line
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                       help="Where to run the network (auto: CUDA when present).")
@@ -23,7 +23,16 @@ def read_coin(path: str) -> bytes:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
-    return p.read_bytes()
+    data = p.read_bytes()
+    if not data:
+        raise InputError(f"{p}: the file is empty")
+    return data
+
+
+def about(name: str, error: CoinError) -> CoinError:
+    """The same error, naming the file it concerns (once)."""
+    text = str(error)
+    return error if text.startswith(f"{name}:") else type(error)(f"{name}: {text}")
 
 
 def parse_size(text: str | None) -> tuple[int, ...] | None:

@@ -12,10 +12,21 @@ import click
 from ..batch import decode_tree
 from ..bitstream import parse
 from ..decoder import Decoder
-from ..errors import InputError
+from ..errors import CodecError, FormatError, InputError
 from ..files import atomic_write, check_writable
 from ..modalities import Resolution
-from .common import DEVICE, FORCE, HUGE, batch_options, console, err_console, parse_axis, parse_size, read_coin
+from .common import (
+    DEVICE,
+    FORCE,
+    HUGE,
+    about,
+    batch_options,
+    console,
+    err_console,
+    parse_axis,
+    parse_size,
+    read_coin,
+)
 from .folders import run_batch, shard_and_jobs
 
 
@@ -64,7 +75,11 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
     if not to_stdout:
         check_writable(Path(output), force)
     data = sys.stdin.buffer.read() if input == "-" else read_coin(input)
-    parsed = parse(data, allow_huge)  # header only: refuse a wrong extension before decoding
+    name = "stdin" if input == "-" else input
+    try:
+        parsed = parse(data, allow_huge)  # header only: refuse a wrong extension before decoding
+    except (FormatError, CodecError) as e:
+        raise about(name, e) from None
     modality = parsed.modality
     suffix = ("." + ext.lstrip(".")) if ext else (modality.extensions[0] if to_stdout else
                                                  modality.extension_of(output) or Path(output).suffix)
@@ -73,7 +88,10 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
                          f"use one of {', '.join(modality.extensions)}")
     target = modality.target(parsed.meta, parsed.file.shape, resolution, allow_huge)
     t0 = time.perf_counter()
-    signal = Decoder(device, allow_huge, not no_postfilter, postfilter_views).decode(parsed, target)
+    try:
+        signal = Decoder(device, allow_huge, not no_postfilter, postfilter_views).decode(parsed, target)
+    except FormatError as e:  # a payload found corrupt only while its symbols are decoded
+        raise about(name, e) from None
     t_dec = time.perf_counter() - t0
     if to_stdout:
         with tempfile.TemporaryDirectory(prefix="coin-") as tmp:

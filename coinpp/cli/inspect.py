@@ -10,7 +10,8 @@ from rich.table import Table
 
 from .. import spec as specs
 from ..bitstream import parse
-from .common import HUGE, console, read_coin
+from ..errors import CodecError, FormatError
+from .common import HUGE, about, console, read_coin
 
 
 @click.command()
@@ -20,17 +21,21 @@ from .common import HUGE, console, read_coin
 def info(input: str, as_json: bool, allow_huge: bool) -> None:
     """Show what a .coin file holds: codec, shape, bits, size and rate."""
     data = read_coin(input)
-    p = parse(data, allow_huge)
+    try:
+        p = parse(data, allow_huge)
+    except (FormatError, CodecError) as e:
+        raise about(input, e) from None
     f = p.file
     rate = p.modality.rate(len(data), f.shape, p.meta)
+    size = list(p.modality.size_order(tuple(f.shape)))  # the order --size takes (images: width x height)
     if p.spec is None:  # COIN: the file holds its own network
         a = f.arch
-        rec = {"file": input, "method": "coin", "modality": p.modality.name, "shape": list(f.shape),
+        rec = {"file": input, "method": "coin", "modality": p.modality.name, "size": size,
                "channels": f.channels, "network": f"{a.tag} (sine layers x width)", "w0": a.w0,
                "weights": a.params, "weight_bits": f.weight_bits}
     else:
         rec = {"file": input, "method": "coin++", "codec": f.codec_name, "codec_hash": f.codec_hash.hex(),
-               "modality": p.modality.name, "shape": list(f.shape), "channels": f.channels,
+               "modality": p.modality.name, "size": size, "channels": f.channels,
                "patch": list(f.patch), "patches": f.num_patches, "latent_dim": f.latent_dim, "bits": f.bits,
                "latents": "a grid, interpolated between cell centres (patch = cell)" if p.spec.model.cell
                else "one per patch",

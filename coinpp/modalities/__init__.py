@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .audio import AudioModality
-from .base import Modality, Resolution, Signal, Target
+from .base import Modality, Placement, Resolution, Signal, Target
 from .climate import ClimateModality
 from .image import ImageModality
 from .mri import MRIModality
@@ -31,4 +31,4 @@ def for_path(path: Path) -> Modality:
     raise InputError(f"{path}: unknown file type {ext or '(no extension)'!r}")
 
 
-__all__ = ["Modality", "Resolution", "Signal", "Target", "get", "for_path", "BY_NAME", "BY_CODE"]
+__all__ = ["Modality", "Placement", "Resolution", "Signal", "Target", "get", "for_path", "BY_NAME", "BY_CODE"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError, OutputError
-from .base import Modality, Resolution, Signal, Target, first_line, psnr
+from .base import Modality, Placement, Resolution, Signal, Target, first_line, psnr
 
 MAX_SAMPLE_RATE = 1_000_000
 MAX_SAMPLES = 1 << 28  # frames x channels read into memory; the container caps the rest
@@ -110,7 +110,8 @@ class AudioModality(Modality):
     def coded_channels(self, channels: int, out_dim: int) -> int:
         return channels
 
-    def resampled(self, meta: dict, shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict:
+    def resampled(self, meta: dict, shape: tuple[int, ...], out_shape: tuple[int, ...],
+                  placement: Placement | None = None) -> dict:
         """The same duration at another number of samples: another sample rate."""
         out = dict(meta)
         if out_shape[0] != shape[0]:

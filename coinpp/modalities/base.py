@@ -60,6 +60,12 @@ class Target:
     shape: tuple[int, ...] | None = None  # spatial output shape (regular grids)
     meta: dict | None = None  # absolute-coordinate modalities: the grid to evaluate on
     sample_rate: int | None = None  # audio: the rate the output is written at
+    # Per axis, (centre of the first output sample, distance between samples) in input samples (input
+    # sample k is centred at k + 0.5); None: the output samples span the input's extent exactly.
+    placement: Placement | None = None
+
+
+Placement = tuple[tuple[float, float], ...]
 
 
 class Modality:
@@ -118,7 +124,8 @@ class Modality:
             raise InputError(f"give one of {', '.join(options)}, not {' and '.join(given)}")
 
     def size_order(self, size: tuple[int, ...]) -> tuple[int, ...]:
-        """--size as typed -> spatial (array) order; images: WIDTHxHEIGHT -> (H, W)."""
+        """--size as typed -> spatial (array) order and back (images: WIDTHxHEIGHT <-> (H, W)); every
+        size coin prints is in the order --size takes."""
         return (size[1], size[0], *size[2:]) if len(size) >= 2 else size
 
     @staticmethod
@@ -185,7 +192,8 @@ class Modality:
         """Inverse of to_network on decoded values (*spatial, out_dim) -> (*spatial, C)."""
         return values
 
-    def resampled(self, meta: dict, shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict:
+    def resampled(self, meta: dict, shape: tuple[int, ...], out_shape: tuple[int, ...],
+                  placement: Placement | None = None) -> dict:
         """Metadata of the signal decoded onto `out_shape` samples instead of `shape`."""
         return dict(meta)
 

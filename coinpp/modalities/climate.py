@@ -290,6 +290,9 @@ class ClimateModality(Modality):
         step = abs(float(lon[1] - lon[0]))
         return step * lon.size >= 360 - 1e-6
 
+    def size_order(self, size: tuple[int, ...]) -> tuple[int, ...]:
+        return size  # fields, latitudes, longitudes
+
     def describe_shape(self, signal: Signal) -> str:
         return f"{signal.spatial[0]} fields of {signal.spatial[1]} latitudes x {signal.spatial[2]} longitudes"
 

@@ -39,10 +39,13 @@ class ImageModality(Modality):
                         raise InputError(f"{path}: {im.width}x{im.height} is larger than coin handles")
                     im.load()
                     return self._from_pil(im, path)
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise InputError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+        except UnidentifiedImageError:
+            raise InputError(f"{path}: not an image coin can read (PNG, JPEG, WebP, TIFF or BMP), or damaged") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{path}: the image is larger than the safety cap; pass --allow-huge if you trust "
+                             "it") from None
         except (OSError, SyntaxError, ValueError) as e:
-            raise InputError(f"{path}: cannot read image: {e}") from None
+            raise InputError(f"{path}: the image is damaged or cut short ({str(e).rstrip('.').lower()})") from None
 
     def _from_pil(self, im: Image.Image, path: Path) -> Signal:
         mode = im.mode

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError, OutputError
-from .base import Modality, Resolution, Signal, Target, first_line, psnr
+from .base import Modality, Placement, Resolution, Signal, Target, first_line, psnr
 
 MAX_VOXELS = 1 << 28
 MAX_VOLUMES = 256
@@ -46,7 +46,8 @@ class MRIModality(Modality):
     def own_target(self, meta: dict, shape: tuple[int, ...], r: Resolution) -> Target | None:
         if r.voxel_size is None:
             return None
-        return Target(shape=self.shape_for_voxel_size(meta, shape, r.voxel_size))
+        out, placement = self.voxel_grid(meta, shape, r.voxel_size)
+        return Target(shape=out, placement=placement)
 
     def size_order(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return size  # volumes: X x Y x Z is already array order
@@ -113,24 +114,36 @@ class MRIModality(Modality):
     def voxel_size(self, meta: dict) -> tuple[float, float, float]:
         return tuple(float(z) for z in self.header(meta).get_zooms()[:3])
 
-    def shape_for_voxel_size(self, meta: dict, shape: tuple[int, ...], size: tuple[float, float, float]
-                             ) -> tuple[int, ...]:
-        """Samples per axis covering the same field of view at voxel size `size` (mm)."""
+    def voxel_grid(self, meta: dict, shape: tuple[int, ...], size: tuple[float, ...]
+                   ) -> tuple[tuple[int, ...], Placement]:
+        """Voxels of exactly `size` mm on a grid centred on the original field of view, as many per axis
+        as come nearest to covering it: (shape, placement in input voxels)."""
         if len(size) != 3 or not all(math.isfinite(s) and s > 0 for s in size):
             raise InputError("--voxel-size needs three positive sizes, e.g. 1,1,1")
-        return tuple(max(1, round(n * z / s)) for n, z, s in zip(shape, self.voxel_size(meta), size, strict=True))
+        out, placement = [], []
+        for n, z, s in zip(shape, self.voxel_size(meta), size, strict=True):
+            m, step = max(1, round(n * z / s)), s / z
+            out.append(m)
+            placement.append((n / 2 - (m - 1) * step / 2, step))
+        return tuple(out), tuple(placement)
 
-    def resampled(self, meta: dict, shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict:
-        """The header of the same field of view sampled on `out_shape`: voxel sizes and both
-        affines scaled so that output voxel centres land where the decoder evaluated them."""
-        if tuple(out_shape) == tuple(shape):
+    def resampled(self, meta: dict, shape: tuple[int, ...], out_shape: tuple[int, ...],
+                  placement: Placement | None = None) -> dict:
+        """The header of the volume sampled on `out_shape` (at `placement`, default spanning the same
+        field of view): voxel sizes and both affines set so that output voxel centres land where the
+        decoder evaluated them."""
+        if tuple(out_shape) == tuple(shape) and placement is None:
             return dict(meta)
         h = self.header(meta).copy()
-        f = np.array([n / m for n, m in zip(shape, out_shape, strict=True)], dtype=np.float64)
-        # Output voxel i sits at input index (i + 0.5) * f - 0.5 (pixel centres, see fit.py).
+        if placement is None:
+            f = np.array([n / m for n, m in zip(shape, out_shape, strict=True)], dtype=np.float64)
+            offset = 0.5 * f - 0.5  # output voxel i sits at input index (i + 0.5) * f - 0.5 (pixel centres)
+        else:
+            f = np.array([step for _, step in placement], dtype=np.float64)
+            offset = np.array([first for first, _ in placement], dtype=np.float64) - 0.5
         to_old = np.eye(4)
         to_old[:3, :3] = np.diag(f)
-        to_old[:3, 3] = 0.5 * f - 0.5
+        to_old[:3, 3] = offset
         sform, scode = h.get_sform(coded=True)
         qform, qcode = h.get_qform(coded=True)
         zooms = list(h.get_zooms())
