@@ -39,14 +39,16 @@ from .common import DEVICE, console
 @click.option("--record-in-codecs", is_flag=True, help="Write the measured points into the codecs' cards.")
 @click.option("--no-postfilter", "no_postfilter", is_flag=True,
               help="Measure the normative decode: skip the codecs' post-filters (use a separate --out).")
+@click.option("--preset", type=click.Choice(["fast", "default", "max"]), default="default", show_default=True,
+              help="The coin codecs' encoder preset (use a separate --out for each).")
 @DEVICE
 def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, reference: str, limit: int | None,
-          record_in_codecs: bool, no_postfilter: bool, device: str) -> None:
+          record_in_codecs: bool, no_postfilter: bool, preset: str, device: str) -> None:
     """Rate-distortion of coin codecs and baselines on SUITE (a named suite or a folder):
     real file sizes, PSNR, times; JSON, CSV, a plot and a BD-rate table."""
-    if no_postfilter and record_in_codecs:  # the cards give the output `coin decode` writes by default
-        raise InputError("--no-postfilter and --record-in-codecs do not go together: the codecs' cards "
-                         "give the post-filtered output")
+    if (no_postfilter or preset != "default") and record_in_codecs:  # the cards give what coin writes by default
+        raise InputError("--record-in-codecs records the default preset's post-filtered output: not with "
+                         "--no-postfilter or another --preset")
     t_start = time.perf_counter()
     spec, files = benchmod.suite_files(suite, Path(data_root))
     files = files[:limit]
@@ -71,7 +73,7 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
             runnable.append(b)
     if any(b.name == "hevc-444" for b in runnable):
         console.print("note: HEVC intra 4:4:4 (libheif/x265) stands in for BPG, which has no package here")
-    rows, n_new = measure(spec, files, coin_names, runnable, out_dir, device, not no_postfilter, t_start)
+    rows, n_new = measure(spec, files, coin_names, runnable, out_dir, device, not no_postfilter, t_start, preset)
     wanted = set(coin_names) | {b.name for b in runnable}
     rows = [r for r in rows if r["codec"] in wanted and r["file"] in {p.name for p in files}]
     decode = "; normative decode, post-filter skipped" if no_postfilter else ""
@@ -109,7 +111,7 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
 
 
 def measure(spec: benchmod.Suite, files: list[Path], coin_names: list[str], runnable: list, out_dir: Path,
-            device: str, postfilter: bool, t_start: float) -> tuple[list[dict], int]:
+            device: str, postfilter: bool, t_start: float, preset: str = "default") -> tuple[list[dict], int]:
     """Every row of the suite, those already in `out_dir` kept (resume): file by file, so an interrupted
     run keeps whole files. Returns (all rows, how many this run measured)."""
     previous = benchmod.read_rows(out_dir)
@@ -124,8 +126,8 @@ def measure(spec: benchmod.Suite, files: list[Path], coin_names: list[str], runn
             progress.update(task, advance=1, description=what)
 
         for i, path in enumerate(files, 1):
-            new = (benchmod.coin_rows([path], coin_names, device, tick, done, spec, postfilter=postfilter)
-                   if coin_names else [])
+            new = (benchmod.coin_rows([path], coin_names, device, tick, done, spec, postfilter=postfilter,
+                                      preset=preset) if coin_names else [])
             for b in runnable:
                 new += benchmod.baseline_rows([path], b, done, tick, spec)
             benchmod.append_rows(out_dir, new)
