@@ -106,7 +106,7 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
                   f"results, rd.png and bd-rate.json in {out}")
     if record_in_codecs:
         command = "coin bench " + " ".join(sys.argv[2:]).replace(" --record-in-codecs", "")
-        for name in benchmod.record_in_codecs(summary, spec.name, command, spec.unit, spec.modality):
+        for name in benchmod.record_in_codecs(summary, spec.name, command, spec.unit):
             console.print(f"recorded in codec {name}")
 
 

@@ -25,6 +25,7 @@ from ..encoder import Encoder, encode_each
 from ..errors import InputError
 from ..modalities import Modality, Signal
 from ..modalities.image import to_uint8
+from ..training.cards import write_card
 from .baselines import Baseline
 from .rd import matched
 
@@ -284,16 +285,10 @@ def write_results(out: Path, rows: list[dict], descriptions: dict[str, str],
     return summary
 
 
-QUALITY_NOTE = {"image": "8-bit RGB output", "audio": "waveform normalised to [0, 1]",
-                "mri": "whole volume, intensities normalised to [0, 1]", "climate": "over the file's value range"}
-
-
-def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, unit: str = "bpp",
-                     modality: str = "image") -> list[str]:
-    """Write the measured point of each coin codec into its config.json ("measured") and model card.
-
-    Neither is part of the codec hash, so files written before stay decodable.
-    """
+def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, unit: str = "bpp") -> list[str]:
+    """Write the measured point of each coin codec into its config.json ("measured", with this machine)
+    and write its model card again from the config. Neither is part of the codec hash, so files
+    written before stay decodable."""
     done = []
     for name, pts in summary.items():
         folders = codecs.available()
@@ -304,31 +299,15 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, u
         cfg = json.loads(cfg_path.read_text())
         cfg["measured"] = {"data": suite, "files": p["files"], "unit": unit, unit: round(p["bpp"], 4),
                            "psnr_db": round(p["psnr"], 3), "encode_s": round(p["encode_s"], 2),
-                           "decode_s": round(p["decode_s"], 2), "command": command}
+                           "decode_s": round(p["decode_s"], 2), "hardware": hardware_description(),
+                           "command": command}
         for k in ("snr", "rmse", "max_error"):
             if k in p:
                 cfg["measured"][k if k != "snr" else "snr_db"] = round(p[k], 4)
-        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-        card_path = folder / "MODEL_CARD.md"
-        # Replace the "Measured" section only: sections after it (the post-filter's) stay.
-        head, _, rest = card_path.read_text().partition("\n## Measured")
-        nxt = rest.find("\n## ")
-        tail = rest[nxt:].rstrip() + "\n" if rest and nxt >= 0 else ""
-        card = head.rstrip() + "\n"
-        through = " through the codec's post-filter," if "postfilter" in cfg else ""
-        quality = (f"- PSNR {p['psnr']:.2f} dB ({QUALITY_NOTE.get(modality, modality)},{through} mean over "
-                   "files)\n")
-        if "snr" in p:
-            quality += f"- SNR {p['snr']:.2f} dB\n"
-        if "rmse" in p:
-            quality += f"- RMSE {p['rmse']:.4g}, maximum error {p['max_error']:.4g} (the variable's units)\n"
-        card += (f"\n## Measured on {suite} ({p['files']} files)\n\n"
-                 f"- rate {p['bpp']:.4f} {unit} (real file sizes, headers included)\n{quality}"
-                 f"- encode {p['encode_s']:.1f} s, decode {p['decode_s']:.2f} s per file on "
-                 f"{hardware_description()}\n- reproduce: `{command}`\n" + tail)
-        tmp = card_path.with_name(card_path.name + ".tmp")
-        tmp.write_text(card)
-        tmp.replace(card_path)
+        tmp = cfg_path.with_name(cfg_path.name + ".tmp")
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+        tmp.replace(cfg_path)
+        write_card(folder)
         done.append(name)
     codecs.clear_cache()
     return done

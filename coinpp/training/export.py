@@ -25,7 +25,8 @@ from ..model import LatentModulatedSiren
 from ..patching import CellLayout, patch_coordinates, split
 from ..presets import EncoderPreset
 from ..quantize import Quantizer
-from ..spec import RateModel, SirenConfig, codec_hash, default_phases
+from ..spec import RateModel, codec_hash, default_phases
+from .cards import write_card
 from .data import CropSampler
 from .meta import load_checkpoint
 from .tables import context_prior, frequency_table
@@ -34,9 +35,10 @@ ADAPT_CHOICES = (4, 8, 16, 32, 64, 128, 256)  # weights of the context prior, in
 
 
 def write_folder(folder: Path, config: dict, net: LatentModulatedSiren, quantizer: Quantizer,
-                 table: np.ndarray, model_card: str, delta_table: np.ndarray | None = None,
+                 table: np.ndarray, model_card: str | None = None, delta_table: np.ndarray | None = None,
                  context_prior: np.ndarray | None = None) -> Codec:
-    """Write a codec folder (config gets its hash) and load it back to verify."""
+    """Write a codec folder (config gets its hash; the model card, unless given, from the config) and load
+    it back to verify."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -56,7 +58,10 @@ def write_folder(folder: Path, config: dict, net: LatentModulatedSiren, quantize
         config["transform"] = "principal-components"
     config["hash"] = codec_hash(folder, config).hex()
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (folder / "MODEL_CARD.md").write_text(model_card)
+    if model_card is None:
+        write_card(folder)
+    else:
+        (folder / "MODEL_CARD.md").write_text(model_card)
     clear_cache()
     return load_folder(folder)
 
@@ -158,7 +163,7 @@ def _context_tables(fitted: TableLatents, q: Quantizer, symbols: np.ndarray, buc
 
 def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root: Path, name_prefix: str,
                   bits_list: list[int], encode_steps: int, table_patches: int = 4096,
-                  seed: int = 0, device: str = "auto", extra_card: str = "",
+                  seed: int = 0, device: str = "auto",
                   clip_std: float | list[float] = 3.0, coords: np.ndarray | None = None,
                   context: int | None = None, refine: dict | None = None,
                   val_signals: list[np.ndarray] | None = None, allocate: bool = False,
@@ -222,62 +227,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
             config["training"]["quantizer_allocation"] = "equal-distortion"
         if decorrelate:
             config["training"]["quantizer_transform"] = "principal-components"
-        card = model_card(name, cfg, state, patch, bits, clip, q, preset, coords is not None, sensitivity is not None,
-                          decorrelate, delta is not None, context, adapt, fitted.count, extra_card)
-        write_folder(root / name, config, net, q, table, card, delta, prior)
+        if cfg.get("half_inner"):
+            config["training"]["half_inner"] = cfg["half_inner"]
+        write_folder(root / name, config, net, q, table, None, delta, prior)
         written.append(root / name)
     return written
-
-
-def model_card(name: str, cfg: dict, state: dict, patch: tuple[int, ...], bits: int, clip: float, q: Quantizer,
-               preset: EncoderPreset, fields: bool, allocated: bool, decorrelate: bool, series: bool,
-               context: int | None, adapt: int, table_count: int, extra: str = "") -> str:
-    """An exported codec's model card: model, intended use, training, evaluation, limitations."""
-    arch = SirenConfig.from_dict(cfg["model"])
-    quant = f"{bits}-bit per-dimension quantization (mean ± {clip:g} std)"
-    if allocated:
-        quant = (f"per-dimension quantizer steps for equal output distortion (their geometric mean that of "
-                 f"{bits}-bit steps over mean ± {clip:g} std; {q.bits}-bit symbols)")
-    if decorrelate:
-        quant = (f"the latent's principal components (from the training latents) quantized with one step, "
-                 f"the geometric mean of {bits}-bit per-dimension steps over mean ± {clip:g} std "
-                 f"({q.bits}-bit symbols)")
-    layout = f"{patch[0]}-sample" if len(patch) == 1 else "x".join(map(str, patch))
-    layout = "one latent per whole field (points on the sphere)" if fields else f"{layout} patches"
-    if arch.cell:
-        layout = (f"a latent grid (one latent per {arch.cell}x{arch.cell} cell at its centre, interpolated linearly "
-                  f"between centres; the network sees {arch.frequencies} harmonics of the position in the cell; "
-                  f"trained on {cfg['patch'][0]}x{cfg['patch'][1]} crops)")
-    coding = " (each field coded as its difference from the field before)" if series else ""
-    if context is not None:
-        coding = (f", adapted to each file and chosen by the mean of the left and upper neighbours' symbols "
-                  f"({context} buckets per dimension, prior worth {adapt} symbols, the weight that coded the "
-                  "validation images shortest)")
-    encoder = f"{preset.sgd_steps} meta-learned SGD steps"
-    if preset.adam is not None:
-        a = preset.adam
-        rate = f"lr {a.lr}" + (" quantizer steps" if a.lr_unit == "quantizer-step" else "")
-        rate += f", a rate term of {a.rate_lambda:g} MSE per bit" if a.rate_lambda else ""
-        encoder += f", then {a.steps} Adam steps ({rate}){' through the quantizer' if a.quantized else ''}"
-    half = cfg.get("half_inner", 0)
-    half_text = f" (the first {half} on alternate checkerboard halves of each patch)" if half else ""
-    held_out = ("whole fields; the latest fields of each file held out for validation" if fields else
-                f"random crops; {cfg['val_files']} file(s) held out for validation")
-    return (f"# {name}\n\n## Model\n\nCOIN++ {cfg['modality']} codec: "
-            f"{'GridModulatedSiren' if arch.cell else 'LatentModulatedSiren'} {arch.tag} "
-            f"({arch.depth} sine layers of width {arch.width}, w0 {arch.w0}, latent {arch.latent_dim}, "
-            f"meta-SGD {'on' if arch.meta_sgd else 'off'}"
-            f"{f', coordinates x{arch.coord_scale:g}' if arch.coord_scale != 1 else ''}), {layout}, {quant}, "
-            f"{'per-component' if decorrelate else 'per-dimension'} entropy tables{coding}. "
-            f"Default encoder: {encoder}.\n\n"
-            f"## Intended use\n\nCompressing {cfg['modality']} data like its training data with `coin encode "
-            f"--codec {name}`.\n\n"
-            f"## Training data\n\n- `{cfg['data']}` ({held_out})\n\n"
-            f"## Training procedure and hardware\n\n"
-            f"- outer steps: {state['step']} (best at {state['best_step']}), "
-            f"wall time {state['elapsed_s'] / 60:.1f} min, batch {cfg['batch']}, {cfg['inner_steps']} "
-            f"inner steps{half_text}, Adam lr {cfg['outer_lr']} with cosine decay over the last 30 %\n"
-            f"- hardware: {state.get('hardware', 'unknown')}\n"
-            f"- tables from {table_count} training {'fields' if fields else 'crops'}\n\n"
-            f"## Metrics and results\n\n- validation PSNR ({preset.sgd_steps} steps, unquantized): "
-            f"{state['best_val_psnr']:.2f} dB\n{extra}")

@@ -22,6 +22,7 @@ from ..encoder import Encoder, encode_each
 from ..modalities import Signal
 from ..postfilter import FILE, VIEWS, PostFilter, apply, file_sha256, usable_views, view_positions
 from ..spec import PostFilterSpec
+from .cards import write_card
 
 
 @torch.no_grad()
@@ -244,40 +245,14 @@ def load_pairs(path: Path, key: dict) -> dict[str, list[tuple[np.ndarray, np.nda
 
 
 def install(folder: Path, net: PostFilter, training: dict) -> None:
-    """Put a post-filter into a codec folder: its weights, an entry in config.json and a section in
-    the model card (each written atomically). The codec's hash does not cover it, so files already
-    written stay valid."""
+    """Put a post-filter into a codec folder: its weights and an entry in config.json (written
+    atomically), and the model card written again from the config. The codec's hash does not cover
+    it, so files already written stay valid."""
     folder = Path(folder)
-    cfg_path, card_path = folder / "config.json", folder / "MODEL_CARD.md"
+    cfg_path = folder / "config.json"
     config = json.loads(cfg_path.read_text())
     config["postfilter"] = {**save(net, folder), "training": training}
-    card = card_path.read_text() if card_path.exists() else f"# {config.get('name', folder.name)}\n"
-    if "\n## Post-filter\n" in card:  # replace the section an earlier filter wrote
-        head, _, rest = card.partition("\n## Post-filter\n")
-        nxt = rest.find("\n## ")
-        card = head + (rest[nxt:] if nxt >= 0 else "\n")
-    n_params = sum(p.numel() for p in net.parameters())
-    card = card.rstrip("\n") + "\n\n## Post-filter\n\n" + (
-        f"Decoded images on their own grid pass through a {net.cfg.layers}-layer 3x3 CNN ({net.cfg.channels} "
-        f"channels, {n_params:,} weights; `postfilter.safetensors`) that corrects the network's output"
-        + (f", averaged over {net.views} flipped and transposed views of the image" if net.views > 1 else "")
-        + "; "
-        "`coin decode --no-postfilter` skips it. It is not part of the bitstream or the codec hash.\n\n"
-        f"- trained: {training.get('steps')} Adam steps (best at {training.get('best_step')}), "
-        f"{training.get('wall_time_s')} s on {training.get('hardware', 'unknown hardware')}"
-        + (f", starting from `{training['init']}`'s filter" if training.get("init") else "") + "\n"
-        f"- on: {training.get('crops')} decoded crops of {training.get('data')} by "
-        f"{', '.join(training.get('codecs', []))}\n"
-        f"- validation (held-out photos): {training.get('val_psnr_gain_db', 0):+.3f} dB PSNR"
-        + (f" ({training['val_psnr_gain_views_db']:+.3f} dB averaged over {net.views} views)"
-           if "val_psnr_gain_views_db" in training else "") + "\n"
-        + ("- trained on flipped and transposed views of the crops too\n" if training.get("augment") else "")
-        + (f"- gain by number of views averaged, on {training['views_measured']['on']}: "
-           + ", ".join(f"{v} {'view' if v == '1' else 'views'} {g:+.3f} dB"
-                       for v, g in training["views_measured"]["gain_db"].items()) + "\n"
-           if "views_measured" in training else "")
-        + (f"- command: `{training['command']}`\n" if training.get("command") else ""))
-    for path, text in ((cfg_path, json.dumps(config, indent=2) + "\n"), (card_path, card)):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    tmp = cfg_path.with_name(cfg_path.name + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    tmp.replace(cfg_path)
+    write_card(folder)
