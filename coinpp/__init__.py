@@ -3,4 +3,4 @@
 from .errors import CoinError
 
 __all__ = ["CoinError"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
