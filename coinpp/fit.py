@@ -323,44 +323,81 @@ def loss_and_input_grad(net: PostFilter, image: torch.Tensor, target: torch.Tens
     as the receptive field and the halos' gradients summed, so the gradient is the whole image's (up
     to float rounding) with memory bounded by the tile. The error needs every view's output before
     any backward pass can start; where the graphs of all views and tiles fit in `keep_bytes` (default
-    KEEP_GRAPH_BYTES; a Kodak image at 4 views needs about 1 GB) they are kept from that one forward
-    pass, else each tile is evaluated a second time for its backward pass (a third more time).
+    KEEP_GRAPH_BYTES; a Kodak image at 4 views needs about 1 GB) they are kept from one forward pass
+    over whole views, else the image is walked tile by tile, every view of a tile at once, which bounds
+    the memory by one tile's graphs whatever the image size (large photos).
     """
     views = net.views if views is None else views
     period = net.cfg.period
     _, h, w = image.shape
     chosen = usable_views(period)[:views]
     kept = graph_bytes(net, h, w, views) <= (KEEP_GRAPH_BYTES if keep_bytes is None else keep_bytes)
+    if not kept:
+        return _loss_and_input_grad_by_tiles(net, image, target, chosen, tile)
     graphs = []
-    if kept:
-        total = torch.zeros_like(image)
-        for view in chosen:
-            x = to_view(image, view)
-            out = torch.empty_like(x)
-            graphs.append(list(_tile_graphs(net, x, view, (h, w), tile)))
-            for _, y, _, (y0, x0) in graphs[-1]:
-                out[:, y0 : y0 + y.shape[1], x0 : x0 + y.shape[2]] = y.detach()
-            total += from_view(out, view)
-        err = total / views - target
-    else:
-        with torch.no_grad():
-            mean = apply(net, image.permute(1, 2, 0).cpu().numpy(), image.device, tile, views)
-        err = torch.from_numpy(mean).permute(2, 0, 1).to(image.device) - target
+    total = torch.zeros_like(image)
+    for view in chosen:  # every view's graphs kept from this one forward pass
+        x = to_view(image, view)
+        out = torch.empty_like(x)
+        graphs.append(list(_tile_graphs(net, x, view, (h, w), tile)))
+        for _, y, _, (y0, x0) in graphs[-1]:
+            out[:, y0 : y0 + y.shape[1], x0 : x0 + y.shape[2]] = y.detach()
+        total += from_view(out, view)
+    err = total / views - target
     scaled = err * (2.0 / views)  # d(sum of err^2)/d(each view's output)
     grad = torch.zeros_like(image)
     for i, view in enumerate(chosen):
-        x = to_view(image, view)
         e = to_view(scaled, view)
-        g = torch.zeros_like(x)
-        # kept: the graphs of the forward pass above; else each tile is evaluated again, one at a time
-        for region, y, (ya, xa), (y0, x0) in (graphs[i] if kept else _tile_graphs(net, x, view, (h, w), tile)):
+        g = torch.zeros_like(to_view(image, view))
+        for region, y, (ya, xa), (y0, x0) in graphs[i]:
             ty, tx = y.shape[1], y.shape[2]
             (g_region,) = torch.autograd.grad(y, region, grad_outputs=e[:, y0 : y0 + ty, x0 : x0 + tx])
             g[:, ya : ya + region.shape[2], xa : xa + region.shape[3]] += g_region[0]
-        if kept:
-            graphs[i] = []  # spent: free them as we go
+        graphs[i] = []  # spent: free them as we go
         grad += from_view(g, view)
     return float(err.double().pow(2).sum()), grad
+
+
+def _view_origin(view: tuple[bool, bool, bool], shape: tuple[int, int], rows: tuple[int, int],
+                 cols: tuple[int, int]) -> tuple[int, int]:
+    """Where the source region rows x cols starts in a view's coordinates (its first row and column)."""
+    transpose, flip_rows, flip_cols = view
+    ranges, sizes = (rows, cols), shape
+    a, b = (1, 0) if transpose else (0, 1)  # the source axis behind the view's rows and columns
+    vy = sizes[a] - ranges[a][1] if flip_rows else ranges[a][0]
+    vx = sizes[b] - ranges[b][1] if flip_cols else ranges[b][0]
+    return vy, vx
+
+
+def _loss_and_input_grad_by_tiles(net: PostFilter, image: torch.Tensor, target: torch.Tensor,
+                                  chosen: tuple[tuple[bool, bool, bool], ...], tile: int) -> tuple[float, torch.Tensor]:
+    """loss_and_input_grad one source tile at a time: the tile with its halo, seen in every view (its
+    phase features those of the view's coordinates), averaged, its error and its gradient. Holds the
+    graphs of one tile's views, and no whole-image array but the gradient."""
+    _, h, w = image.shape
+    n = len(chosen)
+    grad = torch.zeros_like(image)
+    loss = 0.0
+    for (ya, yb, xa, xb), (y0, x0, ty, tx) in tiles(h, w, tile, net.halo):
+        outs, leaves = [], []
+        with torch.enable_grad():
+            for view in chosen:
+                leaf = to_view(image[:, ya:yb, xa:xb], view).detach().requires_grad_(True)  # (3, hv, wv)
+                vy, vx = _view_origin(view, (h, w), (ya, yb), (xa, xb))
+                pos = view_positions(net.cfg.period, view, (h, w), vy, vx, leaf.shape[1], leaf.shape[2], image.device)
+                y = from_view(net(leaf[None], pos)[0], view)  # back in the source's orientation
+                outs.append(y[:, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx])
+                leaves.append(leaf)
+        total = torch.zeros_like(outs[0])
+        for y in outs:
+            total += y.detach()
+        err = total / n - target[:, y0 : y0 + ty, x0 : x0 + tx]
+        loss += float(err.double().pow(2).sum())
+        scaled = err * (2.0 / n)
+        for y, leaf, view in zip(outs, leaves, chosen, strict=True):
+            (g,) = torch.autograd.grad(y, leaf, grad_outputs=scaled)
+            grad[:, ya:yb, xa:xb] += from_view(g, view)
+    return loss, grad
 
 
 def graph_bytes(net: PostFilter, h: int, w: int, views: int, tile: int = TILE) -> int:

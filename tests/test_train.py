@@ -117,7 +117,7 @@ def test_cli_export_with_neighbour_context_and_refinement(tmp_path, monkeypatch)
     from coinpp.training.export import ADAPT_CHOICES
 
     assert c.entropy.adapt in ADAPT_CHOICES
-    assert "neighbours' symbols" in (c.folder / "MODEL_CARD.md").read_text()
+    assert "left and upper neighbours" in (c.folder / "MODEL_CARD.md").read_text()
     monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
     codecs.clear_cache()
     image = modalities.get("image")
@@ -174,7 +174,7 @@ def test_cli_train_climate_on_whole_fields_with_held_out_hours(tmp_path, monkeyp
     assert "fields 0..7 train, 8..9 validation" in r.output
     c = codecs.load_folder(tmp_path / "codecs" / "clim-t-b5")
     assert c.net.cfg.in_dim == 3 and c.net.cfg.coord_scale == 4 and c.entropy.delta_table.shape == (4, 63)
-    assert "difference from the field before" in (c.folder / "MODEL_CARD.md").read_text()
+    assert "difference from the one before" in (c.folder / "MODEL_CARD.md").read_text()
     monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
     codecs.clear_cache()
     climate = modalities.get("climate")

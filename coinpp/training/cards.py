@@ -105,9 +105,8 @@ def use_text(config: dict, rung: str) -> str:
 
 def training_text(config: dict) -> str:
     t = config.get("training", {})
-    if not t:
-        return "Not recorded."
-    lines = [f"- {t.get('steps', '?')} outer steps of meta-learning (best at step {t.get('best_step', '?')}), "
+    lines = [] if not t else [
+             f"- {t.get('steps', '?')} outer steps of meta-learning (best at step {t.get('best_step', '?')}), "
              f"batch {t.get('batch', '?')}, {t.get('inner_steps', '?')} inner steps, Adam at "
              f"{t.get('outer_lr', '?')} with cosine decay over the last 30 %, seed {t.get('seed', 0)}",
              f"- {t.get('wall_time_s', 0) / 60:.0f} minutes on {t.get('hardware', 'unknown hardware')}",
@@ -119,13 +118,18 @@ def training_text(config: dict) -> str:
         views = config["postfilter"].get("views", 1)
         lines.append(f"- post-filter: {config['postfilter']['layers']} convolutions (3x3, "
                      f"{config['postfilter']['channels']} channels), {pf.get('steps')} Adam steps on "
-                     f"{pf.get('crops')} decoded {pf.get('crop_size')}-pixel crops of the training photos, "
+                     f"{pf.get('crops')} decoded {pf.get('crop_size')}-pixel crops of the training photos"
+                     + (f" starting from `{pf['init']}`'s filter" if pf.get("init") else "") + ", "
                      f"{pf.get('wall_time_s', 0) / 60:.0f} minutes on {pf.get('hardware', 'unknown hardware')}; "
                      f"{pf.get('val_psnr_gain_db', 0):+.3f} dB on held-out crops"
                      + (f", {pf['val_psnr_gain_views_db']:+.3f} dB averaged over {views} views as decoding does"
                         if "val_psnr_gain_views_db" in pf else "")
                      + (f"; `{pf['command']}`" if pf.get("command") else ""))
-    return "\n".join(lines)
+        if "views_measured" in pf:
+            gains = pf["views_measured"]["gain_db"]
+            lines.append(f"- post-filter gain by views averaged, on {pf['views_measured']['on']}: "
+                         + ", ".join(f"{v} {'view' if v == '1' else 'views'} {g:+.3f} dB" for v, g in gains.items()))
+    return "\n".join(lines) or "Not recorded."
 
 
 def presets_text(config: dict) -> str:
