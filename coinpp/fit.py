@@ -314,7 +314,7 @@ def quantize_ste(quantizer: Quantizer, latents: torch.Tensor) -> torch.Tensor:
 
 
 def loss_and_input_grad(net: PostFilter, image: torch.Tensor, target: torch.Tensor, views: int | None = None,
-                        tile: int = TILE, keep_bytes: int | None = None) -> tuple[float, torch.Tensor]:
+                        tile: int | None = None, keep_bytes: int | None = None) -> tuple[float, torch.Tensor]:
     """For an encoder that sees the filter: the squared error of `apply`'s output (the average over
     `views`, not clipped) against `target`, summed over all values, and its gradient with respect to
     `image`. image and target (3, H, W) on the filter's device, image in [0, 1].
@@ -328,10 +328,11 @@ def loss_and_input_grad(net: PostFilter, image: torch.Tensor, target: torch.Tens
     the memory by one tile's graphs whatever the image size (large photos).
     """
     views = net.views if views is None else views
+    tile = TILE if tile is None else tile  # (read here, not at import: a test walks tiny tiles)
     period = net.cfg.period
     _, h, w = image.shape
     chosen = usable_views(period)[:views]
-    kept = graph_bytes(net, h, w, views) <= (KEEP_GRAPH_BYTES if keep_bytes is None else keep_bytes)
+    kept = graph_bytes(net, h, w, views, tile) <= (KEEP_GRAPH_BYTES if keep_bytes is None else keep_bytes)
     if not kept:
         return _loss_and_input_grad_by_tiles(net, image, target, chosen, tile)
     graphs = []

@@ -662,3 +662,20 @@ def test_cli_encode_fast_skips_the_steps_through_the_filter_and_decodes_the_same
     assert decode_bytes(quick, device="cpu")[0].values.shape == (24, 40, 3)
     bad = CliRunner().invoke(cli, ["encode", str(src), "-o", str(tmp_path / "b.coin"), "--method", "coin", "--fast"])
     assert bad.exit_code != 0 and "--fast" in bad.output and "Traceback" not in bad.output
+
+
+def test_filter_steps_walked_in_tiny_tiles_write_the_same_file(tiny_codec, monkeypatch):
+    """The tile-by-tile path (large photos) against the whole-view path: the same bytes."""
+    image = modalities.get("image")
+    _install(tiny_codec)
+    c = _set_refine(tiny_codec, {"steps": 2, "latent_lr": 0.01, "quantized": False, "filter_steps": 4,
+                                 "filter_lr": 0.01})
+    signal = _image(40, 56)
+    whole = Encoder(c, image, device="cpu").encode(signal).data
+    walked = []
+    real = fit._loss_and_input_grad_by_tiles
+    monkeypatch.setattr(fit, "_loss_and_input_grad_by_tiles", lambda *a: walked.append(a[-1]) or real(*a))
+    monkeypatch.setattr(fit, "KEEP_GRAPH_BYTES", 0)
+    monkeypatch.setattr(fit, "TILE", 8)
+    assert Encoder(c, image, device="cpu").encode(signal).data == whole
+    assert walked and set(walked) == {8}
