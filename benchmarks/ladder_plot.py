@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from coinpp import spec as specs
+from coinpp import ladders
 from coinpp.evaluation.bench import SUITES
 from coinpp.evaluation.plots import load_published, plot
 
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/kodak/ladder.png"))
     args = ap.parse_args()
     summary = json.loads(args.summary.read_text())
-    ladder = specs.ladders().by_modality["image"]
+    ladder = ladders.ladders().by_modality["image"]
     curves = {"ladder (-q 1..7)": sorted((p["bpp"], p["psnr"]) for n in ladder.rungs for p in summary[n])}
     curves |= {b: [(p["bpp"], p["psnr"]) for p in summary[b]] for b in BASELINES if b in summary}
     published = {k: v for k, v in load_published(args.reference, SUITES["kodak"]).items() if "COIN++" in k}

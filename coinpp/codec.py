@@ -14,6 +14,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file as load_torch
 
+from . import ladders
 from . import spec as specs
 from .entropy import EntropyModel
 from .errors import CodecError
@@ -24,9 +25,9 @@ from .presets import EncoderPreset
 from .quantize import Quantizer
 from .spec import CodecSpec
 
-DEFAULT_CODECS = specs.DEFAULT_CODECS
+DEFAULT_CODECS = ladders.DEFAULT_CODECS
 available = specs.available
-default_for = specs.default_for
+default_for = ladders.default_for
 
 
 @dataclass(frozen=True, eq=False)

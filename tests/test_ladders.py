@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import make_tiny_codec
 
 from coinpp import codec as codecs
-from coinpp import modalities
+from coinpp import ladders, modalities
 from coinpp import spec as specs
 from coinpp.cli import cli
 from coinpp.encoder import Encoder, RateSearch, encode_to_rate
@@ -27,7 +27,7 @@ def ladder(tiny_codec) -> Path:
     root = Path(os.environ["COIN_CODECS_PATH"])
     for bits in (3, 6):
         make_tiny_codec(root, f"tiny-b{bits}", bits=bits)
-    (root / specs.LADDERS_FILE).write_text(json.dumps(
+    (root / ladders.LADDERS_FILE).write_text(json.dumps(
         {"image": {"unit": "bpp", "default": "tiny-b4", "rungs": RUNGS}, "also": {}}))
     codecs.clear_cache()
     return root
@@ -125,7 +125,7 @@ def test_codecs_lists_the_ladder_in_full_when_piped(ladder):
 
 def test_the_shipped_ladders_are_ordered_and_complete():
     root = Path(__file__).resolve().parent.parent / "codecs"
-    lad = specs.read_ladders(root)
+    lad = ladders.read_ladders(root)
     assert set(lad.by_modality) == {"image", "audio", "mri", "climate"}
     for modality, ladder in lad.by_modality.items():
         points = []
@@ -134,7 +134,7 @@ def test_the_shipped_ladders_are_ordered_and_complete():
             assert cfg["modality"] == modality
             points.append((cfg["measured"][ladder.unit], cfg["measured"]["psnr_db"]))
         assert points == sorted(points) and [q for _, q in points] == sorted(q for _, q in points), modality
-        assert specs.DEFAULT_CODECS[modality] == ladder.default
+        assert ladders.DEFAULT_CODECS[modality] == ladder.default
     assert all((root / n / "config.json").is_file() for n in lad.also)
     # Every shipped codec is on a ladder or named as also installed; the rest are legacy.
     assert {p.parent.name for p in root.glob("*/config.json")} == lad.names()

@@ -21,7 +21,8 @@ from coinpp.evaluation.conformance import ROOT
 PACKAGE = Path(__file__).resolve().parent.parent / "coinpp"
 
 # The path from bytes to symbols, and what `coin info` and `coin codecs` need.
-FORMAT = {"coinpp.container", "coinpp.entropy", "coinpp.spec", "coinpp.presets", "coinpp.bitstream", "coinpp.quantize",
+FORMAT = {"coinpp.container", "coinpp.entropy", "coinpp.spec", "coinpp.presets", "coinpp.ladders", "coinpp.bitstream",
+          "coinpp.quantize",
           "coinpp.errors", "coinpp.files", "coinpp.malloc", "coinpp.cli", "coinpp.cli.common", "coinpp.cli.inspect"}
 # Encoding and decoding.
 RUNTIME = {"coinpp.encoder", "coinpp.decoder", "coinpp.codec", "coinpp.fit", "coinpp.synthesis", "coinpp.postfilter",

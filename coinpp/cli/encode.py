@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .. import codec as codecs
-from .. import modalities, overfit
-from .. import spec as specs
+from .. import ladders, modalities, overfit
 from ..batch import encode_tree
 from ..decoder import decode_bytes
 from ..encoder import Encoder, RateSearch, encode_to_rate
@@ -154,7 +153,7 @@ def encode_coinpp(signal: Signal, modality: Modality, input: str, codec_name: st
     suffix = "" if preset == "default" else f", --preset {preset}"
     if targets:
         (unit, limit), = targets.items()
-        ladder = specs.ladder_for(modality.name)
+        ladder = ladders.ladder_for(modality.name)
         if unit != ladder.unit:
             raise InputError(f"{RATE_OPTIONS[unit]} does not apply to {modality.name}; "
                              f"give {RATE_OPTIONS[ladder.unit]}")
@@ -170,7 +169,7 @@ def encode_coinpp(signal: Signal, modality: Modality, input: str, codec_name: st
         q = ladder.rungs.index(enc.codec.name) + 1
         return enc.data, f"codec {enc.codec.name}, -q {q}, the best within {limit:g} {unit} (tried {tried}){suffix}"
     if quality is not None:
-        codec = codecs.load(specs.ladder_for(modality.name).rung(quality))
+        codec = codecs.load(ladders.ladder_for(modality.name).rung(quality))
     else:
         codec = codecs.load(codec_name or codecs.default_for(modality.name))
     data = Encoder(codec, modality, preset, steps, device, on_phase).encode(signal).data

@@ -8,6 +8,7 @@ import json
 import click
 from rich.table import Table
 
+from .. import ladders
 from .. import spec as specs
 from ..bitstream import parse
 from ..errors import CodecError, FormatError
@@ -58,7 +59,7 @@ def info(input: str, as_json: bool, allow_huge: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_codecs(show_all: bool, as_json: bool) -> None:
     """List each modality's quality ladder (-q 1 = smallest files) with its measured points."""
-    lad = specs.ladders()
+    lad = ladders.ladders()
     folders = specs.available()
     rung_of = {n: (m, i + 1) for m, ladder in lad.by_modality.items() for i, n in enumerate(ladder.rungs)}
     names = sorted(n for n in folders if show_all or listed(n, folders[n]))
@@ -96,7 +97,7 @@ def listed(name: str, folder) -> bool:
     root = folder.parent
     if root.name == "codecs-legacy":
         return False
-    return not (root / specs.LADDERS_FILE).is_file() or name in specs.read_ladders(root).names()
+    return not (root / ladders.LADDERS_FILE).is_file() or name in ladders.read_ladders(root).names()
 
 
 RATE_FLAG = {"bpp": "bpp", "kbps": "kbps", "bits/value": "bits-per-value"}
@@ -110,7 +111,7 @@ def codec_row(name: str, folder, rung: tuple[str, int] | None, note: str | None)
     measured = cfg.get("measured", {})
     unit = measured.get("unit", "bpp")
     return {"name": name, "modality": cfg.get("modality", "?"), "rung": rung[1] if rung else None,
-            "default": specs.DEFAULT_CODECS.get(cfg.get("modality")) == name, "rate": measured.get(unit),
+            "default": ladders.DEFAULT_CODECS.get(cfg.get("modality")) == name, "rate": measured.get(unit),
             "unit": unit, "psnr": measured.get("psnr_db"), "rmse": measured.get("rmse"),
             "encode_s": measured.get("encode_s"), "measured_on": measured.get("data"),
             "postfilter": "postfilter" in cfg, "note": note, "legacy": folder.parent.name == "codecs-legacy",
