@@ -56,21 +56,22 @@ class Decoder:
         if codec.net.cfg.cell and placement is not None:
             raise InputError(f"codec {codec.name!r} (a latent grid) decodes onto grids spanning the image only")
         if codec.net.cfg.cell:
-            values = np.concatenate([evaluate_latent_grid(codec.net, g, p.file.shape, shape, self.device)
-                                     for g in groups], axis=-1)
+            values = join([evaluate_latent_grid(codec.net, g, p.file.shape, shape, self.device) for g in groups])
         else:
-            values = np.concatenate([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, shape, self.device,
-                                                   placement=placement) for g in groups], axis=-1)
+            values = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, shape, self.device,
+                                         placement=placement) for g in groups])
+        np.clip(values, 0.0, 1.0, out=values)  # (in place: a large image's arrays are hundreds of MB each)
         own_grid = shape == tuple(p.file.shape) and placement is None
         if self.postfilter and codec.postfilter is not None and own_grid:
             try:
-                values = np.concatenate([apply_postfilter(codec.postfilter, np.clip(values[..., g : g + 3], 0.0, 1.0),
-                                                          pick_device(self.device), views=self.postfilter_views)
-                                         for g in range(0, values.shape[-1], 3)], axis=-1)
+                values = join([apply_postfilter(codec.postfilter, values[..., g : g + 3], pick_device(self.device),
+                                                views=self.postfilter_views) for g in range(0, values.shape[-1], 3)])
             except ValueError as e:  # a view count the filter's patch does not allow
                 raise InputError(f"--postfilter-views: {e}") from None
-        values = p.modality.from_network(np.clip(values, 0.0, 1.0), p.meta)
-        return Signal(values.astype(np.float32), p.modality.resampled(p.meta, p.file.shape, shape, placement))
+            np.clip(values, 0.0, 1.0, out=values)
+        values = p.modality.from_network(values, p.meta)
+        return Signal(values.astype(np.float32, copy=False),
+                      p.modality.resampled(p.meta, p.file.shape, shape, placement))
 
     def _decode_fields(self, p: Parsed, meta: dict) -> Signal:
         """Evaluate every field's latent at the points `meta` describes (any grid)."""
@@ -94,3 +95,8 @@ def decode_bytes(data: bytes, resolution: Resolution | None = None, device: str 
     p = parse(data, allow_huge)
     target = p.modality.target(p.meta, p.file.shape, resolution, allow_huge) if resolution is not None else None
     return Decoder(device, allow_huge, postfilter, postfilter_views).decode(p, target), p
+
+
+def join(parts: list[np.ndarray]) -> np.ndarray:
+    """Channel groups side by side (one group: itself, not a copy)."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)

@@ -114,23 +114,32 @@ def apply(net: PostFilter, image: np.ndarray, device: torch.device | str = "cpu"
         raise ValueError(f"views must be in 1..{len(usable)} for a {period[0]}x{period[1]} patch")
     h, w, _ = image.shape
     net = net.to(device)
-    source = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None].to(device)
+    source = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1).to(device)
     total = np.zeros((h, w, 3), dtype=np.float32)
     r = net.halo
     for view in usable[:views]:
-        transpose, flip_rows, flip_cols = view
-        x = to_view(source[0], view)[None]
-        vh, vw = x.shape[2], x.shape[3]
-        out = np.empty((vh, vw, 3), dtype=np.float32)
+        vh, vw = (w, h) if view[0] else (h, w)
+        # Tile by tile in the view's coordinates, each tile cut from the source and turned into the view
+        # (no whole view is copied), its output turned back and added where it belongs.
         for (ya, yb, xa, xb), (y0, x0, ty, tx) in tiles(vh, vw, tile, r):
-            pos = view_positions(period, view, (h, w), ya, xa, yb - ya, xb - xa, x.device)
-            y = net(x[:, :, ya:yb, xa:xb], pos)
-            out[y0 : y0 + ty, x0 : x0 + tx] = y[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx] \
-                .permute(1, 2, 0).cpu().numpy()
-        out = out[::-1] if flip_rows else out
-        out = out[:, ::-1] if flip_cols else out
-        total += out.transpose(1, 0, 2) if transpose else out
+            (ra, rb), (ca, cb) = source_box(view, (h, w), (ya, yb), (xa, xb))
+            region = to_view(source[:, ra:rb, ca:cb], view)[None]
+            pos = view_positions(period, view, (h, w), ya, xa, yb - ya, xb - xa, region.device)
+            y = net(region, pos)[0, :, y0 - ya : y0 - ya + ty, x0 - xa : x0 - xa + tx]
+            (sa, sb), (ta, tb) = source_box(view, (h, w), (y0, y0 + ty), (x0, x0 + tx))
+            total[sa:sb, ta:tb] += from_view(y, view).permute(1, 2, 0).cpu().numpy()
     return total / views if views > 1 else total
+
+
+def source_box(view: tuple[bool, bool, bool], shape: tuple[int, int], rows: tuple[int, int],
+               cols: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The source region (rows, cols) a view's region (rows x cols, in the view's coordinates) shows."""
+    transpose, flip_rows, flip_cols = view
+    axes = (1, 0) if transpose else (0, 1)  # the source axis behind the view's rows and columns
+    box: list[tuple[int, int]] = [(0, 0), (0, 0)]
+    for (a, b), axis, flipped in ((rows, axes[0], flip_rows), (cols, axes[1], flip_cols)):
+        box[axis] = (shape[axis] - b, shape[axis] - a) if flipped else (a, b)
+    return box[0], box[1]
 
 
 def tiles(vh: int, vw: int, tile: int, r: int

@@ -48,17 +48,15 @@ def evaluate_grid(net: LatentModulatedSiren, latents: torch.Tensor, shape: tuple
     counts = [math.ceil(s / p) for s, p in zip(shape, patch, strict=True)]
     places = placement or (None,) * len(shape)
     axes = [_axis_samples(s, o, p, a) for s, o, p, a in zip(shape, out_shape, patch, places, strict=True)]
-    ks = np.meshgrid(*[a[0] for a in axes], indexing="ij")
-    pid = np.ravel_multi_index([k.reshape(-1) for k in ks], counts)
-    locs = np.meshgrid(*[a[1] for a in axes], indexing="ij")
-    coords = np.stack([c.reshape(-1) for c in locs], axis=-1).astype(np.float32)
     shifts = net.latent_map(latents.to(dev))  # (P, L*W)
-    out = np.empty((coords.shape[0], net.cfg.out_dim), dtype=np.float32)
-    for start in range(0, coords.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        c = torch.from_numpy(coords[sl]).to(dev)
-        s = shifts[torch.from_numpy(pid[sl]).to(dev)]
-        out[sl] = net.forward_points(c, s).cpu().numpy()
+    n = math.prod(out_shape)
+    out = np.empty((n, net.cfg.out_dim), dtype=np.float32)
+    for start in range(0, n, chunk):  # each chunk's samples found from the axes: memory bounded by the chunk
+        idx = np.unravel_index(np.arange(start, min(start + chunk, n)), out_shape)
+        pid = np.ravel_multi_index([k[i] for (k, _), i in zip(axes, idx, strict=True)], counts)
+        c = np.stack([loc[i] for (_, loc), i in zip(axes, idx, strict=True)], axis=-1).astype(np.float32)
+        s = shifts[torch.from_numpy(pid).to(dev)]
+        out[start : start + len(c)] = net.forward_points(torch.from_numpy(c).to(dev), s).cpu().numpy()
     return out.reshape(*out_shape, net.cfg.out_dim)
 
 
