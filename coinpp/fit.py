@@ -213,22 +213,12 @@ def filtered_loss_and_latent_grad(net: LatentModulatedSiren, postfilter: PostFil
             kept.append(pre)
         else:
             outs.append(net(coords, part))
-    # (Whole-image arrays are freed as soon as they are spent: on a 24-megapixel photo each is 288 MB.)
     image = _patches_to_image(torch.cat(outs), patch, (h, w))
-    outs.clear()
-    clipped = image.clamp(0, 1)
-    inside = image == clipped  # the decoder clips before filtering: no gradient outside [0, 1]
-    del image
-    loss, g_image = loss_and_input_grad(postfilter, clipped, goal, views)
-    del clipped
-    g_image.mul_(inside)
-    del inside
-    if (h, w) != (rows * ph, cols * pw):  # partial patches at the edges: pad to whole patches
-        g = torch.zeros(c, rows * ph, cols * pw, device=dev)
-        g[:, :h, :w] = g_image
-        g_image = g
-    g = g_image.reshape(c, rows, ph, cols, pw).permute(1, 3, 2, 4, 0).reshape(rows * cols, ph * pw, c)
-    del g_image
+    inside = (image >= 0) & (image <= 1)  # the decoder clips before filtering: no gradient outside
+    loss, g_image = loss_and_input_grad(postfilter, image.clamp(0, 1), goal, views)
+    g = torch.zeros(c, rows * ph, cols * pw, device=dev)
+    g[:, :h, :w] = g_image * inside
+    g = g.reshape(c, rows, ph, cols, pw).permute(1, 3, 2, 4, 0).reshape(rows * cols, ph * pw, c)
     scale = 1.0 / (ph * pw * c)  # per-patch-MSE units
     if keep:
         grad = torch.cat([net.latent_grad_from(pre, gp, scale) for pre, gp in zip(kept, g.split(chunk), strict=True)])
