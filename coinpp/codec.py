@@ -6,7 +6,6 @@ torch: the network's weights and the decoder-side post-filter's.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -93,12 +92,7 @@ class Codec:
                          f"(has: {', '.join(sorted({*self.spec.presets, 'fast', 'max'}))})")
 
     def weights_sha256(self) -> str:
-        return _weights_sha256(str(self.spec.weights))
-
-
-@lru_cache(maxsize=64)
-def _weights_sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return specs.file_sha256(self.spec.weights)
 
 
 def from_spec(spec: CodecSpec) -> Codec:

@@ -170,14 +170,15 @@ def weights_path(folder: Path, config: dict) -> Path:
     for root in (Path(folder).parent, *search_path()):
         shared = root / NETWORKS / f"{digest}.safetensors"
         if shared.exists():
-            if _file_sha256(shared) != digest:
+            if file_sha256(shared) != digest:
                 raise ValueError(f"{shared} fails its SHA-256 check")
             return shared
     raise ValueError(f"the network {digest[:12]} is not installed (no {NETWORKS}/{digest}.safetensors)")
 
 
 @lru_cache(maxsize=64)
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a network file, read once per process (networks are shared by several codecs)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
