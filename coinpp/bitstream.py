@@ -16,6 +16,7 @@ from . import spec as specs
 from .entropy import Layout
 from .errors import CodecError, FormatError
 from .modalities import Modality
+from .residual import ResidualLayer
 from .spec import CodecSpec
 
 
@@ -73,3 +74,9 @@ def decode_symbols(p: Parsed) -> np.ndarray:
         return p.spec.entropy.decode(p.file.payload, layout(p.file.shape, p.file.patch, p.file.groups))
     except ValueError as e:  # a layout the codec's entropy model cannot walk
         raise FormatError(f"corrupted header ({e})") from None
+
+
+def residual_layer(p: Parsed) -> ResidualLayer | None:
+    """The file's residual layer (its bound, on the file's own grid), or None."""
+    data = p.file.extra.get(container.RESIDUAL_TAG) if isinstance(p.file, container.CoinFile) else None
+    return None if data is None else ResidualLayer.from_bytes(data)

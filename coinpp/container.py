@@ -28,6 +28,12 @@ MAX_CHANNELS = 256
 MAX_PATCHES = 1 << 22
 MAX_NAME = 64
 
+# Flags (byte 5). A reader refuses a flag it does not know, so a file whose meaning changes with a
+# flag never decodes silently without it.
+FLAG_RESIDUAL = 0x01  # a RESI section follows the network's latents: bounded error on the file's own grid
+KNOWN_FLAGS = FLAG_RESIDUAL
+RESIDUAL_TAG = b"RESI"
+
 KIND_BASE_NETWORK = 0  # latents for a shared, shipped base network (COIN++)
 KIND_OVERFIT_NETWORK = 1  # the weights of a network overfitted to this one file (COIN)
 
@@ -157,7 +163,11 @@ def write_bytes(f: CoinFile | NetworkFile) -> bytes:
     grid = _grid(f.modality, f.shape, f.channels)
     grid += struct.pack(f"<{d}H", *f.patch) + struct.pack(f"<{d}H", *f.padding)
     grid += struct.pack("<BHI", f.bits, f.latent_dim, f.num_patches)
-    return _finish(f.flags, [(b"CDEC", cdec), (b"GRID", grid), (b"MODA", f.modality_meta), (b"DATA", f.payload)])
+    extra = sorted(f.extra.items())
+    if bool(f.flags & FLAG_RESIDUAL) != (RESIDUAL_TAG in f.extra):
+        raise ValueError("the residual flag and the RESI section go together")
+    return _finish(f.flags, [(b"CDEC", cdec), (b"GRID", grid), (b"MODA", f.modality_meta), (b"DATA", f.payload),
+                             *extra])
 
 
 class _Reader:
@@ -228,8 +238,8 @@ def read_bytes(data: bytes, allow_huge: bool = False) -> CoinFile | NetworkFile:
     (crc,) = struct.unpack("<I", data[-4:])
     if zlib.crc32(data[:-4]) != crc:
         raise FormatError("corrupted or truncated .coin file (checksum mismatch)")
-    if flags != 0:
-        raise FormatError(f"unsupported flags {flags:#x} in a version-1 file")
+    if flags & ~KNOWN_FLAGS:
+        raise FormatError(f"unsupported flags {flags:#x} in a version-1 file; upgrade coin")
     sections: dict[bytes, bytes] = {}
     r = _Reader(data[6:-4], "file")
     while r.pos < len(r.data):
@@ -241,9 +251,13 @@ def read_bytes(data: bytes, allow_huge: bool = False) -> CoinFile | NetworkFile:
     for tag in (b"CDEC", b"GRID", b"DATA"):
         if tag not in sections:
             raise FormatError(f"corrupted file (no {tag.decode()} section)")
+    if bool(flags & FLAG_RESIDUAL) != (RESIDUAL_TAG in sections):
+        raise FormatError("corrupted file (the residual flag and the RESI section disagree)")
 
     cdec = sections.pop(b"CDEC")
     if cdec[:1] == bytes([KIND_OVERFIT_NETWORK]):
+        if flags:
+            raise FormatError("corrupted file (a COIN network file has no residual layer)")
         return _read_network_file(cdec, sections, flags, allow_huge)
     c = _Reader(cdec, "codec")
     kind, name_len = c.unpack("BB")

@@ -13,12 +13,13 @@ import torch
 
 from . import codec as codecs
 from . import container
-from .bitstream import Parsed, decode_symbols, parse
+from .bitstream import Parsed, decode_symbols, parse, residual_layer
 from .device import pick_device
 from .errors import InputError, LimitError
 from .modalities import Placement, Resolution, Signal, Target
 from .overfit import decode_file
 from .postfilter import apply as apply_postfilter
+from .residual import apply_layer
 from .synthesis import evaluate_fields, evaluate_grid, evaluate_latent_grid
 
 
@@ -47,7 +48,15 @@ class Decoder:
             signal = self._decode_patches(p, shape, target.placement)
         if target.sample_rate is not None:
             signal.meta["sample_rate"] = target.sample_rate
+        if own_grid(p, target):
+            self._add_residual(p, signal)
         return signal
+
+    def _add_residual(self, p: Parsed, signal: Signal) -> None:
+        """On the file's own grid, a residual layer brings every value within the file's bound."""
+        layer = residual_layer(p)
+        if layer is not None:
+            signal.exact = apply_layer(layer, p.modality.units(signal), p.modality.missing(p.meta, p.file.shape))
 
     def _decode_patches(self, p: Parsed, shape: tuple[int, ...], placement: Placement | None) -> Signal:
         codec = codecs.for_spec(p.spec)
@@ -75,6 +84,12 @@ class Decoder:
 
     def _decode_fields(self, p: Parsed, meta: dict) -> Signal:
         """Evaluate every field's latent at the points `meta` describes (any grid)."""
+        signal = self._evaluate_fields(p, meta)
+        if meta is p.meta:
+            self._add_residual(p, signal)
+        return signal
+
+    def _evaluate_fields(self, p: Parsed, meta: dict) -> Signal:
         fields = p.file.shape[0]
         spatial = (fields, *(int(d["size"]) for d in meta["dims"][-2:]))
         if not self.allow_huge and math.prod(spatial) > container.MAX_SAMPLES:  # before the grid is allocated
@@ -95,6 +110,11 @@ def decode_bytes(data: bytes, resolution: Resolution | None = None, device: str 
     p = parse(data, allow_huge)
     target = p.modality.target(p.meta, p.file.shape, resolution, allow_huge) if resolution is not None else None
     return Decoder(device, allow_huge, postfilter, postfilter_views).decode(p, target), p
+
+
+def own_grid(p: Parsed, target: Target) -> bool:
+    """Whether `target` is the file's own grid (the one its residual layer is for)."""
+    return target.shape in (None, tuple(p.file.shape)) and target.placement is None and target.meta is None
 
 
 def join(parts: list[np.ndarray]) -> np.ndarray:

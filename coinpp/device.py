@@ -21,6 +21,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def product_dtype(matmul: str, device: str | torch.device = "auto") -> torch.dtype:
+    """The number type for an encoder phase's hidden-layer products ("float32" or "bfloat16"):
+    bfloat16 only where the device computes it natively (CPUs with AVX-512 BF16 or AMX, CUDA GPUs
+    with bfloat16), since emulated it is slower than float32."""
+    if matmul != "bfloat16":
+        return torch.float32
+    dev = pick_device(device) if isinstance(device, str) else device
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+
+
 def hardware_description(device: torch.device | None = None) -> str:
     """e.g. 'AMD EPYC 7B13, 2 cores, torch 2.13.0+cpu' -- for model cards and benchmark records."""
     if device is not None and device.type == "cuda":

@@ -11,6 +11,7 @@ fits once, and refines once where the refinement does not depend on the bit dept
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -21,13 +22,16 @@ import numpy as np
 import torch
 
 from . import container
-from .bitstream import layout
+from .bitstream import layout, parse
 from .codec import Codec
+from .decoder import Decoder
+from .device import product_dtype
 from .errors import CodecError, InputError
 from .fit import RatePenalty, fit_grid, fit_latents, refine_latents, refine_through_filter
 from .modalities import Modality, Signal
 from .patching import checkerboard, patch_coordinates, split
 from .presets import EncoderPreset
+from .residual import make_layer
 
 
 @dataclass
@@ -45,8 +49,8 @@ class Encoder:
     """
 
     def __init__(self, codec: Codec, modality: Modality, preset: str | EncoderPreset = "default",
-                 steps: int | None = None, device: str = "auto", on_phase: Callable[[str], None] | None = None
-                 ) -> None:
+                 steps: int | None = None, device: str = "auto", on_phase: Callable[[str], None] | None = None,
+                 max_error: float | None = None) -> None:
         if codec.modality != modality.name:
             raise CodecError(f"codec {codec.name!r} is for {codec.modality}, not {modality.name}")
         if steps is not None and not 0 <= steps <= 10_000:
@@ -56,6 +60,8 @@ class Encoder:
         self.preset = codec.preset(preset) if isinstance(preset, str) else preset
         if steps is not None:
             self.preset = self.preset.with_sgd_steps(steps)
+        # With a bound, a residual layer brings every value of the file's own grid within it (0: lossless)
+        self.max_error = max_error
 
     # --- the phases ----------------------------------------------------------------------------
 
@@ -72,7 +78,8 @@ class Encoder:
             return [self._fit_latent_grid(s, steps) for s in signals]
         parts = [self.patch_targets(s) for s in signals]
         subsets = [checkerboard(self.codec.patch, k) for k in range(self.preset.half_steps)]
-        latents = self._fit_unique(np.concatenate(parts), steps, subsets)
+        with self._products(self.preset.sgd_matmul):
+            latents = self._fit_unique(np.concatenate(parts), steps, subsets)
         return list(latents.split([len(p) for p in parts]))
 
     def refine(self, latents: torch.Tensor, signal: Signal) -> torch.Tensor:
@@ -87,9 +94,10 @@ class Encoder:
             lr = np.full(self.codec.net.cfg.latent_dim, phase.lr, dtype=np.float32)
         else:
             lr = phase.lr * q.latent_step
-        return refine_latents(self.codec.net, patch_coordinates(self.codec.patch), self.patch_targets(signal),
-                              latents, phase.steps, lr, q if phase.quantized else None, self.device,
-                              penalty=self.rate_penalty(phase.rate_lambda))
+        with self._products(phase.matmul):
+            return refine_latents(self.codec.net, patch_coordinates(self.codec.patch), self.patch_targets(signal),
+                                  latents, phase.steps, lr, q if phase.quantized else None, self.device,
+                                  penalty=self.rate_penalty(phase.rate_lambda), settle=phase.settle)
 
     def through_filter(self, latents: torch.Tensor, signal: Signal) -> torch.Tensor:
         """The filter phase: Adam on all of an image's latents against the post-filtered image's
@@ -101,8 +109,9 @@ class Encoder:
         if values.shape[-1] != c.net.cfg.out_dim:
             return latents
         self.on_phase(f"refining through the post-filter ({phase.steps} steps)")
-        return refine_through_filter(c.net, c.postfilter, c.patch, values, latents, phase.steps, phase.lr,
-                                     self.rate_penalty(phase.rate_lambda), phase.views, self.device)
+        with self._products(phase.matmul):
+            return refine_through_filter(c.net, c.postfilter, c.patch, values, latents, phase.steps, phase.lr,
+                                         self.rate_penalty(phase.rate_lambda), phase.views, self.device)
 
     def pack(self, latents: torch.Tensor, signal: Signal) -> Encoded:
         """The round phase and the entropy coder: fitted latents -> .coin bytes."""
@@ -132,7 +141,37 @@ class Encoder:
 
     def finish(self, latents: torch.Tensor, signal: Signal) -> Encoded:
         """The phases after the fit."""
-        return self.pack(self.through_filter(self.refine(latents, signal), signal), signal)
+        return self.bound(self.pack(self.through_filter(self.refine(latents, signal), signal), signal), signal)
+
+    def bound(self, encoded: Encoded, signal: Signal) -> Encoded:
+        """The residual layer, when the encoder has a bound: the file's network decoded here as any
+        decoder will, and what it missed coded within the bound (residual.py)."""
+        if self.max_error is None:
+            return encoded
+        if signal.exact is None:
+            raise InputError(f"{self.modality.name} data has no error-bounded mode (--max-error, --lossless)")
+        self.on_phase("coding the residual within the bound")
+        return self.with_layer(encoded, signal, self.prediction(encoded))
+
+    def prediction(self, encoded: Encoded) -> np.ndarray:
+        """What a decoder's network gives on the file's own grid, in the data's units."""
+        return self.modality.units(Decoder(self.device, postfilter=False).decode(parse(encoded.data)))
+
+    def with_layer(self, encoded: Encoded, signal: Signal, predicted: np.ndarray) -> Encoded:
+        """The file with a residual layer for this encoder's bound on top of its network's `predicted`
+        decode."""
+        m = self.modality
+        grid = m.value_grid(signal.meta)
+        if self.max_error == 0 and grid is None:
+            raise InputError(f"--lossless needs integer data; this {m.name} file holds real values "
+                             "(give --max-error)")
+        quantum, offset = grid or (0.0, 0.0)
+        layer = make_layer(signal.exact, predicted, float(self.max_error or 0.0), quantum, offset,
+                           m.stored_dtype(signal.meta), m.missing(signal.meta, signal.spatial), m.span(signal.meta))
+        f = container.read_bytes(encoded.data)
+        f.flags |= container.FLAG_RESIDUAL
+        f.extra = {**f.extra, container.RESIDUAL_TAG: layer.to_bytes()}
+        return Encoded(container.write_bytes(f), encoded.symbols, encoded.codec)
 
     # --- what codecs share ---------------------------------------------------------------------
 
@@ -158,6 +197,10 @@ class Encoder:
         return key
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def _products(self, matmul: str) -> contextlib.AbstractContextManager[None]:
+        """The network's hidden-layer products in a phase's number type (presets.Matmul)."""
+        return self.codec.net.hidden_products(product_dtype(matmul, self.device))
 
     def patch_targets(self, signal: Signal) -> np.ndarray:
         """The patches this codec fits, (G*P, N, C): each channel group's patches, group-major."""
@@ -208,9 +251,9 @@ class Encoder:
 
 
 def encode_signal(signal: Signal, modality: Modality, codec: Codec, steps: int | None = None, device: str = "auto",
-                  preset: str | EncoderPreset = "default") -> Encoded:
+                  preset: str | EncoderPreset = "default", max_error: float | None = None) -> Encoded:
     """One signal with one codec: Encoder(...).encode(signal)."""
-    return Encoder(codec, modality, preset, steps, device).encode(signal)
+    return Encoder(codec, modality, preset, steps, device, max_error=max_error).encode(signal)
 
 
 @dataclass
@@ -243,7 +286,7 @@ def encode_each(signal: Signal, encoders: list[Encoder], shared: SharedWork | No
             t0 = time.perf_counter()
             refined[fk, rk] = (e.refine(fitted[fk][0], signal), time.perf_counter() - t0)
         t0 = time.perf_counter()
-        enc = e.pack(e.through_filter(refined[fk, rk][0], signal), signal)
+        enc = e.bound(e.pack(e.through_filter(refined[fk, rk][0], signal), signal), signal)
         yield Timed(e, enc, fitted[fk][1] + refined[fk, rk][1] + time.perf_counter() - t0)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .device import pick_device
+from .malloc import release as release_heap
 from .model import GridModulatedSiren, LatentModulatedSiren
 from .patching import CellLayout, patch_coordinates, row_bands
 from .postfilter import (
@@ -44,6 +45,10 @@ KEEP_GRAPH_BYTES = 2 << 30
 KEEP_ACTIVATIONS_BYTES = 3 << 30
 # Latent grids: samples per band of rows in the fit. The gradient is summed over bands, so memory
 # stays bounded (about 1.5 kB per sample at width 64) whatever the image size.
+# Images of more values than this give the heap's free pages back after each step through the filter
+# (malloc.release): their whole-image arrays of tens to hundreds of MB fragment the tuned heap. Smaller
+# images (Kodak: 1.2 M values) skip it, as refilling the heap would cost them time.
+RELEASE_VALUES = 1 << 22
 BAND_SAMPLES = 1 << 16
 BAND_SAMPLES_CUDA = 1 << 21
 
@@ -128,7 +133,7 @@ class RatePenalty:
 def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.ndarray | torch.Tensor,
                    latents: torch.Tensor, steps: int, lr: np.ndarray, quantizer: Quantizer | None = None,
                    device: str = "auto", chunk: int | None = None,
-                   penalty: RatePenalty | None = None) -> torch.Tensor:
+                   penalty: RatePenalty | None = None, settle: float = 0.0) -> torch.Tensor:
     """Adam on the latents after the meta-learned SGD steps, optionally quantization-aware.
 
     With a quantizer, every gradient is taken at the quantized latents and passed straight
@@ -137,6 +142,9 @@ def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.
     step). Each patch keeps the best latent it visited, judged on the loss at its quantized
     value, so refinement never ends worse than it started. With a `penalty`, the loss is the
     MSE plus the penalty's rate term, so Adam does not spend bits for little distortion.
+    With `settle` > 0, a patch whose loss fell by less than that fraction of its best loss in a
+    step stops there (flat sky settles in a step or two, foliage goes on), and the steps left
+    run on the others only.
     """
     dev = pick_device(device)
     chunk = chunk or (FIT_CHUNK_CUDA if dev.type == "cuda" else FIT_CHUNK)
@@ -148,6 +156,7 @@ def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.
     out = []
     for part, z0 in zip(t.split(chunk), latents.split(chunk), strict=True):
         part, z = part.to(dev), z0.to(dev).clone()
+        result, rows = z.clone(), torch.arange(len(z), device=dev)  # rows: the patches still refined
         m, v = torch.zeros_like(z), torch.zeros_like(z)
         best, best_loss = z.clone(), torch.full((len(z),), float("inf"), device=dev)
         for k in range(1, steps + 1):
@@ -163,12 +172,20 @@ def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.
             if penalty is not None:
                 extra, g_extra = penalty(z)
                 loss, g = loss + extra, g + g_extra
+            settled = loss >= (1 - settle) * best_loss if settle > 0 else None
             better = loss < best_loss
             best[better], best_loss[better] = z[better], loss[better]
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             z = z - rate * (m / (1 - b1**k)) / ((v / (1 - b2**k)).sqrt() + eps)
-        out.append(best.cpu())
+            if settled is not None and bool(settled.any()):
+                result[rows[settled]] = best[settled]
+                going = ~settled
+                z, m, v, best, best_loss, part, rows = (a[going] for a in (z, m, v, best, best_loss, part, rows))
+                if not len(rows):
+                    break
+        result[rows] = best
+        out.append(result.cpu())
     return torch.cat(out) if out else latents
 
 
@@ -271,6 +288,8 @@ def refine_through_filter(net: LatentModulatedSiren, postfilter: PostFilter, pat
         m.mul_(0.9).add_(grad, alpha=0.1)
         v.mul_(0.999).addcmul_(grad, grad, value=0.001)
         z = z - lr * (m / (1 - 0.9**k)) / ((v / (1 - 0.999**k)).sqrt() + 1e-12)
+        if goal.numel() > RELEASE_VALUES:
+            release_heap()
     return best.cpu()
 
 

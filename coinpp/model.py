@@ -13,6 +13,8 @@ than autograd's double backward, and the outer step can still differentiate thro
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -48,6 +50,25 @@ class LatentModulatedSiren(nn.Module):
             self.inner_lr = nn.Parameter(torch.empty(cfg.latent_dim).uniform_(0.005, 0.1))
         else:
             self.register_buffer("inner_lr", torch.full((cfg.latent_dim,), 1e-2))
+
+    # The number type of the hidden layers' products in forward_keeping and latent_grad_from (the
+    # encoder's steps); set per phase by `hidden_products`. float32 everywhere else.
+    hidden_dtype: torch.dtype = torch.float32
+
+    @contextmanager
+    def hidden_products(self, dtype: torch.dtype) -> Iterator[None]:
+        """The encoder's steps inside run their hidden-layer products in `dtype` (float32 sums inside the
+        kernels); the coordinates' layer, whose products are the sines' phases, stays float32."""
+        saved, self.hidden_dtype = self.hidden_dtype, dtype
+        try:
+            yield
+        finally:
+            self.hidden_dtype = saved
+
+    def _hidden(self, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.hidden_dtype == torch.float32:
+            return h @ weight
+        return (h.to(self.hidden_dtype) @ weight.to(self.hidden_dtype)).float()
 
     def scaled(self, coords: torch.Tensor) -> torch.Tensor:
         return coords if self.cfg.coord_scale == 1.0 else coords * self.cfg.coord_scale
@@ -132,7 +153,7 @@ class LatentModulatedSiren(nn.Module):
         pre = []
         h = self.scaled(coords)
         for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            u = h @ (W.T * w0)  # (N, W) for shared coordinates, else (B, N, W)
+            u = h @ (W.T * w0) if i == 0 else self._hidden(h, W.T * w0)  # (N, W) shared coordinates, else (B, N, W)
             bias = ((shifts[:, i * width : (i + 1) * width] + b) * w0).unsqueeze(1)  # (B, 1, W)
             u = u + bias if u.dim() == 2 else u.add_(bias)
             pre.append(u)
@@ -150,7 +171,7 @@ class LatentModulatedSiren(nn.Module):
             g_u = pre[i].cos_().mul_(g_h)  # d/ds_i divided by w0
             g_shifts.append(g_u.sum(dim=1) * w0)
             if i > 0:
-                g_h = g_u @ (self.weights[i] * w0)
+                g_h = self._hidden(g_u, self.weights[i] * w0)
         g_s = torch.cat(g_shifts[::-1], dim=1)
         return g_s @ self.latent_map.weight
 

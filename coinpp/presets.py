@@ -14,6 +14,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
+# The number type of the network's hidden-layer products in a phase's steps (the coordinates' layer,
+# the sines' arguments, the sums and the output layer stay float32; model.LatentModulatedSiren).
+# "bfloat16" runs at about twice the float32 rate where the device has bfloat16 arithmetic and falls
+# back to float32 where it has not. Encoder-only: the decoder always evaluates in float32.
+Matmul = Literal["float32", "bfloat16"]
+MATMULS = ("float32", "bfloat16")
+
 
 @dataclass(frozen=True)
 class SGDPhase:
@@ -22,6 +29,7 @@ class SGDPhase:
 
     steps: int
     half: bool = False
+    matmul: Matmul = "float32"
     kind: Literal["sgd"] = "sgd"
 
 
@@ -30,13 +38,16 @@ class AdamPhase:
     """Adam on each patch's latents after the SGD steps. `lr` is one rate for every latent
     dimension (`lr_unit` "latent") or a fraction of each dimension's quantizer step ("quantizer-step");
     `quantized`: gradients taken at the quantized latents (straight through); `rate_lambda` (per-patch
-    MSE per bit) adds the codec's rate model to the loss."""
+    MSE per bit) adds the codec's rate model to the loss; `settle` > 0 stops a patch whose loss fell
+    by less than that fraction in a step (fit.refine_latents)."""
 
     steps: int
     lr: float
     lr_unit: Literal["latent", "quantizer-step"] = "latent"
     quantized: bool = False
     rate_lambda: float = 0.0
+    settle: float = 0.0
+    matmul: Matmul = "float32"
     kind: Literal["adam"] = "adam"
 
 
@@ -49,6 +60,7 @@ class FilterPhase:
     lr: float
     views: int | None = None
     rate_lambda: float = 0.0
+    matmul: Matmul = "float32"
     kind: Literal["filter"] = "filter"
 
 
@@ -85,6 +97,10 @@ class EncoderPreset:
         return sum(p.steps for p in self.sgd if p.half)
 
     @property
+    def sgd_matmul(self) -> Matmul:
+        return self.sgd[0].matmul if self.sgd else "float32"
+
+    @property
     def adam(self) -> AdamPhase | None:
         return next((p for p in self.phases if isinstance(p, AdamPhase)), None)
 
@@ -113,14 +129,24 @@ class EncoderPreset:
 
     def with_setting(self, key: str, value: object) -> EncoderPreset:
         """One setting changed, by "KIND.FIELD" (e.g. "adam.steps", "filter.views", "round.rd_lambda");
-        "sgd.steps" is the number of SGD steps in all and "sgd.half" how many of the first are on halves.
+        "sgd.steps" is the number of SGD steps in all and "sgd.half" how many of the first are on halves;
+        "all.matmul" sets the products' number type in every phase that has steps.
         ValueError for a phase the preset lacks (other than round) or a field its kind has not."""
         kind, _, name = key.partition(".")
-        if kind == "sgd" and name in ("steps", "half"):
+        if kind == "all" and name == "matmul":
+            phases = tuple(replace(p, matmul=value) if hasattr(p, "matmul") else p for p in self.phases)
+            preset = replace(self, phases=phases)
+            _check_preset(preset)
+            return preset
+        if kind == "sgd" and name in ("steps", "half", "matmul"):
             steps = int(value) if name == "steps" else self.sgd_steps  # type: ignore[call-overload]
-            half = min(self.half_steps if name == "steps" else int(value), steps)  # type: ignore[call-overload]
-            sgd = tuple(p for p in (SGDPhase(half, True), SGDPhase(steps - half)) if p.steps) or (SGDPhase(0),)
-            return replace(self, phases=sgd + tuple(p for p in self.phases if p.kind != "sgd"))
+            half = min(int(value) if name == "half" else self.half_steps, steps)  # type: ignore[call-overload]
+            matmul = value if name == "matmul" else self.sgd[0].matmul if self.sgd else "float32"
+            sgd = tuple(p for p in (SGDPhase(half, True, matmul), SGDPhase(steps - half, False, matmul))  # type: ignore[arg-type]
+                        if p.steps) or (SGDPhase(0, False, matmul),)  # type: ignore[arg-type]
+            preset = replace(self, phases=sgd + tuple(p for p in self.phases if p.kind != "sgd"))
+            _check_preset(preset)
+            return preset
         current = next((p for p in self.phases if p.kind == kind), RoundPhase() if kind == "round" else None)
         if current is None or name not in type(current).__dataclass_fields__ or name == "kind":
             raise ValueError(f"preset {self.name!r} has no setting {key!r}")
@@ -166,6 +192,11 @@ def _check_preset(p: EncoderPreset) -> None:
     sgd = p.sgd
     if len(sgd) > 2 or (len(sgd) == 2 and not (sgd[0].half and not sgd[1].half)):
         raise ValueError(f"preset {p.name!r}: at most two sgd phases, the half steps first")
+    if len({ph.matmul for ph in sgd}) > 1:
+        raise ValueError(f"preset {p.name!r}: the sgd phases must have the same matmul")
+    for ph in p.phases:
+        if hasattr(ph, "matmul") and ph.matmul not in MATMULS:
+            raise ValueError(f"preset {p.name!r}: {ph.kind} matmul must be one of {', '.join(MATMULS)}")
     for ph in p.phases:
         if isinstance(ph, (SGDPhase, AdamPhase, FilterPhase)) and not whole(ph.steps, 0, 10_000):
             raise ValueError(f"preset {p.name!r}: {ph.kind} steps must be a whole number in 0..10000")
@@ -174,6 +205,8 @@ def _check_preset(p: EncoderPreset) -> None:
         if isinstance(ph, AdamPhase):
             if ph.lr_unit not in ("latent", "quantizer-step") or not 0 < float(ph.lr) <= 10:
                 raise ValueError(f"preset {p.name!r}: adam needs an lr in (0, 10] and lr_unit latent or quantizer-step")
+            if not 0 <= float(ph.settle) < 1:
+                raise ValueError(f"preset {p.name!r}: adam settle must be in [0, 1)")
         if isinstance(ph, FilterPhase):
             if not 0 < float(ph.lr) <= 10 or not (ph.views is None or whole(ph.views, 1, 8)):
                 raise ValueError(f"preset {p.name!r}: filter needs an lr in (0, 10] and views in 1..8")

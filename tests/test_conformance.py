@@ -58,3 +58,12 @@ def test_a_changed_output_or_symbols_fail_the_check_with_a_real_error(tmp_path, 
     copy.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(ConformanceError, match="symbols changed"):
         check(copy)
+
+
+def test_there_are_residual_streams_of_every_base_and_prediction():
+    import json
+
+    metas = [json.loads(p.with_suffix(".json").read_text()) for p in STREAMS]
+    bounded = [m for m in metas if "bound" in m]
+    assert {m["base"] for m in bounded} == {0, 1} and {m["prediction"] for m in bounded} == {1, 2}
+    assert any(m["bound"] == 0 for m in bounded)  # a lossless one

@@ -27,17 +27,18 @@ TIME_LIMIT_S = 5.0  # per case; the tiny codec decodes a valid stream in millise
 RSS_GROWTH_CAP_MB = 512
 
 
-@pytest.fixture(params=["coin++", "coin", "audio", "climate", "context"])
+@pytest.fixture(params=["coin++", "coin", "audio", "climate", "context", "bounded"])
 def stream(request, tiny_audio_codec, tiny_climate_codec, tiny_context_codec, tiny_codec) -> bytes:
     """A valid stream of each codec kind (latents for a base network, an overfitted network) and
     of each modality (stereo audio: two channel groups, modality fields; climate: compressed
     attributes and coordinates, a missing-value mask, fields coded as differences; context: the
-    neighbour-context entropy coder)."""
-    if request.param == "climate":
+    neighbour-context entropy coder; bounded: climate with a residual layer)."""
+    if request.param in ("climate", "bounded"):
         from coinpp.evaluation.conformance import sample_signals
 
         sig = sample_signals("climate")["uk-6x9x13"]
-        return encode_signal(sig, modalities.get("climate"), tiny_climate_codec, device="cpu").data
+        bound = 0.05 if request.param == "bounded" else None
+        return encode_signal(sig, modalities.get("climate"), tiny_climate_codec, device="cpu", max_error=bound).data
     sig = Signal(smooth_image(37, 29).astype("float32") / 255, {"channels": 3})
     if request.param == "audio":
         wave = smooth_image(301, 2, 2)[:, 0, :].astype("float32") / 255

@@ -233,3 +233,66 @@ def test_fast_preset_drops_the_filter_phase_only():
     fast = preset.without("filter")
     assert [p.kind for p in fast.phases] == ["sgd", "adam", "round"] and fast.rd_lambda == 0.1
     assert EncoderPreset.from_list("default", preset.to_list()) == preset
+
+
+def test_matmul_setting_reaches_every_phase_and_round_trips():
+    preset = EncoderPreset.from_list("default", [{"phase": "sgd", "steps": 4, "half": True},
+                                                 {"phase": "sgd", "steps": 2},
+                                                 {"phase": "adam", "steps": 7, "lr": 0.0017},
+                                                 {"phase": "filter", "steps": 4, "lr": 0.00017},
+                                                 {"phase": "round", "rd_lambda": 0.1}])
+    bf16 = preset.with_setting("all.matmul", "bfloat16")
+    assert [getattr(p, "matmul", None) for p in bf16.phases] == ["bfloat16"] * 4 + [None]
+    assert bf16.sgd_steps == 6 and bf16.half_steps == 4  # the steps themselves untouched
+    assert EncoderPreset.from_list("default", bf16.to_list()) == bf16
+    assert bf16.with_setting("sgd.steps", 3).sgd_matmul == "bfloat16"  # rebuilt sgd phases keep it
+    assert preset.to_list() == EncoderPreset.from_list("default", preset.to_list()).to_list()
+    assert "matmul" not in json.dumps(preset.to_list())  # float32, the default, is not written
+    with pytest.raises(ValueError, match="matmul must be one of"):
+        preset.with_setting("adam.matmul", "float16")
+    with pytest.raises(ValueError, match="same matmul"):
+        EncoderPreset.from_list("x", [{"phase": "sgd", "steps": 1, "half": True, "matmul": "bfloat16"},
+                                      {"phase": "sgd", "steps": 1}])
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bfloat16 on this CPU")
+def test_bfloat16_products_change_the_latents_a_little_and_the_file_decodes(tiny_codec):
+    image, signal = modalities.get("image"), _image(seed=3)
+    f32 = Encoder(tiny_codec, image, "default", device="cpu")
+    bf16 = Encoder(tiny_codec, image, tiny_codec.preset().with_setting("all.matmul", "bfloat16"), device="cpu")
+    za, zb = f32.fit([signal])[0], bf16.fit([signal])[0]
+    assert not torch.equal(za, zb)  # the products did run in bfloat16
+    assert torch.allclose(za, zb, atol=0.05 * float(za.abs().max()))
+    assert tiny_codec.net.hidden_dtype == torch.float32  # restored after the phase
+    mse = []
+    for enc in (f32, bf16):
+        decoded, _ = decode_bytes(enc.encode(signal).data, device="cpu")
+        mse.append(float(np.mean((decoded.values.astype(np.float64) - signal.values) ** 2)))
+    assert mse[1] < 1.2 * mse[0] + 1e-5
+
+
+def test_settled_patches_stop_early_and_never_end_worse(tiny_codec, monkeypatch):
+    """A flat patch stops improving at once; with `settle` it leaves the batch, the others go on."""
+    signal = _image()
+    values = signal.values.copy()
+    values[:, :24] = 0.5  # the left patches flat
+    targets = split(values, tiny_codec.patch)[0]
+    coords, net = patch_coordinates(tiny_codec.patch), tiny_codec.net
+    z = fit_latents(net, coords, targets, 2, "cpu")
+    rows_seen = []
+    real = type(net).loss_and_latent_grad
+
+    def counting(self, c, lat, t):
+        rows_seen.append(len(lat))
+        return real(self, c, lat, t)
+
+    monkeypatch.setattr(type(net), "loss_and_latent_grad", counting)
+    lr = np.full(net.cfg.latent_dim, 0.01, dtype=np.float32)
+    full = refine_latents(net, coords, targets, z, 8, lr, None, "cpu")
+    full_rows, rows_seen[:] = sum(rows_seen), []
+    settled = refine_latents(net, coords, targets, z, 8, lr, None, "cpu", settle=0.05)
+    assert sum(rows_seen) < full_rows
+    t = torch.from_numpy(targets)
+    start, a, b = (real(net, coords, lat, t)[0] for lat in (z, full, settled))
+    assert (b <= start + 1e-7).all() and b.mean() < start.mean()
+    assert float(b.mean()) < 1.5 * float(a.mean())

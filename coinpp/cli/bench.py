@@ -18,8 +18,10 @@ from .. import modalities
 from ..errors import InputError
 from ..evaluation import baselines as baseline_codecs
 from ..evaluation import bench as benchmod
-from ..evaluation.plots import load_published, plot, plot_rmse
+from ..evaluation import bounded
+from ..evaluation.plots import load_published, plot, plot_bounded, plot_rmse
 from ..evaluation.rd import at_rmse, bd_report, curves
+from ..ladders import ladder_for
 from .common import DEVICE, console
 
 
@@ -41,11 +43,19 @@ from .common import DEVICE, console
               help="Measure the normative decode: skip the codecs' post-filters (use a separate --out).")
 @click.option("--preset", type=click.Choice(["fast", "default", "max"]), default="default", show_default=True,
               help="The coin codecs' encoder preset (use a separate --out for each).")
+@click.option("--max-error", "max_errors",
+              help="MRI and climate: measure at these maximum errors instead (comma-separated, in the data's "
+                   "units; 0 = lossless): file size of coin with its residual layer against SZ3, ZFP, JPEG-LS, "
+                   "JPEG 2000 lossless and gzip, each decode's largest error measured.")
 @DEVICE
 def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, reference: str, limit: int | None,
-          record_in_codecs: bool, no_postfilter: bool, preset: str, device: str) -> None:
+          record_in_codecs: bool, no_postfilter: bool, preset: str, max_errors: str | None, device: str) -> None:
     """Rate-distortion of coin codecs and baselines on SUITE (a named suite or a folder):
     real file sizes, PSNR, times; JSON, CSV, a plot and a BD-rate table."""
+    if max_errors is not None:
+        spec, files = benchmod.suite_files(suite, Path(data_root))
+        bench_bounded(spec, files[:limit], parse_bounds(max_errors), codec_list, Path(out), device)
+        return
     if (no_postfilter or preset != "default") and record_in_codecs:  # the cards give what coin writes by default
         raise InputError("--record-in-codecs records the default preset's post-filtered output: not with "
                          "--no-postfilter or another --preset")
@@ -167,3 +177,55 @@ def print_at_rmse(summary: dict, spec: benchmod.Suite, meta: dict, out_dir: Path
                          for o in rec["others"]])
         console.print(mt)
     (out_dir / f"at-rmse-{spec.target_rmse:g}.json").write_text(json.dumps({**rec, "unit": spec.unit}, indent=1) + "\n")
+
+
+def parse_bounds(text: str) -> list[float]:
+    try:
+        bounds = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--max-error {text!r}: expected numbers, e.g. 0.1,0.5,1") from None
+    if not bounds or any(not (b >= 0 and b < float("inf")) for b in bounds):
+        raise InputError("--max-error needs numbers >= 0")
+    return bounds
+
+
+def bench_bounded(spec: benchmod.Suite, files: list[Path], bounds: list[float], codec_list: str | None,
+                  out_dir: Path, device: str) -> None:
+    """File size at equal maximum error: coin (every rung tried, the smallest file kept, as `coin encode
+    --max-error` does) against the bounded and lossless codecs of the modality. Rows in bounded.json,
+    a table in bounded.md, a plot in bounded.png."""
+    modality = modalities.get(spec.modality)
+    if spec.modality not in bounded.BY_MODALITY:
+        raise InputError(f"--max-error applies to MRI and climate suites, not {spec.modality}")
+    names = [n.strip() for n in (codec_list or "").split(",") if n.strip()]
+    coin_names = list(ladder_for(spec.modality).rungs) if not names or names == ["default"] else names
+    runnable = []
+    for b in bounded.BY_MODALITY[spec.modality]:
+        why = b.check()
+        if why:
+            click.echo(f"coin: warning: skipping {b.name}: {why}", err=True)
+        else:
+            runnable.append(b)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in files:
+        signal = benchmod.read_signal(modality, path, spec)
+        stored = bounded.stored(modality, signal)
+        mask = modality.missing(signal.meta, signal.spatial)
+        usable = [b for b in bounds if b or stored.integer]
+        new = bounded.measure_coin(modality, signal, coin_names, usable, device, codecs.load)
+        for bound in usable:
+            for b in runnable:
+                if (b.lossless_only and bound) or (b.integer_only and not stored.integer):
+                    continue
+                new.append(bounded.measure_baseline(b, signal.exact, bound, stored, mask) | {"bound": bound})
+        new.sort(key=lambda r: (r["bound"], r["codec"] != "coin"))
+        for r in new:
+            r |= {"file": path.name, "kept": r["max_error"] <= r["bound"] + 1e-9}
+            console.print(f"{path.name} bound {r['bound']:g}: {r['codec']} {r['bytes']:,} bytes, max error "
+                          f"{r['max_error']:.4g}{'' if r['kept'] else ' (over the bound)'}")
+        rows += new
+        (out_dir / "bounded.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out_dir / "bounded.md").write_text(bounded.figure_rows(rows))
+    plot_bounded(rows, out_dir / "bounded.png", f"{spec.name}: {', '.join(p.name for p in files)}")
+    console.print(bounded.figure_rows(rows))

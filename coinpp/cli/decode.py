@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from ..batch import decode_tree
-from ..bitstream import parse
-from ..decoder import Decoder
+from ..bitstream import parse, residual_layer
+from ..decoder import Decoder, own_grid
 from ..errors import CodecError, FormatError, InputError
 from ..files import atomic_write, check_writable
 from ..modalities import Resolution
@@ -101,9 +101,15 @@ def decode(input: str, output: str, scale: float | None, size: str | None, sampl
             sys.stdout.buffer.flush()
     else:
         atomic_write(Path(output), lambda tmp: modality.write(signal, tmp), force)
-    if not quiet:
-        (err_console if to_stdout else console).print(f"{input} -> {output}: {modality.describe_shape(signal)} "
-                                                      f"(decode {t_dec:.1f} s)")
+    if quiet:
+        return
+    out = err_console if to_stdout else console
+    layer = residual_layer(parsed)
+    bounded = "" if layer is None or not own_grid(parsed, target) else f", {layer.describe()}"
+    out.print(f"{input} -> {output}: {modality.describe_shape(signal)}{bounded} (decode {t_dec:.1f} s)")
+    if layer is not None and not own_grid(parsed, target):
+        out.print(f"note: the file's {layer.describe()} holds on its own grid only; on this grid the decode is "
+                  "the network's alone")
 
 
 def parse_voxel_size(text: str | None) -> tuple[float, ...] | None:

@@ -17,7 +17,7 @@ from .. import codec as codecs
 from .. import ladders, modalities, overfit
 from ..batch import encode_tree
 from ..decoder import decode_bytes
-from ..encoder import Encoder, RateSearch, encode_to_rate
+from ..encoder import Encoder, RateSearch, encode_each, encode_to_rate
 from ..errors import CodecError, InputError
 from ..files import atomic_write_bytes, check_writable
 from ..modalities import Modality, Signal
@@ -44,6 +44,13 @@ RATE_OPTIONS = {"bpp": "--bpp", "kbps": "--kbps", "bits/value": "--bits-per-valu
 @click.option("--kbps", type=float, help="Audio: the best quality whose file is at most this many kbit/s.")
 @click.option("--bits-per-value", "bits_per_value", type=float,
               help="Climate: the best quality whose file is at most this many bits per value.")
+@click.option("--max-error", "max_error", type=float,
+              help="MRI and climate: every value of the decoded file within this much of the original, in the "
+                   "data's units (a residual layer after the network's latents); the encoder picks the rung "
+                   "that gives the smallest file unless -q or --codec names one.")
+@click.option("--lossless", is_flag=True,
+              help="MRI and climate data stored as integers: the decoded file is the original, bit for bit "
+                   "(--max-error 0).")
 @click.option("--preset", type=click.Choice(["fast", "default", "max"]), default=None,
               help="[coin++] Encoder effort: fast (skip the steps through the post-filter), default, or max "
                    "(twice the refinement steps); the file decodes the same way.  [default: default]")
@@ -67,7 +74,8 @@ RATE_OPTIONS = {"bpp": "--bpp", "kbps": "--kbps", "bits/value": "--bits-per-valu
 @DEVICE
 @FORCE
 def encode(input: str, output: str, modality_name: str | None, method: str, quality: int | None, bpp: float | None,
-           kbps: float | None, bits_per_value: float | None, preset: str | None, codec_name: str | None,
+           kbps: float | None, bits_per_value: float | None, max_error: float | None, lossless: bool,
+           preset: str | None, codec_name: str | None,
            steps: int | None, arch: str | None, iters: int, time_limit: float | None,
            lr: float | None, weight_bits: int, batch_points: int | None, seed: int, fast: bool, no_check: bool,
            quiet: bool, var: str | None, shard: str | None, jobs: int, as_json: bool, device: str,
@@ -82,14 +90,23 @@ def encode(input: str, output: str, modality_name: str | None, method: str, qual
         raise InputError("--fast is --preset fast: give one of them")
     preset = "fast" if fast else preset or "default"
     targets = {u: v for u, v in (("bpp", bpp), ("kbps", kbps), ("bits/value", bits_per_value)) if v is not None}
+    if lossless and max_error is not None:
+        raise InputError("--lossless is --max-error 0: give one of them")
+    if lossless:
+        max_error = 0.0
+    if max_error is not None and (targets or method != "coin++"):
+        raise InputError("--max-error and --lossless size the file by the bound: not with --bpp, --kbps, "
+                         "--bits-per-value or --method coin")
+    if max_error is not None and not (max_error >= 0 and max_error < float("inf")):
+        raise InputError("--max-error must be a number >= 0")
     if Path(input).is_dir():
         if var is not None:
             raise InputError("--var applies to single files")
         if method != "coin++":
             raise InputError("folders are encoded with --method coin++ (COIN fits one file at a time)")
-        if targets or quality is not None:
-            raise InputError("folders are encoded with each modality's default rung or --codec; -q, --bpp, --kbps "
-                             "and --bits-per-value apply to single files")
+        if targets or quality is not None or max_error is not None:
+            raise InputError("folders are encoded with each modality's default rung or --codec; -q, --bpp, --kbps, "
+                             "--bits-per-value, --max-error and --lossless apply to single files")
         shard_t = shard_and_jobs(shard, jobs)
         run_batch(lambda ev: encode_tree(Path(input), Path(output), codec_name, steps, force, not no_check, device,
                                          shard_t, jobs, on_event=ev, preset=preset), as_json, quiet)
@@ -124,7 +141,7 @@ def encode(input: str, output: str, modality_name: str | None, method: str, qual
     else:
         with phase_status(quiet, input) as on_phase:
             data, label = encode_coinpp(signal, modality, input, codec_name, quality, targets, preset, steps, device,
-                                        on_phase)
+                                        on_phase, max_error)
     t_enc = time.perf_counter() - t0
     if to_stdout:
         sys.stdout.buffer.write(data)
@@ -143,9 +160,9 @@ def encode(input: str, output: str, modality_name: str | None, method: str, qual
 
 def encode_coinpp(signal: Signal, modality: Modality, input: str, codec_name: str | None, quality: int | None,
                   targets: dict[str, float], preset: str, steps: int | None, device: str,
-                  on_phase: Callable[[str], None]) -> tuple[bytes, str]:
-    """COIN++: the codec --codec names, the ladder's rung -q, the best rung within a rate target, or the
-    default; (the file's bytes, what made it)."""
+                  on_phase: Callable[[str], None], max_error: float | None = None) -> tuple[bytes, str]:
+    """COIN++: the codec --codec names, the ladder's rung -q, the best rung within a rate target, the
+    smallest file within an error bound, or the default; (the file's bytes, what made it)."""
     if codec_name is not None and (quality is not None or targets):
         raise InputError("give --codec, -q or a rate target (--bpp, --kbps, --bits-per-value), not more than one")
     if quality is not None and targets or len(targets) > 1:
@@ -169,11 +186,21 @@ def encode_coinpp(signal: Signal, modality: Modality, input: str, codec_name: st
         q = ladder.rungs.index(enc.codec.name) + 1
         return enc.data, f"codec {enc.codec.name}, -q {q}, the best within {limit:g} {unit} (tried {tried}){suffix}"
     if quality is not None:
-        codec = codecs.load(ladders.ladder_for(modality.name).rung(quality))
-    else:
-        codec = codecs.load(codec_name or codecs.default_for(modality.name))
-    data = Encoder(codec, modality, preset, steps, device, on_phase).encode(signal).data
-    return data, f"codec {codec.name}{suffix}"
+        names = [ladders.ladder_for(modality.name).rung(quality)]
+    elif codec_name is not None or max_error is None:
+        names = [codec_name or codecs.default_for(modality.name)]
+    else:  # a bound and no rung named: the rung whose network and residual together are smallest
+        installed = ladders.ladders().by_modality.get(modality.name)
+        names = list(installed.rungs) if installed else [codecs.default_for(modality.name)]
+    encoders = [Encoder(codecs.load(n), modality, preset, steps, device, on_phase, max_error) for n in names]
+    try:
+        results = [t.encoded for t in encode_each(signal, encoders)]
+    except InputError as e:
+        raise InputError(f"{input}: {e}") from None
+    best = min(results, key=lambda e: len(e.data))
+    bound = "" if max_error is None else ", lossless" if max_error == 0 else f", max error {max_error:g}"
+    chosen = "" if len(results) == 1 else f" (the smallest of {len(results)} rungs)"
+    return best.data, f"codec {best.codec.name}{chosen}{bound}{suffix}"
 
 
 @contextmanager

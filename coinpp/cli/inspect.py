@@ -10,7 +10,7 @@ from rich.table import Table
 
 from .. import ladders
 from .. import spec as specs
-from ..bitstream import parse
+from ..bitstream import parse, residual_layer
 from ..errors import CodecError, FormatError
 from .common import HUGE, about, console, read_coin
 
@@ -43,6 +43,12 @@ def info(input: str, as_json: bool, allow_huge: bool) -> None:
                "coded_as": "principal components (codec's basis)" if p.spec.quantizer.basis is not None
                else "latent dimensions",
                "postfilter": postfilter_note(p.spec.postfilter)}
+    try:
+        layer = residual_layer(p)
+    except FormatError as e:
+        raise about(input, e) from None
+    if layer is not None:
+        rec |= {"residual_layer": f"{layer.describe()} on the file's own grid", "residual_bytes": len(layer.field)}
     rec |= {"bytes": len(data), "payload_bytes": len(f.payload), "modality_fields_bytes": len(f.modality_meta),
             **p.modality.summary(p.meta), **{k: round(v, 6) for k, v in rate.items()}}
     if as_json:

@@ -2,6 +2,7 @@
 
     python -m coinpp.evaluation.conformance write        # (re)write bitstream/conformance/ -- only on purpose
     python -m coinpp.evaluation.conformance write coin   # only the COIN-mode (kind 1) streams
+    python -m coinpp.evaluation.conformance write bounded  # only the streams with a residual layer
     python -m coinpp.evaluation.conformance write NAME.. # only these codecs' streams (a new codec)
 
 Each stream `NAME.coin` has `NAME.json` (codec, SHA-256 of the decoded symbols, SHA-256 of the
@@ -27,7 +28,7 @@ from PIL import Image
 
 from .. import codec as codecs
 from .. import modalities
-from ..bitstream import Parsed, decode_symbols, parse
+from ..bitstream import Parsed, decode_symbols, parse, residual_layer
 from ..container import SirenArch
 from ..decoder import decode_bytes
 from ..encoder import encode_signal
@@ -38,6 +39,7 @@ from ..model import LatentModulatedSiren, SirenConfig, build_network
 from ..overfit import encode_signal as overfit_encode
 from ..overfit import network_from_file
 from ..quantize import Quantizer
+from ..residual import decode_field
 from ..training.export import write_folder
 from ..training.tables import context_prior, frequency_table
 
@@ -201,6 +203,45 @@ def write(root: Path = ROOT, codec_names: list[str] | None = None) -> list[Path]
     return written
 
 
+# Streams with a residual layer (flag bit 0, RESI): (codec, sample, the bound; 0: lossless).
+BOUNDED_STREAMS = [("mri-5x128-l16-b4", "blob-13x11x9", 0.0), ("mri-5x128-l16-b4", "blob-13x11x9", 3.0),
+                   ("era5-t2m-5x128-l48-b5", "uk-6x9x13", 0.05), ("era5-t2m-5x128-l48-b5", "uk-6x9x13", 0.5)]
+
+
+def bounded_stem(codec: str, sample: str, bound: float) -> str:
+    return f"{codec}.{sample}.{'lossless' if bound == 0 else f'max-error-{bound:g}'}"
+
+
+def write_bounded(root: Path = ROOT) -> list[Path]:
+    """Streams with a residual layer: their latents' and residual field's symbols, the bounded output and
+    the original it is bounded against (`.original.npy`, in the data's units)."""
+    written = []
+    for cname, sname, bound in BOUNDED_STREAMS:
+        codec = codecs.load(cname)
+        modality = modalities.get(codec.modality)
+        sig = sample_signals(codec.modality)[sname]
+        stem = bounded_stem(cname, sname, bound)
+        enc = encode_signal(sig, modality, codec, device="cpu", max_error=bound)
+        (root / f"{stem}.coin").write_bytes(enc.data)
+        decoded, p = decode_bytes(enc.data, device="cpu", postfilter=False)
+        out = _quantized(modality.name, decoded.values)
+        _write_reference(root / stem, modality.name, decoded, out)
+        np.save(root / f"{stem}.original.npy", sig.exact.astype(np.float64))
+        layer = residual_layer(p)
+        meta = {"codec": cname, "codec_hash": codec.hash.hex(), "symbols_sha256": _sha(enc.symbols),
+                "output_sha256": _sha(out), "shape": list(out.shape), "bytes": len(enc.data), "bound": bound,
+                "residual_sha256": _sha(_residual_field(p)), "base": layer.base, "prediction": layer.predictor}
+        (root / f"{stem}.json").write_text(json.dumps(meta, indent=1) + "\n")
+        written.append(root / f"{stem}.coin")
+    return written
+
+
+def _residual_field(p: Parsed) -> np.ndarray:
+    layer = residual_layer(p)
+    shape = (p.file.channels * int(np.prod(p.file.shape[:-2])), *p.file.shape[-2:])  # residual.planes
+    return decode_field(layer.field, shape)
+
+
 COIN_STREAMS = {"coin-2x16-w16": 16, "coin-2x16-w12": 12}  # COIN (kind 1): half floats and 12-bit weights
 
 
@@ -276,6 +317,14 @@ def check(stream: Path) -> dict:
     if diff.max() > limit or diff.mean() >= 0.01 * limit:
         raise ConformanceError(f"{stream.name}: decoded output changed (largest difference {int(diff.max())} "
                                f"levels, mean {float(diff.mean()):.4f})")
+    if "bound" in meta:
+        if _sha(_residual_field(p)) != meta["residual_sha256"]:
+            raise ConformanceError(f"{stream.name}: decoded residual field changed")
+        original = np.load(stream.parent / f"{stream.stem}.original.npy", allow_pickle=False)
+        mask = p.modality.missing(p.meta, p.file.shape)
+        err = np.abs(p.modality.units(decoded) - original)[... if mask is None else ~mask]
+        if err.max() > meta["bound"]:
+            raise ConformanceError(f"{stream.name}: an error of {err.max():.4g} exceeds the bound {meta['bound']:g}")
     return {"symbols": True, "output": True, "output_exact": _sha(out) == meta["output_sha256"]}
 
 
@@ -285,9 +334,11 @@ if __name__ == "__main__":
     os.environ["COIN_CODECS_PATH"] = str(codecs_folder())
     if sys.argv[2:] == ["coin"]:
         paths = write_coin()
+    elif sys.argv[2:] == ["bounded"]:
+        paths = write_bounded()
     elif sys.argv[2:]:  # only these codecs' streams (new codecs), the others left as they are
         paths = write(codec_names=sys.argv[2:])
     else:
-        paths = write() + write_coin()
+        paths = write() + write_coin() + write_bounded()
     for path in paths:
         print(path)

@@ -84,3 +84,25 @@ def plot_rmse(summary: dict[str, list[dict]], path: Path, title: str, coin_curve
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_bounded(rows: list[dict], path: Path, title: str) -> None:
+    """Climate and MRI: bits per value against the maximum error asked, one panel per file."""
+    files = sorted({r["file"] for r in rows})
+    fig, axes = plt.subplots(1, len(files), figsize=(6 * len(files), 4.5), dpi=110, squeeze=False)
+    for ax, f in zip(axes[0], files, strict=True):
+        for codec in dict.fromkeys(r["codec"] for r in rows):
+            pts = sorted((max(r["bound"], 0.01), r["bits_per_value"]) for r in rows if r["file"] == f
+                         and r["codec"] == codec)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", lw=2.5 if codec == "coin" else 1.3, label=codec)
+        ax.set_xscale("log")
+        ax.set_xlabel("maximum error (data units; 0 plotted at 0.01)")
+        ax.set_ylabel("bits per value")
+        ax.set_title(f, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

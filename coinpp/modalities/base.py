@@ -18,10 +18,13 @@ from ..errors import InputError
 
 @dataclass
 class Signal:
-    """values: (*spatial, C) float32 in [0, 1]; meta: modality-specific fields kept in the file."""
+    """values: (*spatial, C) float32 in [0, 1]; meta: modality-specific fields kept in the file;
+    exact: (*spatial, C) float64 in the data's own units where they are more than `values` holds
+    (MRI, climate: the values as read, unclipped; a decode with a residual layer: its bounded values)."""
 
     values: np.ndarray
     meta: dict = field(default_factory=dict)
+    exact: np.ndarray | None = None
 
     @property
     def spatial(self) -> tuple[int, ...]:
@@ -187,6 +190,29 @@ class Modality:
     def coded_channels(self, channels: int, out_dim: int) -> int:
         """Channels of `to_network`'s output for a signal of `channels` (known from the header)."""
         return out_dim
+
+    # --- the residual layer (data with an error bound: MRI, climate) ----------------------------
+
+    def units(self, signal: Signal) -> np.ndarray:
+        """(*spatial, C) float64 in the data's units: `exact` where the signal has it, else its values."""
+        raise InputError(f"{self.name} data has no error-bounded mode (--max-error, --lossless)")
+
+    def value_grid(self, meta: dict) -> tuple[float, float] | None:
+        """(spacing, offset) when every value the file can hold is offset + spacing * integer (integer
+        voxels, packed NetCDF); None for real values."""
+        return None
+
+    def stored_dtype(self, meta: dict) -> np.dtype | None:
+        """The number type the decoded file stores its values in."""
+        return None
+
+    def span(self, meta: dict) -> float:
+        """The range of values the network's [0, 1] maps to, in the data's units."""
+        return float(meta["high"] - meta["low"]) if "high" in meta else 1.0
+
+    def missing(self, meta: dict, shape: tuple[int, ...]) -> np.ndarray | None:
+        """(*shape, C) True where a value is missing (not coded, not bounded); None when none is."""
+        return None
 
     def from_network(self, values: np.ndarray, meta: dict) -> np.ndarray:
         """Inverse of to_network on decoded values (*spatial, out_dim) -> (*spatial, C)."""

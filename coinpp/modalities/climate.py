@@ -258,7 +258,8 @@ class ClimateModality(Modality):
             "mask": mask if mask.any() else None,
         }
         self._check_grid(meta, path)
-        return Signal(norm[..., None].astype(np.float32), meta)
+        exact = np.where(mask, 0.0, values.reshape(norm.shape))[..., None]
+        return Signal(norm[..., None].astype(np.float32), meta, exact)
 
     def _check_grid(self, meta: dict, where) -> None:
         lat, lon = self.lat_lon(meta)
@@ -411,7 +412,10 @@ class ClimateModality(Modality):
         if len(dims) < 3 or not 0 <= start < stop <= dims[0]["size"]:
             raise InputError("cannot cut these fields out of the series")
         per = math.prod(d["size"] for d in dims[1:-2])
-        phys = np.ma.getdata(self.physical(signal)).reshape(-1, *signal.spatial[1:])[start * per : stop * per]
+        span = m["high"] - m["low"] if m["high"] > m["low"] else 1.0
+        # from the normalised values (the gaps as filled for fitting), as a file of these fields reads
+        phys = (signal.values[..., 0].astype(np.float64) * span + m["low"])[start * per : stop * per]
+        exact = None if signal.exact is None else signal.exact[start * per : stop * per]
         mask = None if m.get("mask") is None else m["mask"][start * per : stop * per]
         if "coord" in dims[0]:
             coord = dict(dims[0]["coord"])
@@ -422,7 +426,7 @@ class ClimateModality(Modality):
         low, high = float(valid.min()), float(valid.max())
         span = high - low if high > low else 1.0
         meta = dict(m, dims=dims, low=low, high=high, mask=mask if mask is not None and mask.any() else None)
-        return Signal(((phys - low) / span)[..., None].astype(np.float32), meta)
+        return Signal(((phys - low) / span)[..., None].astype(np.float32), meta, exact)
 
     def summary(self, meta: dict) -> dict:
         lat, lon = self.lat_lon(meta)
@@ -434,11 +438,31 @@ class ClimateModality(Modality):
 
     # --- writing ---------------------------------------------------------------------------------
 
+    def units(self, signal: Signal) -> np.ndarray:
+        if signal.exact is not None:
+            return signal.exact
+        m = signal.meta
+        span = m["high"] - m["low"] if m["high"] > m["low"] else 1.0
+        return signal.values.astype(np.float64) * span + m["low"]
+
+    def value_grid(self, meta: dict) -> tuple[float, float] | None:
+        if np.dtype(meta["dtype"]).kind not in "iu":
+            return None
+        attrs = {k: _from_json(a) for k, a in meta["attrs"].items()}
+        scale, offset = float(attrs.get("scale_factor", 1.0)), float(attrs.get("add_offset", 0.0))
+        return (abs(scale), offset) if scale else None
+
+    def stored_dtype(self, meta: dict) -> np.dtype | None:
+        return np.dtype(meta["dtype"])
+
+    def missing(self, meta: dict, shape: tuple[int, ...]) -> np.ndarray | None:
+        mask = meta.get("mask")
+        return None if mask is None else np.asarray(mask, dtype=bool).reshape(*shape, 1)
+
     def physical(self, signal: Signal) -> np.ma.MaskedArray:
         """Normalised fields -> values in the variable's units, shaped like the variable, masked."""
         m = signal.meta
-        span = m["high"] - m["low"] if m["high"] > m["low"] else 1.0
-        values = signal.values[..., 0].astype(np.float64) * span + m["low"]
+        values = self.units(signal)[..., 0]
         mask = m.get("mask")
         shape = tuple(d["size"] for d in m["dims"])
         values = values.reshape(shape)

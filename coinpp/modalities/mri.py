@@ -94,7 +94,8 @@ class MRIModality(Modality):
         version = 2 if isinstance(img, nib.Nifti2Image) else 1
         meta = {"header": bytes(img.header.binaryblock), "version": version, "low": low, "high": high,
                 "clipped": clipped, "volumes": values.shape[-1]}
-        return Signal(values.astype(np.float32), meta)
+        exact = data if data.ndim == 4 else data[..., None]
+        return Signal(values.astype(np.float32), meta, exact)
 
     def to_network(self, signal: Signal, out_dim: int) -> np.ndarray:
         if out_dim != 1:
@@ -164,11 +165,26 @@ class MRIModality(Modality):
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def physical(self, signal: Signal) -> np.ndarray:
+    def units(self, signal: Signal) -> np.ndarray:
+        if signal.exact is not None:
+            return signal.exact
         m = signal.meta
         span = m["high"] - m["low"] if m["high"] > m["low"] else 1.0
-        data = signal.values.astype(np.float64) * span + m["low"]
+        return signal.values.astype(np.float64) * span + m["low"]
+
+    def physical(self, signal: Signal) -> np.ndarray:
+        data = self.units(signal)
         return data[..., 0] if data.shape[-1] == 1 else data
+
+    def value_grid(self, meta: dict) -> tuple[float, float] | None:
+        h = self.header(meta)
+        slope, inter = h.get_slope_inter()
+        if h.get_data_dtype().kind in "iu" and slope in (None, 1.0) and inter in (None, 0.0):
+            return 1.0, 0.0
+        return None
+
+    def stored_dtype(self, meta: dict) -> np.dtype | None:
+        return np.dtype(self.header(meta).get_data_dtype())
 
     def write(self, signal: Signal, path: Path) -> None:
         nib = _nibabel()
@@ -206,11 +222,20 @@ class MRIModality(Modality):
     # --- measuring -------------------------------------------------------------------------------
 
     def quality(self, original: Signal, decoded: Signal) -> dict[str, float]:
-        """PSNR over the whole volume on intensities normalised to [0, 1] (the published measure)."""
-        return {"psnr": psnr(original.values, decoded.values)}
+        """PSNR over the whole volume on intensities normalised to [0, 1] (the published measure); with
+        a residual layer, on the bounded intensities, with their largest error (in intensity units)."""
+        if decoded.exact is None or original.exact is None:
+            return {"psnr": psnr(original.values, decoded.values)}
+        m = original.meta
+        span = m["high"] - m["low"] if m["high"] > m["low"] else 1.0
+        err = np.abs(self.units(original) - self.units(decoded))
+        mse = float(np.mean((err / span) ** 2))
+        return {"psnr": float("inf") if mse == 0 else -10 * math.log10(mse), "max_error": float(err.max())}
 
     def describe_quality(self, q: dict[str, float], meta: dict | None = None) -> str:
-        text = f"PSNR {q['psnr']:.2f} dB"
+        if q.get("max_error") == 0:
+            return "lossless"
+        text = f"PSNR {q['psnr']:.2f} dB" + (f", max error {q['max_error']:.4g}" if "max_error" in q else "")
         if meta and meta.get("clipped", 0) > 0:
             text += f" ({100 * meta['clipped']:.3f} % of voxels clipped at the {ROBUST_PERCENTILE}th percentile)"
         return text
