@@ -5,12 +5,12 @@
 The encoder quantizes the difference between the signal and the network's decode on the file's own
 grid, q = round((x - p) / step), and the decoder adds `step * q` to its own decode of the network.
 `step` is twice the bound less a margin (a 32nd of the bound, 2^-18 of the network's value range,
-and the output type's rounding), so a
-decoder whose network evaluation differs from the encoder's by float rounding (another machine or
-device: far below that margin) still keeps every error within the bound. For data on a grid of
-values (integers, packed NetCDF), the bound is widened by half the grid's spacing and the output
-rounded to the grid: a bound of 0 is then lossless, and a CRC-32 of the output integers checks it (with
-a bound above 0, which of the integers within it comes out may differ between machines).
+and the output type's rounding), so a decoder whose network evaluation differs from the encoder's by
+float rounding (another machine or device: far below that margin) still keeps every error within the
+bound. For data on a grid of values (integers, packed NetCDF), the output is snapped to the grid, and
+the bound before snapping is the largest multiple of the grid's spacing within the bound plus half a
+spacing: a bound of 0 is then lossless, and a CRC-32 of the output integers checks it (with a bound
+above 0, which of the values within it comes out may differ between machines).
 
 Where the network's decode predicts worse than a value's neighbours do (MRI noise), the residual is
 taken from zero instead: the values themselves are coded, and the latents serve decodes on other grids.
@@ -255,7 +255,9 @@ def make_layer(x: np.ndarray, p: np.ndarray, bound: float, quantum: float = 0.0,
     if not (math.isfinite(bound) and bound >= 0) or (bound == 0 and not quantum):
         raise InputError("--max-error must be a positive number (0, lossless, only for integer data)")
     valid = np.ones(x.shape, dtype=bool) if mask is None else ~mask
-    half = bound + quantum / 2 if quantum else bound
+    # On a grid of values, the output is snapped to the grid: within B < E' + u/2 before snapping is within
+    # E' after it, E' the largest multiple of u not above E (what JPEG-LS's NEAR is)
+    half = grid_bound(bound, quantum) + quantum / 2 if quantum else bound
     rounding = 0.0
     if not quantum and out_dtype is not None and np.dtype(out_dtype).kind == "f" and valid.any():
         rounding = float(np.spacing(np.dtype(out_dtype).type(np.abs(x[valid]).max())))
@@ -283,6 +285,11 @@ def make_layer(x: np.ndarray, p: np.ndarray, bound: float, quantum: float = 0.0,
                 best = layer
     assert best is not None
     return best
+
+
+def grid_bound(bound: float, quantum: float) -> float:
+    """The largest multiple of `quantum` not above `bound` (the error a grid of values can keep to)."""
+    return math.floor(bound / quantum * (1 + 1e-12)) * quantum
 
 
 def apply_layer(layer: ResidualLayer, p: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

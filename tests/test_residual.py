@@ -223,3 +223,36 @@ def test_the_encoder_keeps_the_smaller_of_network_or_none_and_planes_or_differen
     rough = rng.normal(0, 50, series.shape)  # no neighbour predicts it; a good network does
     layer = make_layer(rough, rough + rng.normal(0, 0.02, rough.shape), 0.05)
     assert (layer.base, layer.predictor) == (BASE_NETWORK, PLANES)
+
+
+def test_scaled_integer_volumes_keep_their_scaling_and_come_back_exact(tmp_path, tiny_mri_codec):
+    """A NIfTI whose integers carry scl_slope/scl_inter: its values lie on that grid, and are written
+    back as the same integers with the same scaling (not clipped to the integer type's range)."""
+    src, out = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    k = np.random.default_rng(8).integers(0, 256, size=(13, 11, 9)).astype(np.uint8)
+    img = nib.Nifti1Image(k, np.eye(4))
+    img.header.set_slope_inter(6.48, 0.5)
+    nib.save(img, str(src))
+    s = MRI.read(src)
+    assert MRI.value_grid(s.meta) == pytest.approx((6.48, 0.5))
+    decoded, _ = decode_bytes(encode_signal(s, MRI, tiny_mri_codec, max_error=0).data)
+    MRI.write(decoded, out)
+    back = nib.load(str(out))
+    assert np.array_equal(np.asarray(back.dataobj.get_unscaled()), k)
+    assert (back.dataobj.slope, back.dataobj.inter) == pytest.approx((6.48, 0.5))
+
+
+@pytest.mark.parametrize("bound", [3.0, 7.0, 13.0])
+def test_bounds_between_grid_steps_hold_after_snapping_to_the_grid(bound):
+    """Values on a grid of 6.48: the output snapped to the grid stays within the bound (a bound below one
+    step is then lossless), also for a decoder whose network evaluation differs a little."""
+    rng = np.random.default_rng(9)
+    k = rng.integers(0, 256, size=(5, 9, 8, 1))
+    x = 0.5 + 6.48 * k
+    p = x + rng.normal(0, 40, x.shape)
+    layer = make_layer(x, p, bound, quantum=6.48, offset=0.5, span=1652.0)
+    out = apply_layer(layer, p + 1652.0 * 2.0**-20)
+    assert np.abs(out - x).max() <= bound + 1e-9
+    assert np.allclose((out - 0.5) / 6.48, np.rint((out - 0.5) / 6.48))
+    if bound < 6.48:
+        assert np.allclose(out, x)

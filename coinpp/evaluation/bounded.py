@@ -20,15 +20,25 @@ import numpy as np
 from ..decoder import decode_bytes
 from ..encoder import Encoder, encode_each
 from ..modalities import Modality, Signal
+from ..residual import grid_bound
 
 
 @dataclass(frozen=True)
 class Stored:
     """How the file stores its values: integers (a lossless decode exists), their type, the NIfTI header."""
 
-    integer: bool
+    integer: bool  # every value is offset + quantum * an integer
     dtype: np.dtype
+    quantum: float = 1.0
+    offset: float = 0.0
     header: bytes = b""
+
+    def codes(self, values: np.ndarray) -> np.ndarray:
+        """The integers the file stores for `values`."""
+        return np.rint((values - self.offset) / self.quantum).astype(np.int64)
+
+    def values(self, codes: np.ndarray) -> np.ndarray:
+        return self.offset + self.quantum * np.asarray(codes, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class BoundedCodec:
     check: Callable[[], str | None]
     lossless_only: bool = False
     integer_only: bool = False
+    gives_codes: bool = False  # decode gives the stored integers, not values
 
 
 def _needs(module: str, package: str) -> Callable[[], str | None]:
@@ -65,7 +76,7 @@ def _sz3_encode(values: np.ndarray, bound: float, stored: Stored) -> bytes:
     cfg = pysz.szConfig()
     cfg.errorBoundMode = pysz.szErrorBoundMode.ABS
     # integer data: within bound + 1/2 before rounding back to integers is within the bound after
-    cfg.absErrorBound = bound + 0.49 if stored.integer else bound
+    cfg.absErrorBound = grid_bound(bound, stored.quantum) + 0.49 * stored.quantum if stored.integer else bound
     out, _ = pysz.sz.compress(_float32(values), cfg)
     return out.tobytes()
 
@@ -81,7 +92,7 @@ def _sz3_decode(data: bytes, like: np.ndarray) -> np.ndarray:
 def _zfp_encode(values: np.ndarray, bound: float, stored: Stored) -> bytes:
     import zfpy
 
-    tolerance = bound + 0.49 if stored.integer else bound
+    tolerance = grid_bound(bound, stored.quantum) + 0.49 * stored.quantum if stored.integer else bound
     return zfpy.compress_numpy(_float32(values), tolerance=tolerance)
 
 
@@ -118,8 +129,8 @@ def _unpack(data: bytes, start: int, n: int) -> list[bytes]:
 def _jpegls_encode(values: np.ndarray, bound: float, stored: Stored) -> bytes:
     import imagecodecs
 
-    vol, low = _as_unsigned(np.rint(values).astype(np.int64))
-    near = int(math.floor(bound))
+    vol, low = _as_unsigned(stored.codes(values))
+    near = int(math.floor(bound / stored.quantum))
     return _pack([imagecodecs.jpegls_encode(np.ascontiguousarray(s), level=near or None) for s in _slices(vol)],
                  np.int32(low).tobytes())
 
@@ -130,13 +141,13 @@ def _jpegls_decode(data: bytes, like: np.ndarray) -> np.ndarray:
     low = int(np.frombuffer(data[:4], dtype="<i4")[0])
     x, y, z, v = like.shape
     slices = [imagecodecs.jpegls_decode(p) for p in _unpack(data, 4, z * v)]
-    return np.stack(slices, -1).reshape(x, y, v, z).transpose(0, 1, 3, 2).astype(np.float64) + low
+    return np.stack(slices, -1).reshape(x, y, v, z).transpose(0, 1, 3, 2).astype(np.float64) + low  # codes
 
 
 def _jpeg2000_lossless_encode(values: np.ndarray, bound: float, stored: Stored) -> bytes:
     import imagecodecs
 
-    vol, low = _as_unsigned(np.rint(values).astype(np.int64))
+    vol, low = _as_unsigned(stored.codes(values))
     return _pack([imagecodecs.jpeg2k_encode(np.ascontiguousarray(s), reversible=True) for s in _slices(vol)],
                  np.int32(low).tobytes())
 
@@ -154,7 +165,7 @@ def _gzip_nifti_encode(values: np.ndarray, bound: float, stored: Stored) -> byte
     """The NIfTI file as stored (its header, the extension flag, the voxels in their type), gzip -9:
     what a .nii.gz holds. One byte before it names the type (counted)."""
     code = next(k for k, t in enumerate(_INTEGER_TYPES) if t == stored.dtype)
-    raw = stored.header + b"\0" * 4 + np.rint(values).astype(stored.dtype).tobytes(order="F")
+    raw = stored.header + b"\0" * 4 + stored.codes(values).astype(stored.dtype).tobytes(order="F")
     return bytes([code]) + gzip.compress(raw, compresslevel=9, mtime=0)
 
 
@@ -176,14 +187,15 @@ CLIMATE = [
 ]
 MRI = [
     BoundedCodec("gzip-nifti", "mri", "the NIfTI file (header and voxels as stored) gzip -9, as .nii.gz keeps it",
-                 _gzip_nifti_encode, _gzip_nifti_decode, lambda: None, lossless_only=True, integer_only=True),
+                 _gzip_nifti_encode, _gzip_nifti_decode, lambda: None, lossless_only=True, integer_only=True,
+                 gives_codes=True),
     BoundedCodec("jpeg2000-slices", "mri", "JPEG 2000 lossless (OpenJPEG 5/3 via imagecodecs) of every slice "
                  "(third axis), the voxel integers from their minimum", _jpeg2000_lossless_encode,
                  _jpeg2000_lossless_decode, _needs("imagecodecs", "imagecodecs"), lossless_only=True,
-                 integer_only=True),
+                 integer_only=True, gives_codes=True),
     BoundedCodec("jpegls-slices", "mri", "JPEG-LS (CharLS via imagecodecs) of every slice (third axis), NEAR = "
                  "the bound (lossless at 0)", _jpegls_encode, _jpegls_decode,
-                 _needs("imagecodecs", "imagecodecs"), integer_only=True),
+                 _needs("imagecodecs", "imagecodecs"), integer_only=True, gives_codes=True),
     BoundedCodec("sz3", "mri", "SZ3 (pysz), absolute bound (+0.49 for integer voxels, rounded back), 3-D float32",
                  _sz3_encode, _sz3_decode, _needs("pysz", "pysz")),
 ]
@@ -197,8 +209,10 @@ def measure_baseline(codec: BoundedCodec, values: np.ndarray, bound: float, stor
     t1 = time.perf_counter()
     decoded = codec.decode(data, values)
     t2 = time.perf_counter()
-    if stored.integer:
-        decoded = np.rint(decoded)
+    if codec.gives_codes:
+        decoded = stored.values(decoded)
+    elif stored.integer:  # snapped to the values the file can store, as coin's decoder does
+        decoded = stored.values(stored.codes(decoded))
     return _row(codec.name, values, decoded, mask, len(data), t1 - t0, t2 - t1)
 
 
@@ -241,7 +255,8 @@ def _row(name: str, values: np.ndarray, decoded: np.ndarray, mask: np.ndarray | 
 def stored(modality: Modality, signal: Signal) -> Stored:
     """How the signal's file stores its values."""
     grid = modality.value_grid(signal.meta)
-    return Stored(grid == (1.0, 0.0), np.dtype(modality.stored_dtype(signal.meta) or "f4"),
+    quantum, offset = grid or (1.0, 0.0)
+    return Stored(grid is not None, np.dtype(modality.stored_dtype(signal.meta) or "f4"), quantum, offset,
                   signal.meta.get("header", b""))
 
 

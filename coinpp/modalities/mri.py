@@ -92,7 +92,11 @@ class MRIModality(Modality):
         if values.ndim == 3:
             values = values[..., None]
         version = 2 if isinstance(img, nib.Nifti2Image) else 1
-        meta = {"header": bytes(img.header.binaryblock), "version": version, "low": low, "high": high,
+        header = img.header.copy()
+        slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+        if (slope, inter) != (1.0, 0.0):  # nibabel moved the file's scaling into dataobj: keep it in the header
+            header.set_slope_inter(slope, inter)
+        meta = {"header": bytes(header.binaryblock), "version": version, "low": low, "high": high,
                 "clipped": clipped, "volumes": values.shape[-1]}
         exact = data if data.ndim == 4 else data[..., None]
         return Signal(values.astype(np.float32), meta, exact)
@@ -178,10 +182,10 @@ class MRIModality(Modality):
 
     def value_grid(self, meta: dict) -> tuple[float, float] | None:
         h = self.header(meta)
+        if h.get_data_dtype().kind not in "iu":
+            return None
         slope, inter = h.get_slope_inter()
-        if h.get_data_dtype().kind in "iu" and slope in (None, 1.0) and inter in (None, 0.0):
-            return 1.0, 0.0
-        return None
+        return abs(slope or 1.0), inter or 0.0
 
     def stored_dtype(self, meta: dict) -> np.dtype | None:
         return np.dtype(self.header(meta).get_data_dtype())
@@ -194,14 +198,18 @@ class MRIModality(Modality):
         h = self.header(signal.meta).copy()
         data = self.physical(signal)
         dtype = h.get_data_dtype()
-        slope, inter = h.get_slope_inter()
-        if dtype.kind in "iu" and slope in (None, 1.0) and inter in (None, 0.0):
-            info = np.iinfo(dtype)  # store the integers themselves, as the original did
-            data = np.clip(np.rint(data), info.min, info.max).astype(dtype)
+        scaling = None
+        if dtype.kind in "iu":  # store integers as the original did: with its scaling, if it had one
+            slope, inter = h.get_slope_inter()
+            scaling = (slope or 1.0, inter or 0.0)
+            info = np.iinfo(dtype)
+            data = np.clip(np.rint((data - scaling[1]) / scaling[0]), info.min, info.max).astype(dtype)
             h.set_slope_inter(np.nan, np.nan)
         h.set_data_shape(data.shape)
         cls = nib.Nifti2Image if signal.meta["version"] == 2 else nib.Nifti1Image
         img = cls(data, None, header=h)
+        if scaling is not None and scaling != (1.0, 0.0):  # set after creation, or nibabel rescales the integers
+            img.header.set_slope_inter(*scaling)
         # nibabel takes the affines from the header when none is given; keep both codes as stored.
         img.set_sform(*h.get_sform(coded=True))
         img.set_qform(*h.get_qform(coded=True))
