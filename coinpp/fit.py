@@ -10,6 +10,7 @@ finds its patch and its coordinate inside that patch's cell (pixel centres, see 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from .device import pick_device
-from .malloc import release as release_heap
+from .malloc import bounded_heap
 from .model import GridModulatedSiren, LatentModulatedSiren
 from .patching import CellLayout, patch_coordinates, row_bands
 from .postfilter import (
@@ -45,10 +46,10 @@ KEEP_GRAPH_BYTES = 2 << 30
 KEEP_ACTIVATIONS_BYTES = 3 << 30
 # Latent grids: samples per band of rows in the fit. The gradient is summed over bands, so memory
 # stays bounded (about 1.5 kB per sample at width 64) whatever the image size.
-# Images of more values than this give the heap's free pages back after each step through the filter
-# (malloc.release): their whole-image arrays of tens to hundreds of MB fragment the tuned heap. Smaller
-# images (Kodak: 1.2 M values) skip it, as refilling the heap would cost them time.
-RELEASE_VALUES = 1 << 22
+# Images of more values than this run their steps through the filter with large arrays mapped on their
+# own (malloc.bounded_heap): their whole-image arrays of tens to hundreds of MB fragment the tuned heap.
+# Smaller images (Kodak: 1.2 M values) keep the tuned heap, as page faults would cost them time.
+BOUNDED_HEAP_VALUES = 1 << 22
 BAND_SAMPLES = 1 << 16
 BAND_SAMPLES_CUDA = 1 << 21
 
@@ -271,25 +272,25 @@ def refine_through_filter(net: LatentModulatedSiren, postfilter: PostFilter, pat
     z = latents.to(dev).clone()
     m, v = torch.zeros_like(z), torch.zeros_like(z)
     best, best_loss = z.clone(), math.inf
-    for k in range(1, steps + 1):
-        if k == steps:  # the last evaluation only judges the last update: its gradient would go unused
-            loss = filtered_loss(net, postfilter, patch, goal, z, views, chunk)
+    heap = bounded_heap() if goal.numel() > BOUNDED_HEAP_VALUES else contextlib.nullcontext()
+    with heap:
+        for k in range(1, steps + 1):
+            if k == steps:  # the last evaluation only judges the last update: its gradient would go unused
+                loss = filtered_loss(net, postfilter, patch, goal, z, views, chunk)
+                if penalty is not None:
+                    loss += float(penalty(z)[0].sum())
+                if loss < best_loss:
+                    best = z.clone()
+                break
+            loss, grad = filtered_loss_and_latent_grad(net, postfilter, patch, goal, z, views, chunk)
             if penalty is not None:
-                loss += float(penalty(z)[0].sum())
+                extra, g_extra = penalty(z)
+                loss, grad = loss + float(extra.sum()), grad + g_extra
             if loss < best_loss:
-                best = z.clone()
-            break
-        loss, grad = filtered_loss_and_latent_grad(net, postfilter, patch, goal, z, views, chunk)
-        if penalty is not None:
-            extra, g_extra = penalty(z)
-            loss, grad = loss + float(extra.sum()), grad + g_extra
-        if loss < best_loss:
-            best, best_loss = z.clone(), loss
-        m.mul_(0.9).add_(grad, alpha=0.1)
-        v.mul_(0.999).addcmul_(grad, grad, value=0.001)
-        z = z - lr * (m / (1 - 0.9**k)) / ((v / (1 - 0.999**k)).sqrt() + 1e-12)
-        if goal.numel() > RELEASE_VALUES:
-            release_heap()
+                best, best_loss = z.clone(), loss
+            m.mul_(0.9).add_(grad, alpha=0.1)
+            v.mul_(0.999).addcmul_(grad, grad, value=0.001)
+            z = z - lr * (m / (1 - 0.9**k)) / ((v / (1 - 0.999**k)).sqrt() + 1e-12)
     return best.cpu()
 
 
