@@ -167,7 +167,8 @@ class Encoder:
                              "(give --max-error)")
         quantum, offset = grid or (0.0, 0.0)
         layer = make_layer(signal.exact, predicted, float(self.max_error or 0.0), quantum, offset,
-                           m.stored_dtype(signal.meta), m.missing(signal.meta, signal.spatial), m.span(signal.meta))
+                           m.stored_dtype(signal.meta), m.missing(signal.meta, signal.spatial), m.span(signal.meta),
+                           m.plane_axis(signal.meta))
         f = container.read_bytes(encoded.data)
         f.flags |= container.FLAG_RESIDUAL
         f.extra = {**f.extra, container.RESIDUAL_TAG: layer.to_bytes()}

@@ -47,8 +47,10 @@ CONTEXTS = 12  # the bit length of the neighbours' summed absolute errors, cappe
 INCREMENT = 32  # counts added per coded value (the initial table counts 1 per class)
 HALVE_ABOVE = 1 << 20  # a context's counts are halved when their sum passes this
 # How the field is predicted (RESI byte 0): each plane on its own, or each plane's difference from
-# the plane before (climate: consecutive hours), both by the median edge detector.
-PLANES, PLANE_DIFFERENCES = 1, 2
+# the plane before (climate: consecutive hours); by the median edge detector, or interpolated from the
+# coarser grid (better where the field is smooth at the step's scale: coarse bounds).
+PLANES, PLANE_DIFFERENCES, INTERPOLATED, INTERPOLATED_DIFFERENCES = 1, 2, 3, 4
+PREDICTIONS = (PLANES, PLANE_DIFFERENCES, INTERPOLATED, INTERPOLATED_DIFFERENCES)
 # What the residual is taken from (RESI byte 1): the network's decode, or nothing (the values themselves:
 # where the network's decode predicts worse than the neighbours do, as on MRI noise).
 BASE_NETWORK, BASE_ZERO = 0, 1
@@ -57,7 +59,7 @@ MARGIN = 1 / 32  # of the bound, kept for the decoder's float rounding
 # the network's value range (float32 outputs: 2^-24 a rounding; measured CPU-to-CPU differences are
 # a few of those); taken off the step besides MARGIN.
 DISAGREEMENT = 2.0**-18
-_HEADER = struct.Struct("<BBddddI")
+_HEADER = struct.Struct("<BBBddddI")
 _POWERS = np.array([1 << b for b in range(63)], dtype=np.int64)
 
 
@@ -104,25 +106,89 @@ def _learn(counts: np.ndarray, ctx: np.ndarray, cls: np.ndarray) -> None:
         counts[full] = (counts[full] + 1) >> 1
 
 
-def encode_field(q: np.ndarray) -> bytes:
+def _interpolation_steps(h: int, w: int) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
+    """The points of a plane coarse to fine, as SZ3 visits them: (0, 0) first, then for strides s =
+    S, S/2, ..., 2 (S the smallest power of two >= the plane's larger side, half = s/2) the points on
+    rows that are multiples of s, half between two columns of the coarser grid, and then the points
+    half between two rows, on every column that is a multiple of half. Yields (rows, cols, axis, half):
+    the points (flattened grid) and the axis along which their neighbours lie (-1: none, for (0, 0))."""
+    yield np.zeros(1, np.int64), np.zeros(1, np.int64), -1, 0
+    s = 2
+    while s < max(h, w):
+        s *= 2
+    while s >= 2:
+        half = s // 2
+        for axis, rows, cols in ((1, np.arange(0, h, s), np.arange(half, w, s)),
+                                 (0, np.arange(half, h, s), np.arange(0, w, half))):
+            if len(rows) and len(cols):
+                i, j = np.meshgrid(rows, cols, indexing="ij")
+                yield i.reshape(-1), j.reshape(-1), axis, half
+        s = half
+
+
+def _along(a: np.ndarray, i: np.ndarray, j: np.ndarray, axis: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """a[:, i, j] moved `offset` along `axis`, and where that lies inside the plane (else zeros)."""
+    size = a.shape[1 + axis]
+    pos = (i if axis == 0 else j) + offset
+    inside = (pos >= 0) & (pos < size)
+    pos = np.clip(pos, 0, size - 1)
+    v = a[:, pos, j] if axis == 0 else a[:, i, pos]
+    return np.where(inside, v, 0), inside
+
+
+def _interpolate(q: np.ndarray, i: np.ndarray, j: np.ndarray, axis: int, half: int) -> np.ndarray:
+    """Prediction from the decoded neighbours half a stride away along `axis`: cubic (-1, 9, 9, -1)/16
+    with two on each side, their mean with one, the one before at the plane's far edge (floors)."""
+    if axis < 0:
+        return np.zeros((q.shape[0], len(i)), dtype=np.int64)
+    a, _ = _along(q, i, j, axis, -half)
+    b, has_b = _along(q, i, j, axis, half)
+    a2, has_a2 = _along(q, i, j, axis, -3 * half)
+    b2, has_b2 = _along(q, i, j, axis, 3 * half)
+    cubic = (9 * (a + b) - a2 - b2 + 8) >> 4
+    return np.where(has_b, np.where(has_a2 & has_b2, cubic, (a + b) >> 1), a)
+
+
+def _interpolation_contexts(err_abs: np.ndarray, i: np.ndarray, j: np.ndarray, axis: int, half: int) -> np.ndarray:
+    if axis < 0:
+        return np.zeros((err_abs.shape[0], len(i)), dtype=np.int64)
+    a, _ = _along(err_abs, i, j, axis, -half)
+    b, _ = _along(err_abs, i, j, axis, half)
+    return np.minimum(bit_length(a + b), CONTEXTS - 1)
+
+
+def _walk(shape: tuple[int, int, int], interpolation: bool):
+    """(rows, cols, prediction, context) per step, in coding order."""
+    _, h, w = shape
+    if interpolation:
+        for i, j, axis, half in _interpolation_steps(h, w):
+            yield (i, j, lambda q, i=i, j=j, axis=axis, half=half: _interpolate(q, i, j, axis, half),
+                   lambda e, i=i, j=j, axis=axis, half=half: _interpolation_contexts(e, i, j, axis, half))
+    else:
+        for i, j in _diagonals(h, w):
+            yield i, j, lambda q, i=i, j=j: _predict(q, i, j), lambda e, i=i, j=j: _contexts(e, i, j)
+
+
+def encode_field(q: np.ndarray, interpolation: bool = False) -> bytes:
     """Integer field (planes, rows, cols), |q| <= FIELD_MAX -> bytes:
-    u32 number of range-coder words | the words | the raw bits (sign and low bits), packed MSB first."""
+    u32 number of range-coder words | the words | the raw bits (sign and low bits), packed MSB first.
+    Each value predicted by the median edge detector (anti-diagonals) or, `interpolation`, from the
+    coarser grid (SZ3's order)."""
     q = np.asarray(q, dtype=np.int64)
     if q.ndim != 3:
         raise ValueError("the residual field must be (planes, rows, cols)")
     if q.size and np.abs(q).max() > FIELD_MAX:
         raise ValueError("residual out of range")
-    n, h, w = q.shape
     err_abs = np.zeros_like(q)
     counts = np.ones((CONTEXTS, CLASSES), dtype=np.int64)
     coder = constriction.stream.queue.RangeEncoder()
     cat = constriction.stream.model.Categorical(perfect=False)
     raw: list[np.ndarray] = []
-    for i, j in _diagonals(h, w):
-        e = q[:, i, j] - _predict(q, i, j)
+    for i, j, predict, context in _walk(q.shape, interpolation):
+        e = q[:, i, j] - predict(q)
         mag = np.abs(e)
+        ctx = context(err_abs).reshape(-1)
         err_abs[:, i, j] = mag
-        ctx = _contexts(err_abs, i, j).reshape(-1)
         cls = bit_length(mag).reshape(-1)
         coder.encode(cls.astype(np.int32), cat, _rows(counts)[ctx])
         raw.append(_raw_bits(e.reshape(-1), cls))
@@ -145,9 +211,9 @@ def _raw_bits(e: np.ndarray, cls: np.ndarray) -> np.ndarray:
     return ((value[owner] >> shift) & 1).astype(np.uint8)
 
 
-def decode_field(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+def decode_field(data: bytes, shape: tuple[int, int, int], interpolation: bool = False) -> np.ndarray:
     """bytes -> the integer field (planes, rows, cols). Corrupt data raises FormatError."""
-    n, h, w = shape
+    n = shape[0]
     if len(data) < 4:
         raise FormatError("corrupted residual (cut short)")
     (nwords,) = struct.unpack("<I", data[:4])
@@ -162,19 +228,19 @@ def decode_field(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     try:
         coder = constriction.stream.queue.RangeDecoder(words)
         cat = constriction.stream.model.Categorical(perfect=False)
-        for i, j in _diagonals(h, w):
-            ctx = _contexts(err_abs, i, j).reshape(-1)
+        for i, j, predict, context in _walk(shape, interpolation):
+            ctx = context(err_abs).reshape(-1)
             cls = np.asarray(coder.decode(cat, _rows(counts)[ctx]), dtype=np.int64)
             e, cursor = _read_errors(bits, cursor, cls)
             err_abs[:, i, j] = np.abs(e).reshape(n, len(i))
-            q[:, i, j] = _predict(q, i, j) + e.reshape(n, len(i))
+            q[:, i, j] = predict(q) + e.reshape(n, len(i))
+            if np.abs(q[:, i, j]).max(initial=0) > FIELD_MAX:  # before the next prediction multiplies it
+                raise FormatError("corrupted residual (value out of range)")
             _learn(counts, ctx, cls)
     except FormatError:
         raise
     except Exception as e:  # constriction reports invalid data with its own exception types
         raise FormatError(f"corrupted residual ({e})") from None
-    if q.size and np.abs(q).max() > FIELD_MAX:
-        raise FormatError("corrupted residual (value out of range)")
     return q
 
 
@@ -212,22 +278,23 @@ class ResidualLayer:
     field: bytes
     predictor: int = PLANES
     base: int = BASE_NETWORK
+    stack: int = 0  # the spatial axis the planes are stacked along (the plane: the other two)
 
     def to_bytes(self) -> bytes:
-        return _HEADER.pack(self.predictor, self.base, self.bound, self.step, self.quantum, self.offset,
-                            self.crc) + self.field
+        return _HEADER.pack(self.predictor, self.base, self.stack, self.bound, self.step, self.quantum,
+                            self.offset, self.crc) + self.field
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ResidualLayer:
         if len(data) < _HEADER.size:
             raise FormatError("corrupted residual section (cut short)")
-        predictor, base, bound, step, quantum, offset, crc = _HEADER.unpack_from(data)
-        if predictor not in (PLANES, PLANE_DIFFERENCES) or base not in (BASE_NETWORK, BASE_ZERO):
+        predictor, base, stack, bound, step, quantum, offset, crc = _HEADER.unpack_from(data)
+        if predictor not in PREDICTIONS or base not in (BASE_NETWORK, BASE_ZERO):
             raise FormatError(f"unsupported residual coding {predictor}/{base}; upgrade coin")
         if not all(math.isfinite(v) for v in (bound, step, quantum, offset)) or bound < 0 or quantum < 0 \
                 or not 0 < step <= 2 * (bound + quantum / 2):
             raise FormatError("corrupted residual section (bound or step out of range)")
-        return cls(bound, step, quantum, offset, crc, data[_HEADER.size :], predictor, base)
+        return cls(bound, step, quantum, offset, crc, data[_HEADER.size :], predictor, base, stack)
 
     def describe(self) -> str:
         if self.quantum and self.bound == 0:
@@ -235,23 +302,41 @@ class ResidualLayer:
         return f"maximum error {self.bound:g}"
 
 
-def planes(values: np.ndarray) -> np.ndarray:
-    """(*spatial, C) with at least 2 spatial axes -> (planes, rows, cols): the last two axes are the plane."""
-    if values.ndim < 3:
-        raise InputError("the residual layer needs data of two or more dimensions")
-    v = np.moveaxis(values, -1, 0)
+def planes(values: np.ndarray, stack: int = 0) -> np.ndarray:
+    """(*spatial, C) -> (planes, rows, cols): channel by channel, the planes along spatial axis `stack`,
+    each plane the other two axes in order (two spatial axes: the planes are the channels)."""
+    d = values.ndim - 1
+    if d < 2 or not 0 <= stack < stacks(d):
+        raise InputError("the residual layer needs data of two or three dimensions")
+    v = np.moveaxis(values, [-1, stack], [0, 1]) if d == 3 else np.moveaxis(values, -1, 0)
     return v.reshape(-1, v.shape[-2], v.shape[-1])
 
 
+def stacks(spatial_dims: int) -> int:
+    """How many axes the planes can be stacked along: any of three, or the channels only."""
+    return 3 if spatial_dims == 3 else 1
+
+
+def unplanes(field: np.ndarray, shape: tuple[int, ...], stack: int = 0) -> np.ndarray:
+    """planes' inverse: the field back to `shape` (*spatial, C)."""
+    d = len(shape) - 1
+    if d == 3:
+        order = (shape[-1], shape[stack], *(n for a, n in enumerate(shape[:-1]) if a != stack))
+        return np.moveaxis(field.reshape(order), [0, 1], [-1, stack])
+    return np.moveaxis(field.reshape(shape[-1], *shape[:-1]), 0, -1)
+
+
 def make_layer(x: np.ndarray, p: np.ndarray, bound: float, quantum: float = 0.0, offset: float = 0.0,
-               out_dtype: np.dtype | None = None, mask: np.ndarray | None = None, span: float = 0.0
-               ) -> ResidualLayer:
+               out_dtype: np.dtype | None = None, mask: np.ndarray | None = None, span: float = 0.0,
+               stack: int = 0, predictions: tuple[int, ...] = PREDICTIONS,
+               bases: tuple[int, ...] = (BASE_NETWORK, BASE_ZERO)) -> ResidualLayer:
     """Encoder: the smallest layer that brings the decode within `bound` of the signal `x`, taken from the
     network's decode `p` or from nothing, each plane predicted on its own or from the plane before; x and
     p (*spatial, C) float64 in the data's units. `quantum` > 0: x lies on offset + quantum * integer.
     `span`: the value range the network's [0, 1] outputs map to (what its float rounding scales with).
     `out_dtype`: the floating type the output is stored in (its rounding comes off the margin).
-    `mask` (like x, True = missing): coded as zero, not bounded."""
+    `mask` (like x, True = missing): coded as zero, not bounded. `stack`: the spatial axis along which
+    the planes lie (the others make each plane). `predictions`, `bases`: the ones to try (all)."""
     if not (math.isfinite(bound) and bound >= 0) or (bound == 0 and not quantum):
         raise InputError("--max-error must be a positive number (0, lossless, only for integer data)")
     valid = np.ones(x.shape, dtype=bool) if mask is None else ~mask
@@ -263,6 +348,8 @@ def make_layer(x: np.ndarray, p: np.ndarray, bound: float, quantum: float = 0.0,
         rounding = float(np.spacing(np.dtype(out_dtype).type(np.abs(x[valid]).max())))
     best: ResidualLayer | None = None
     for base, pred in ((BASE_NETWORK, p), (BASE_ZERO, np.zeros_like(x))):
+        if base not in bases:
+            continue
         spare = rounding + (span * DISAGREEMENT if base == BASE_NETWORK else 0.0)
         step = 2 * (half * (1 - MARGIN) - spare)
         if step <= half:
@@ -277,10 +364,15 @@ def make_layer(x: np.ndarray, p: np.ndarray, bound: float, quantum: float = 0.0,
         q = q.astype(np.int64)
         crc = _crc(reconstruct(pred, q, step, quantum, offset), valid, quantum, offset) if quantum and not bound \
             else 0
-        field = planes(q)
-        for predictor, coded in ((PLANES, field), (PLANE_DIFFERENCES, np.diff(field, axis=0, prepend=0))):
-            layer = ResidualLayer(float(bound), step, float(quantum), float(offset), crc, encode_field(coded),
-                                  predictor, base)
+        field = planes(q, stack)
+        differences = np.diff(field, axis=0, prepend=0)
+        for predictor, coded in ((PLANES, field), (PLANE_DIFFERENCES, differences), (INTERPOLATED, field),
+                                 (INTERPOLATED_DIFFERENCES, differences)):
+            if predictor not in predictions:
+                continue
+            data = encode_field(coded, interpolation=predictor in (INTERPOLATED, INTERPOLATED_DIFFERENCES))
+            layer = ResidualLayer(float(bound), step, float(quantum), float(offset), crc, data, predictor, base,
+                                  stack)
             if best is None or len(layer.field) < len(best.field):
                 best = layer
     assert best is not None
@@ -295,12 +387,15 @@ def grid_bound(bound: float, quantum: float) -> float:
 def apply_layer(layer: ResidualLayer, p: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Decoder: the network's decode `p` (*spatial, C) in the data's units -> the bounded values.
     Lossless outputs are checked against the layer's CRC-32."""
-    field = decode_field(layer.field, planes(p).shape)
-    if layer.predictor == PLANE_DIFFERENCES:
+    if layer.stack >= stacks(p.ndim - 1):
+        raise FormatError("corrupted residual section (no such axis)")
+    field = decode_field(layer.field, planes(p, layer.stack).shape,
+                         layer.predictor in (INTERPOLATED, INTERPOLATED_DIFFERENCES))
+    if layer.predictor in (PLANE_DIFFERENCES, INTERPOLATED_DIFFERENCES):
         field = np.cumsum(field, axis=0)
         if field.size and np.abs(field).max() > MAX_MAGNITUDE:
             raise FormatError("corrupted residual (value out of range)")
-    q = np.moveaxis(field.reshape(p.shape[-1], *p.shape[:-1]), 0, -1)
+    q = unplanes(field, p.shape, layer.stack)
     base = p if layer.base == BASE_NETWORK else np.zeros_like(p)
     with np.errstate(all="ignore"):  # a damaged header's extreme numbers: caught just below
         out = reconstruct(base, q, layer.step, layer.quantum, layer.offset)

@@ -65,5 +65,5 @@ def test_there_are_residual_streams_of_every_base_and_prediction():
 
     metas = [json.loads(p.with_suffix(".json").read_text()) for p in STREAMS]
     bounded = [m for m in metas if "bound" in m]
-    assert {m["base"] for m in bounded} == {0, 1} and {m["prediction"] for m in bounded} == {1, 2}
+    assert {m["base"] for m in bounded} == {0, 1} and {m["prediction"] for m in bounded} == {1, 2, 3, 4}
     assert any(m["bound"] == 0 for m in bounded)  # a lossless one

@@ -27,11 +27,11 @@ import torch
 from PIL import Image
 
 from .. import codec as codecs
-from .. import modalities
+from .. import container, modalities
 from ..bitstream import Parsed, decode_symbols, parse, residual_layer
 from ..container import SirenArch
 from ..decoder import decode_bytes
-from ..encoder import encode_signal
+from ..encoder import Encoded, Encoder, encode_signal
 from ..errors import CoinError
 from ..modalities import Signal
 from ..modalities.image import to_uint8
@@ -39,7 +39,15 @@ from ..model import LatentModulatedSiren, SirenConfig, build_network
 from ..overfit import encode_signal as overfit_encode
 from ..overfit import network_from_file
 from ..quantize import Quantizer
-from ..residual import decode_field
+from ..residual import (
+    BASE_NETWORK,
+    BASE_ZERO,
+    INTERPOLATED,
+    INTERPOLATED_DIFFERENCES,
+    decode_field,
+    make_layer,
+    planes,
+)
 from ..training.export import write_folder
 from ..training.tables import context_prior, frequency_table
 
@@ -203,25 +211,32 @@ def write(root: Path = ROOT, codec_names: list[str] | None = None) -> list[Path]
     return written
 
 
-# Streams with a residual layer (flag bit 0, RESI): (codec, sample, the bound; 0: lossless).
-BOUNDED_STREAMS = [("mri-5x128-l16-b4", "blob-13x11x9", 0.0), ("mri-5x128-l16-b4", "blob-13x11x9", 3.0),
-                   ("era5-t2m-5x128-l48-b5", "uk-6x9x13", 0.05), ("era5-t2m-5x128-l48-b5", "uk-6x9x13", 0.5)]
+# Streams with a residual layer (flag bit 0, RESI): (codec, sample, the bound (0: lossless), the
+# prediction and base forced, where the encoder's choice on these small samples would leave one untested).
+BOUNDED_STREAMS = [("mri-5x128-l16-b4", "blob-13x11x9", 0.0, None), ("mri-5x128-l16-b4", "blob-13x11x9", 3.0, None),
+                   ("era5-t2m-5x128-l48-b5", "uk-6x9x13", 0.05, None),
+                   ("era5-t2m-5x128-l48-b5", "uk-6x9x13", 0.5, None),
+                   ("mri-5x128-l16-b4", "blob-13x11x9", 0.0, (INTERPOLATED, BASE_NETWORK)),
+                   ("era5-t2m-5x128-l48-b5", "uk-6x9x13", 0.2, (INTERPOLATED_DIFFERENCES, BASE_ZERO))]
 
 
-def bounded_stem(codec: str, sample: str, bound: float) -> str:
-    return f"{codec}.{sample}.{'lossless' if bound == 0 else f'max-error-{bound:g}'}"
+def bounded_stem(codec: str, sample: str, bound: float, forced: tuple[int, int] | None = None) -> str:
+    tail = "" if forced is None else f".p{forced[0]}b{forced[1]}"
+    return f"{codec}.{sample}.{'lossless' if bound == 0 else f'max-error-{bound:g}'}{tail}"
 
 
 def write_bounded(root: Path = ROOT) -> list[Path]:
     """Streams with a residual layer: their latents' and residual field's symbols, the bounded output and
     the original it is bounded against (`.original.npy`, in the data's units)."""
     written = []
-    for cname, sname, bound in BOUNDED_STREAMS:
+    for cname, sname, bound, forced in BOUNDED_STREAMS:
         codec = codecs.load(cname)
         modality = modalities.get(codec.modality)
         sig = sample_signals(codec.modality)[sname]
-        stem = bounded_stem(cname, sname, bound)
-        enc = encode_signal(sig, modality, codec, device="cpu", max_error=bound)
+        stem = bounded_stem(cname, sname, bound, forced)
+        enc = encode_signal(sig, modality, codec, device="cpu", max_error=None if forced else bound)
+        if forced:
+            enc = _forced_layer(enc, sig, modality, bound, *forced)
         (root / f"{stem}.coin").write_bytes(enc.data)
         decoded, p = decode_bytes(enc.data, device="cpu", postfilter=False)
         out = _quantized(modality.name, decoded.values)
@@ -236,10 +251,25 @@ def write_bounded(root: Path = ROOT) -> list[Path]:
     return written
 
 
+def _forced_layer(enc: Encoded, sig: Signal, modality: modalities.Modality, bound: float, prediction: int,
+                  base: int) -> Encoded:
+    """The network-only file `enc` with a residual layer of one prediction and base (as Encoder.with_layer)."""
+    predicted = Encoder(enc.codec, modality, device="cpu").prediction(enc)
+    quantum, offset = modality.value_grid(sig.meta) or (0.0, 0.0)
+    layer = make_layer(sig.exact, predicted, bound, quantum, offset, modality.stored_dtype(sig.meta),
+                       modality.missing(sig.meta, sig.spatial), modality.span(sig.meta), modality.plane_axis(sig.meta),
+                       (prediction,), (base,))
+    f = container.read_bytes(enc.data)
+    f.flags |= container.FLAG_RESIDUAL
+    f.extra = {container.RESIDUAL_TAG: layer.to_bytes()}
+    return Encoded(container.write_bytes(f), enc.symbols, enc.codec)
+
+
 def _residual_field(p: Parsed) -> np.ndarray:
     layer = residual_layer(p)
-    shape = (p.file.channels * int(np.prod(p.file.shape[:-2])), *p.file.shape[-2:])  # residual.planes
-    return decode_field(layer.field, shape)
+    shape = planes(np.zeros((*p.file.shape, p.file.channels), np.int8), layer.stack).shape
+    interpolated = layer.predictor in (INTERPOLATED, INTERPOLATED_DIFFERENCES)
+    return decode_field(layer.field, shape, interpolated)
 
 
 COIN_STREAMS = {"coin-2x16-w16": 16, "coin-2x16-w12": 12}  # COIN (kind 1): half floats and 12-bit weights

@@ -206,6 +206,10 @@ class Modality:
         """The number type the decoded file stores its values in."""
         return None
 
+    def plane_axis(self, meta: dict) -> int:
+        """The spatial axis the residual layer stacks its planes along (each plane: the other two)."""
+        return 0
+
     def span(self, meta: dict) -> float:
         """The range of values the network's [0, 1] maps to, in the data's units."""
         return float(meta["high"] - meta["low"]) if "high" in meta else 1.0

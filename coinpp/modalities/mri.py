@@ -190,6 +190,10 @@ class MRIModality(Modality):
     def stored_dtype(self, meta: dict) -> np.dtype | None:
         return np.dtype(self.header(meta).get_data_dtype())
 
+    def plane_axis(self, meta: dict) -> int:
+        """The axis of the thickest voxels: the slices as acquired (an axial series' z) are the planes."""
+        return int(np.argmax(self.voxel_size(meta)))
+
     def write(self, signal: Signal, path: Path) -> None:
         nib = _nibabel()
         name = Path(path).name.lower()
