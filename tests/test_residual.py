@@ -256,3 +256,18 @@ def test_bounds_between_grid_steps_hold_after_snapping_to_the_grid(bound):
     assert np.allclose((out - 0.5) / 6.48, np.rint((out - 0.5) / 6.48))
     if bound < 6.48:
         assert np.allclose(out, x)
+
+
+def test_a_volume_whose_header_lost_its_scaling_is_written_with_one_that_fits(tmp_path):
+    """Files written before the scaling was kept: uint8 header, values up to 1652 -> scaled, not clipped."""
+    k = np.random.default_rng(10).integers(0, 256, size=(6, 5, 4)).astype(np.uint8)
+    img = nib.Nifti1Image(k, np.eye(4))
+    img.header.set_slope_inter(6.48, 0.0)
+    nib.save(img, str(tmp_path / "a.nii.gz"))
+    s = MRI.read(tmp_path / "a.nii.gz")
+    h = MRI.header(s.meta)
+    h.set_slope_inter(np.nan, np.nan)  # as coin 0.2 stored it
+    old = modalities.Signal(s.values, dict(s.meta, header=bytes(h.binaryblock)))
+    MRI.write(old, tmp_path / "b.nii.gz")
+    back = np.asarray(nib.load(str(tmp_path / "b.nii.gz")).dataobj)
+    assert back.max() > 1600 and np.abs(back - 6.48 * k).max() < 10

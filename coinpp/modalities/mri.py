@@ -207,8 +207,13 @@ class MRIModality(Modality):
             slope, inter = h.get_slope_inter()
             scaling = (slope or 1.0, inter or 0.0)
             info = np.iinfo(dtype)
-            data = np.clip(np.rint((data - scaling[1]) / scaling[0]), info.min, info.max).astype(dtype)
+            codes = np.rint((data - scaling[1]) / scaling[0])
             h.set_slope_inter(np.nan, np.nan)
+            if scaling == (1.0, 0.0) and (codes.min() < info.min or codes.max() > info.max):
+                # a file written before the scaling was kept: nibabel picks one that fits the values
+                scaling = None
+            else:
+                data = np.clip(codes, info.min, info.max).astype(dtype)
         h.set_data_shape(data.shape)
         cls = nib.Nifti2Image if signal.meta["version"] == 2 else nib.Nifti1Image
         img = cls(data, None, header=h)
