@@ -97,7 +97,8 @@ class Encoder:
         with self._products(phase.matmul):
             return refine_latents(self.codec.net, patch_coordinates(self.codec.patch), self.patch_targets(signal),
                                   latents, phase.steps, lr, q if phase.quantized else None, self.device,
-                                  penalty=self.rate_penalty(phase.rate_lambda), settle=phase.settle)
+                                  penalty=self.rate_penalty(phase.rate_lambda), settle=phase.settle,
+                                  subsets=[checkerboard(self.codec.patch, k) for k in range(phase.half)])
 
     def through_filter(self, latents: torch.Tensor, signal: Signal) -> torch.Tensor:
         """The filter phase: Adam on all of an image's latents against the post-filtered image's

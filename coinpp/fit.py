@@ -134,7 +134,8 @@ class RatePenalty:
 def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.ndarray | torch.Tensor,
                    latents: torch.Tensor, steps: int, lr: np.ndarray, quantizer: Quantizer | None = None,
                    device: str = "auto", chunk: int | None = None,
-                   penalty: RatePenalty | None = None, settle: float = 0.0) -> torch.Tensor:
+                   penalty: RatePenalty | None = None, settle: float = 0.0,
+                   subsets: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Adam on the latents after the meta-learned SGD steps, optionally quantization-aware.
 
     With a quantizer, every gradient is taken at the quantized latents and passed straight
@@ -145,12 +146,15 @@ def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.
     MSE plus the penalty's rate term, so Adam does not spend bits for little distortion.
     With `settle` > 0, a patch whose loss fell by less than that fraction of its best loss in a
     step stops there (flat sky settles in a step or two, foliage goes on), and the steps left
-    run on the others only.
+    run on the others only. With `subsets`, step k < len(subsets) takes its gradient on the samples
+    subsets[k] alone (half of each patch: half the arithmetic), and is not judged (its loss is the
+    half's); the starting latent is judged on the whole patch instead.
     """
     dev = pick_device(device)
     chunk = chunk or (FIT_CHUNK_CUDA if dev.type == "cuda" else FIT_CHUNK)
     net = net.to(dev)
     coords = coords.to(dev)
+    subsets = [s.to(dev) for s in subsets or []][: max(steps - 1, 0)]  # the last evaluation is whole
     t = torch.as_tensor(targets, dtype=torch.float32)
     rate = torch.as_tensor(lr, dtype=torch.float32, device=dev)
     b1, b2, eps = 0.9, 0.999, 1e-12
@@ -160,6 +164,9 @@ def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.
         result, rows = z.clone(), torch.arange(len(z), device=dev)  # rows: the patches still refined
         m, v = torch.zeros_like(z), torch.zeros_like(z)
         best, best_loss = z.clone(), torch.full((len(z),), float("inf"), device=dev)
+        if subsets:  # the start judged on the whole patch, as the half steps are not
+            at = quantize_ste(quantizer, z) if quantizer is not None else z
+            best_loss = net.patch_mse(coords, at, part) + (penalty(z)[0] if penalty is not None else 0.0)
         for k in range(1, steps + 1):
             at = quantize_ste(quantizer, z) if quantizer is not None else z
             if k == steps:  # the last evaluation only judges the last update: no gradient
@@ -169,13 +176,18 @@ def refine_latents(net: LatentModulatedSiren, coords: torch.Tensor, targets: np.
                 better = loss < best_loss
                 best[better] = z[better]
                 break
-            loss, g = net.loss_and_latent_grad(coords, at, part)
+            half = subsets[k - 1] if k <= len(subsets) else None
+            if half is None:
+                loss, g = net.loss_and_latent_grad(coords, at, part)
+            else:
+                loss, g = net.loss_and_latent_grad(coords[half], at, part[:, half])
             if penalty is not None:
                 extra, g_extra = penalty(z)
                 loss, g = loss + extra, g + g_extra
-            settled = loss >= (1 - settle) * best_loss if settle > 0 else None
-            better = loss < best_loss
-            best[better], best_loss[better] = z[better], loss[better]
+            settled = loss >= (1 - settle) * best_loss if settle > 0 and half is None else None
+            if half is None:
+                better = loss < best_loss
+                best[better], best_loss[better] = z[better], loss[better]
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             z = z - rate * (m / (1 - b1**k)) / ((v / (1 - b2**k)).sqrt() + eps)

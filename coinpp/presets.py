@@ -39,7 +39,8 @@ class AdamPhase:
     dimension (`lr_unit` "latent") or a fraction of each dimension's quantizer step ("quantizer-step");
     `quantized`: gradients taken at the quantized latents (straight through); `rate_lambda` (per-patch
     MSE per bit) adds the codec's rate model to the loss; `settle` > 0 stops a patch whose loss fell
-    by less than that fraction in a step (fit.refine_latents)."""
+    by less than that fraction in a step; the first `half` steps take their gradients on alternate
+    checkerboard halves of each patch (fit.refine_latents)."""
 
     steps: int
     lr: float
@@ -47,6 +48,7 @@ class AdamPhase:
     quantized: bool = False
     rate_lambda: float = 0.0
     settle: float = 0.0
+    half: int = 0
     matmul: Matmul = "float32"
     kind: Literal["adam"] = "adam"
 
@@ -207,6 +209,8 @@ def _check_preset(p: EncoderPreset) -> None:
                 raise ValueError(f"preset {p.name!r}: adam needs an lr in (0, 10] and lr_unit latent or quantizer-step")
             if not 0 <= float(ph.settle) < 1:
                 raise ValueError(f"preset {p.name!r}: adam settle must be in [0, 1)")
+            if not whole(ph.half, 0, 10_000):
+                raise ValueError(f"preset {p.name!r}: adam half must be a whole number of steps")
         if isinstance(ph, FilterPhase):
             if not 0 < float(ph.lr) <= 10 or not (ph.views is None or whole(ph.views, 1, 8)):
                 raise ValueError(f"preset {p.name!r}: filter needs an lr in (0, 10] and views in 1..8")

@@ -296,3 +296,28 @@ def test_settled_patches_stop_early_and_never_end_worse(tiny_codec, monkeypatch)
     start, a, b = (real(net, coords, lat, t)[0] for lat in (z, full, settled))
     assert (b <= start + 1e-7).all() and b.mean() < start.mean()
     assert float(b.mean()) < 1.5 * float(a.mean())
+
+
+def test_adam_half_steps_see_half_the_pixels_and_never_end_worse(tiny_codec, monkeypatch):
+    from coinpp.patching import checkerboard
+
+    signal = _image(seed=4)
+    targets = split(signal.values, tiny_codec.patch)[0]
+    coords, net = patch_coordinates(tiny_codec.patch), tiny_codec.net
+    z = fit_latents(net, coords, targets, 1, "cpu")
+    pixels = []
+    real = type(net).loss_and_latent_grad
+
+    def counting(self, c, lat, t):
+        pixels.append(len(c))
+        return real(self, c, lat, t)
+
+    monkeypatch.setattr(type(net), "loss_and_latent_grad", counting)
+    lr = np.full(net.cfg.latent_dim, 0.02, dtype=np.float32)
+    halves = [checkerboard(tiny_codec.patch, k) for k in range(3)]
+    out = refine_latents(net, coords, targets, z, 6, lr, None, "cpu", subsets=halves)
+    n = len(coords)
+    assert pixels[:3] == [n // 2] * 3 and set(pixels[3:]) == {n}  # per chunk: three halves, then whole
+    t = torch.from_numpy(targets)
+    start, after = real(net, coords, z, t)[0], real(net, coords, out, t)[0]
+    assert (after <= start + 1e-7).all() and after.mean() < start.mean()
