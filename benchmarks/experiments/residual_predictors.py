@@ -1,8 +1,8 @@
 """What should the residual layer predict from? The size of the residual field of the held-out ERA5 hours
 and the MRI test volumes at several bounds, for each prediction:
 
-- network: the residual of the network's decode (the default rung), each plane by the median edge detector
-  (what the format codes);
+- network: the residual of the network's decode (the default rung), each plane (along the first axis) by
+  the median edge detector (one of the predictions the format codes);
 - none: the values themselves, quantized at the same step, by the median edge detector;
 - network, time/slice difference: the residual minus the previous plane's residual, then as above.
 
@@ -21,11 +21,11 @@ from coinpp.bitstream import parse
 from coinpp.decoder import Decoder
 from coinpp.encoder import Encoder
 from coinpp.evaluation.bench import SUITES, read_signal
-from coinpp.residual import DISAGREEMENT, MARGIN, encode_field, planes
+from coinpp.residual import DISAGREEMENT, MARGIN, encode_field, grid_bound, planes
 
 
 def sizes(x: np.ndarray, p: np.ndarray, bound: float, quantum: float, span: float) -> dict[str, int]:
-    half = bound + quantum / 2 if quantum else bound
+    half = grid_bound(bound, quantum) + quantum / 2 if quantum else bound  # as residual.make_layer
     step = 2 * (half * (1 - MARGIN) - span * DISAGREEMENT)
     q_net = planes(np.rint((x - p) / step).astype(np.int64))
     q_none = planes(np.rint(x / step).astype(np.int64))
@@ -36,7 +36,7 @@ def sizes(x: np.ndarray, p: np.ndarray, bound: float, quantum: float, span: floa
 
 def main() -> None:
     root = Path("../shared/data")
-    for suite, bounds in (("climate", (0.1, 0.5, 1.0)), ("mri", (0, 2))):
+    for suite, bounds in (("climate", (0.1, 0.5, 1.0)), ("mri", (0, 13))):
         spec = SUITES[suite]
         m = modalities.get(spec.modality)
         codec = codecs.load(codecs.default_for(spec.modality))
