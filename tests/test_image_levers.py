@@ -271,6 +271,18 @@ def test_bfloat16_products_change_the_latents_a_little_and_the_file_decodes(tiny
     assert mse[1] < 1.2 * mse[0] + 1e-5
 
 
+def _record_gradient_calls(net, monkeypatch):
+    """Every (coordinates, latents) the network's loss-and-gradient is called with, and the real method."""
+    calls, real = [], type(net).loss_and_latent_grad
+
+    def recording(self, c, lat, t):
+        calls.append((c, lat))
+        return real(self, c, lat, t)
+
+    monkeypatch.setattr(type(net), "loss_and_latent_grad", recording)
+    return calls, real
+
+
 def test_settled_patches_stop_early_and_never_end_worse(tiny_codec, monkeypatch):
     """A flat patch stops improving at once; with `settle` it leaves the batch, the others go on."""
     signal = _image()
@@ -279,19 +291,12 @@ def test_settled_patches_stop_early_and_never_end_worse(tiny_codec, monkeypatch)
     targets = split(values, tiny_codec.patch)[0]
     coords, net = patch_coordinates(tiny_codec.patch), tiny_codec.net
     z = fit_latents(net, coords, targets, 2, "cpu")
-    rows_seen = []
-    real = type(net).loss_and_latent_grad
-
-    def counting(self, c, lat, t):
-        rows_seen.append(len(lat))
-        return real(self, c, lat, t)
-
-    monkeypatch.setattr(type(net), "loss_and_latent_grad", counting)
+    calls, real = _record_gradient_calls(net, monkeypatch)
     lr = np.full(net.cfg.latent_dim, 0.01, dtype=np.float32)
     full = refine_latents(net, coords, targets, z, 8, lr, None, "cpu")
-    full_rows, rows_seen[:] = sum(rows_seen), []
+    full_rows, calls[:] = sum(len(lat) for _, lat in calls), []
     settled = refine_latents(net, coords, targets, z, 8, lr, None, "cpu", settle=0.05)
-    assert sum(rows_seen) < full_rows
+    assert sum(len(lat) for _, lat in calls) < full_rows
     t = torch.from_numpy(targets)
     start, a, b = (real(net, coords, lat, t)[0] for lat in (z, full, settled))
     assert (b <= start + 1e-7).all() and b.mean() < start.mean()
@@ -305,18 +310,12 @@ def test_adam_half_steps_see_half_the_pixels_and_never_end_worse(tiny_codec, mon
     targets = split(signal.values, tiny_codec.patch)[0]
     coords, net = patch_coordinates(tiny_codec.patch), tiny_codec.net
     z = fit_latents(net, coords, targets, 1, "cpu")
-    pixels = []
-    real = type(net).loss_and_latent_grad
-
-    def counting(self, c, lat, t):
-        pixels.append(len(c))
-        return real(self, c, lat, t)
-
-    monkeypatch.setattr(type(net), "loss_and_latent_grad", counting)
+    calls, real = _record_gradient_calls(net, monkeypatch)
     lr = np.full(net.cfg.latent_dim, 0.02, dtype=np.float32)
     halves = [checkerboard(tiny_codec.patch, k) for k in range(3)]
     out = refine_latents(net, coords, targets, z, 6, lr, None, "cpu", subsets=halves)
     n = len(coords)
+    pixels = [len(c) for c, _ in calls]
     assert pixels[:3] == [n // 2] * 3 and set(pixels[3:]) == {n}  # per chunk: three halves, then whole
     t = torch.from_numpy(targets)
     start, after = real(net, coords, z, t)[0], real(net, coords, out, t)[0]

@@ -21,6 +21,7 @@ from ..decoder import decode_bytes
 from ..encoder import Encoder, encode_each
 from ..modalities import Modality, Signal
 from ..residual import grid_bound
+from .baselines import _module_check
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,6 @@ class BoundedCodec:
     lossless_only: bool = False
     integer_only: bool = False
     gives_codes: bool = False  # decode gives the stored integers, not values
-
-
-def _needs(module: str, package: str) -> Callable[[], str | None]:
-    def check() -> str | None:
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{package} is not installed (pip install {package})"
-        return None
-
-    return check
 
 
 def _float32(values: np.ndarray) -> np.ndarray:
@@ -181,9 +171,9 @@ _INTEGER_TYPES = tuple(np.dtype(t) for t in ("u1", "<i2", "<u2", "<i4", "<u4", "
 
 CLIMATE = [
     BoundedCodec("sz3", "climate", "SZ3 (pysz), absolute error bound, the (fields, lat, lon) float32 array",
-                 _sz3_encode, _sz3_decode, _needs("pysz", "pysz")),
+                 _sz3_encode, _sz3_decode, _module_check("pysz", "pysz")),
     BoundedCodec("zfp", "climate", "ZFP (zfpy), fixed-accuracy mode with the bound as tolerance, float32",
-                 _zfp_encode, _zfp_decode, _needs("zfpy", "zfpy")),
+                 _zfp_encode, _zfp_decode, _module_check("zfpy", "zfpy")),
 ]
 MRI = [
     BoundedCodec("gzip-nifti", "mri", "the NIfTI file (header and voxels as stored) gzip -9, as .nii.gz keeps it",
@@ -191,13 +181,13 @@ MRI = [
                  gives_codes=True),
     BoundedCodec("jpeg2000-slices", "mri", "JPEG 2000 lossless (OpenJPEG 5/3 via imagecodecs) of every slice "
                  "(third axis), the voxel integers from their minimum", _jpeg2000_lossless_encode,
-                 _jpeg2000_lossless_decode, _needs("imagecodecs", "imagecodecs"), lossless_only=True,
+                 _jpeg2000_lossless_decode, _module_check("imagecodecs", "imagecodecs"), lossless_only=True,
                  integer_only=True, gives_codes=True),
     BoundedCodec("jpegls-slices", "mri", "JPEG-LS (CharLS via imagecodecs) of every slice (third axis), NEAR = "
                  "the bound (lossless at 0)", _jpegls_encode, _jpegls_decode,
-                 _needs("imagecodecs", "imagecodecs"), integer_only=True, gives_codes=True),
+                 _module_check("imagecodecs", "imagecodecs"), integer_only=True, gives_codes=True),
     BoundedCodec("sz3", "mri", "SZ3 (pysz), absolute bound (+0.49 for integer voxels, rounded back), 3-D float32",
-                 _sz3_encode, _sz3_decode, _needs("pysz", "pysz")),
+                 _sz3_encode, _sz3_decode, _module_check("pysz", "pysz")),
 ]
 BY_MODALITY = {"climate": CLIMATE, "mri": MRI}
 

@@ -194,8 +194,15 @@ class Modality:
     # --- the residual layer (data with an error bound: MRI, climate) ----------------------------
 
     def units(self, signal: Signal) -> np.ndarray:
-        """(*spatial, C) float64 in the data's units: `exact` where the signal has it, else its values."""
-        raise InputError(f"{self.name} data has no error-bounded mode (--max-error, --lossless)")
+        """(*spatial, C) float64 in the data's units: `exact` where the signal has it, else its values
+        mapped back from [0, 1] over the range its metadata names (`low`, `high`: MRI, climate)."""
+        if signal.exact is not None:
+            return signal.exact
+        m = signal.meta
+        if "low" not in m or "high" not in m:
+            raise InputError(f"{self.name} data has no error-bounded mode (--max-error, --lossless)")
+        span = m["high"] - m["low"] if m["high"] > m["low"] else 1.0
+        return signal.values.astype(np.float64) * span + m["low"]
 
     def value_grid(self, meta: dict) -> tuple[float, float] | None:
         """(spacing, offset) when every value the file can hold is offset + spacing * integer (integer

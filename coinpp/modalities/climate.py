@@ -438,13 +438,6 @@ class ClimateModality(Modality):
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def units(self, signal: Signal) -> np.ndarray:
-        if signal.exact is not None:
-            return signal.exact
-        m = signal.meta
-        span = m["high"] - m["low"] if m["high"] > m["low"] else 1.0
-        return signal.values.astype(np.float64) * span + m["low"]
-
     def value_grid(self, meta: dict) -> tuple[float, float] | None:
         if np.dtype(meta["dtype"]).kind not in "iu":
             return None

@@ -169,13 +169,6 @@ class MRIModality(Modality):
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def units(self, signal: Signal) -> np.ndarray:
-        if signal.exact is not None:
-            return signal.exact
-        m = signal.meta
-        span = m["high"] - m["low"] if m["high"] > m["low"] else 1.0
-        return signal.values.astype(np.float64) * span + m["low"]
-
     def physical(self, signal: Signal) -> np.ndarray:
         data = self.units(signal)
         return data[..., 0] if data.shape[-1] == 1 else data
