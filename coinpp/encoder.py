@@ -129,7 +129,7 @@ class Encoder:
         f = container.CoinFile(
             codec_name=c.name, codec_hash=c.hash, modality=m.code, shape=signal.spatial, channels=signal.channels,
             patch=patch, bits=c.bits, latent_dim=c.net.cfg.latent_dim, payload=payload,
-            modality_meta=m.encode_meta(signal.meta), groups=groups)
+            modality_meta=m.encode_meta(self.coded(signal).meta), groups=groups)
         return Encoded(container.write_bytes(f), symbols, c)
 
     def encode(self, signal: Signal) -> Encoded:
@@ -180,7 +180,7 @@ class Encoder:
     def fit_key(self) -> str:
         """Encoders with the same fit_key fit identical latents."""
         sgd = json.dumps([asdict(p) for p in self.preset.sgd])
-        return f"{self.codec.weights_sha256()}:{self.codec.patch}:{sgd}"
+        return f"{self.codec.weights_sha256()}:{self.codec.patch}:{self.codec.spec.normalisation}:{sgd}"
 
     def refine_key(self) -> str:
         """Encoders with the same fit_key and refine_key refine identically: their Adam phase does
@@ -199,6 +199,11 @@ class Encoder:
         return key
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def coded(self, signal: Signal) -> Signal:
+        """The signal as this codec's network codes it (the codec's normalisation; per field: the
+        ranges go into the header)."""
+        return self.modality.normalise(signal, self.codec.spec.normalisation)
 
     def _products(self, matmul: str) -> contextlib.AbstractContextManager[None]:
         """The network's hidden-layer products in a phase's number type (presets.Matmul)."""
@@ -247,7 +252,7 @@ class Encoder:
         if len(signal.spatial) != m.spatial_dims:
             raise InputError(f"{m.name} data must be {m.spatial_dims}-D")
         coords = torch.from_numpy(m.coordinates(signal.meta))
-        values = m.to_network(signal, self.codec.net.cfg.out_dim)
+        values = m.to_network(self.coded(signal), self.codec.net.cfg.out_dim)
         targets = values.reshape(values.shape[0], -1, values.shape[-1])  # (fields, points, C)
         return fit_latents(self.codec.net, coords, targets, steps, self.device)
 

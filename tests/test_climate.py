@@ -210,3 +210,98 @@ def test_huge_requested_grid_is_refused_before_allocating(tmp_path, tiny_climate
     r = CliRunner().invoke(cli, ["decode", str(tmp_path / "a.coin"), "-o", str(tmp_path / "b.nc"),
                                  "--lat", "50:58:20000", "--lon", "-10:2:20000"])
     assert r.exit_code == 1 and "safety cap" in r.output
+
+
+# --- per-field normalisation (codecs with "normalisation": "field") ------------------------------
+
+@pytest.fixture()
+def levels_codec(tiny_climate_codec):
+    import os
+    from pathlib import Path
+
+    from conftest import make_tiny_codec
+
+    return make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-levels-b6", bits=6, modality="climate",
+                           normalisation="field")
+
+
+def _levels_file(path):
+    """Three levels whose ranges differ by tens of kelvin, as pressure levels do."""
+    values = write_netcdf(path, GLOBE_LAT, GLOBE_LON, times=2, levels=3, missing=True)
+    with netCDF4.Dataset(str(path), "a") as ds:
+        ds.variables["t2m"][:, 1] = values[:, 1] - 60.0
+        ds.variables["t2m"][:, 2] = (values[:, 2] - 280.0) * 4 + 220.0
+    return CLIMATE.read(path)
+
+
+def test_each_field_is_mapped_over_its_own_range(tmp_path):
+    s = _levels_file(tmp_path / "a.nc")
+    coded = CLIMATE.normalise(s, "field")
+    assert CLIMATE.normalise(s, "file") is s and "field_ranges" not in s.meta
+    net = CLIMATE.to_network(coded, 1)
+    mask = s.meta["mask"]
+    for k in range(net.shape[0]):
+        valid = net[k, ..., 0][~mask[k]]
+        # within [0, 1], and filling it but for the 1/255-of-the-file's-range steps the ranges are stored in
+        assert valid.min() >= -1e-6 and valid.max() <= 1 + 1e-6
+        assert valid.max() - valid.min() > 0.8
+    # the decoder's inverse brings the file's own [0, 1] values back
+    assert np.allclose(CLIMATE.from_network(net, coded.meta), s.values, atol=1e-6)
+    with pytest.raises(InputError):
+        modalities.get("mri").normalise(s, "field")
+
+
+def test_field_ranges_are_kept_in_the_header_and_checked(tmp_path):
+    s = CLIMATE.normalise(_levels_file(tmp_path / "a.nc"), "field")
+    meta = CLIMATE.decode_meta(CLIMATE.encode_meta(s.meta), 1)
+    assert meta["field_ranges"] == s.meta["field_ranges"] and len(bytes.fromhex(meta["field_ranges"])) == 2 * 6
+    for bad in (s.meta["field_ranges"][:-4], "ff00" * 6, "zz" * 12, 7):  # a field short, low >= high, not hex
+        with pytest.raises(FormatError):
+            CLIMATE.decode_meta(CLIMATE.encode_meta(dict(s.meta, field_ranges=bad)), 1)
+    # cutting fields out of a series changes its range: the ranges go, normalise sets them anew
+    assert "field_ranges" not in CLIMATE.fields(s, 1, 2).meta
+
+
+def test_per_field_codec_round_trip_and_other_grids(tmp_path, levels_codec, tiny_climate_codec):
+    s = _levels_file(tmp_path / "a.nc")
+    data = encode_signal(s, CLIMATE, levels_codec).data
+    p = parse(data)
+    assert p.spec.normalisation == "field" and p.meta["field_ranges"] is not None
+    decoded, _ = decode_bytes(data)
+    phys, orig = CLIMATE.physical(decoded), CLIMATE.physical(s)
+    for k in range(phys.shape[1]):  # every level decodes inside its own range (an untrained network)
+        level, want = phys[:, k], orig[:, k]
+        assert level.min() >= want.min() - 0.6 and level.max() <= want.max() + 0.6
+    assert CLIMATE.quality(s, decoded)["rmse"] > 0
+    finer = Decoder().decode(p, CLIMATE.target(p.meta, p.file.shape, modalities.Resolution(scale=2)))
+    assert finer.values.shape[0] == 6
+    # The file-range codec leaves the header as it was; a file whose header disagrees with its codec is refused
+    assert "field_ranges" not in parse(encode_signal(s, CLIMATE, tiny_climate_codec).data).meta
+    from coinpp import container
+
+    f = container.read_bytes(data)
+    f.modality_meta = CLIMATE.encode_meta(s.meta)
+    with pytest.raises(FormatError, match="field ranges"):
+        Decoder().decode(parse(container.write_bytes(f)))
+
+
+def test_per_field_codec_keeps_a_bound(tmp_path, levels_codec):
+    s = _levels_file(tmp_path / "a.nc")
+    data = encode_signal(s, CLIMATE, levels_codec, max_error=0.25).data
+    decoded, _ = decode_bytes(data)
+    a, b = CLIMATE.physical(s), CLIMATE.physical(decoded)
+    valid = ~np.ma.getmaskarray(a)
+    assert np.abs(np.ma.getdata(a)[valid] - np.ma.getdata(b)[valid]).max() <= 0.25
+
+
+def test_a_normalisation_the_modality_lacks_is_refused(tmp_path):
+    from conftest import make_tiny_codec
+
+    from coinpp import codec as codecs
+    from coinpp.errors import CodecError
+
+    for name, modality, normalisation in (("img", "image", "field"), ("clim", "climate", "level")):
+        with pytest.raises(CodecError, match="normalisation"):  # written, then refused on loading
+            make_tiny_codec(tmp_path, name, modality=modality, normalisation=normalisation)
+        with pytest.raises(CodecError, match="normalisation"):
+            codecs.load_folder(tmp_path / name)

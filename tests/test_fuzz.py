@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import resource
 import time
+from pathlib import Path
 
 import pytest
-from conftest import smooth_image
+from conftest import make_tiny_codec, smooth_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,18 +28,23 @@ TIME_LIMIT_S = 5.0  # per case; the tiny codec decodes a valid stream in millise
 RSS_GROWTH_CAP_MB = 512
 
 
-@pytest.fixture(params=["coin++", "coin", "audio", "climate", "context", "bounded"])
+@pytest.fixture(params=["coin++", "coin", "audio", "climate", "context", "bounded", "levels"])
 def stream(request, tiny_audio_codec, tiny_climate_codec, tiny_context_codec, tiny_codec) -> bytes:
     """A valid stream of each codec kind (latents for a base network, an overfitted network) and
     of each modality (stereo audio: two channel groups, modality fields; climate: compressed
     attributes and coordinates, a missing-value mask, fields coded as differences; context: the
-    neighbour-context entropy coder; bounded: climate with a residual layer)."""
-    if request.param in ("climate", "bounded"):
+    neighbour-context entropy coder; bounded: climate with a residual layer; levels: climate with
+    per-field ranges)."""
+    if request.param in ("climate", "bounded", "levels"):
         from coinpp.evaluation.conformance import sample_signals
 
         sig = sample_signals("climate")["uk-6x9x13"]
         bound = 0.05 if request.param == "bounded" else None
-        return encode_signal(sig, modalities.get("climate"), tiny_climate_codec, device="cpu", max_error=bound).data
+        codec = tiny_climate_codec
+        if request.param == "levels":
+            codec = make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-levels-b6", bits=6,
+                                    modality="climate", normalisation="field")
+        return encode_signal(sig, modalities.get("climate"), codec, device="cpu", max_error=bound).data
     sig = Signal(smooth_image(37, 29).astype("float32") / 255, {"channels": 3})
     if request.param == "audio":
         wave = smooth_image(301, 2, 2)[:, 0, :].astype("float32") / 255

@@ -19,10 +19,11 @@ from ..errors import InputError
 from ..evaluation import baselines as baseline_codecs
 from ..evaluation import bench as benchmod
 from ..evaluation import bounded
+from ..evaluation import upscale as upscale_eval
 from ..evaluation.plots import load_published, plot, plot_bounded, plot_rmse
 from ..evaluation.rd import at_rmse, bd_report, curves
 from ..ladders import ladder_for
-from .common import DEVICE, console
+from .common import DEVICE, console, parse_list
 
 
 @click.command()
@@ -47,11 +48,22 @@ from .common import DEVICE, console
               help="MRI and climate: measure at these maximum errors instead (comma-separated, in the data's "
                    "units; 0 = lossless): file size of coin with its residual layer against SZ3, ZFP, JPEG-LS, "
                    "JPEG 2000 lossless and gzip, each decode's largest error measured.")
+@click.option("--upscale", "upscale",
+              help="Decoding finer than coded, against ground truth: code each file reduced by these factors "
+                   "(comma-separated; images halved and decoded at each factor) and compare coin's finer decode "
+                   "and the standard resamplers of its ordinary decode with the real full-resolution file.")
 @DEVICE
 def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, reference: str, limit: int | None,
-          record_in_codecs: bool, no_postfilter: bool, preset: str, max_errors: str | None, device: str) -> None:
+          record_in_codecs: bool, no_postfilter: bool, preset: str, max_errors: str | None, upscale: str | None,
+          device: str) -> None:
     """Rate-distortion of coin codecs and baselines on SUITE (a named suite or a folder):
     real file sizes, PSNR, times; JSON, CSV, a plot and a BD-rate table."""
+    if upscale is not None:
+        spec, files = benchmod.suite_files(suite, Path(data_root))
+        codec_name = None if codec_list in (None, "default") else codec_list
+        bench_upscale(spec, files[:limit], parse_list(upscale, "--upscale", float, 1.0, 16.0), codec_name,
+                      Path(out), device)
+        return
     if max_errors is not None:
         spec, files = benchmod.suite_files(suite, Path(data_root))
         bench_bounded(spec, files[:limit], parse_bounds(max_errors), codec_list, Path(out), device)
@@ -187,6 +199,30 @@ def parse_bounds(text: str) -> list[float]:
     if not bounds or any(not (b >= 0 and b < float("inf")) for b in bounds):
         raise InputError("--max-error needs numbers >= 0")
     return bounds
+
+
+def bench_upscale(spec: benchmod.Suite, files: list[Path], scales: list[float], codec_name: str | None,
+                  out_dir: Path, device: str) -> None:
+    """coin's finer decode against resampling its ordinary decode, both against ground truth. Rows in
+    upscale.json, a table in upscale.md, image crops in crops-<scale>x.png (truth, coin, resamplers)."""
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, path in enumerate(files):
+        new, outputs = upscale_eval.measure_file(spec, path, scales, codec_name, device)
+        for r in new:
+            console.print(f"{path.name} {r['scale']:g}x {r['method']}: PSNR {r['psnr']:.2f} dB, RMSE {r['rmse']:.4g}, "
+                          f"max error {r['max_error']:.4g}")
+        rows += new
+        (out_dir / "upscale.json").write_text(json.dumps(rows, indent=1) + "\n")
+        if i == 0 and spec.modality == "image":
+            for s, outs in outputs.items():
+                Image.fromarray(upscale_eval.crop_strip(outs)).save(out_dir / f"crops-{s:g}x.png")
+                (out_dir / f"crops-{s:g}x.txt").write_text(f"{path.name}, left to right: {', '.join(outs)}\n")
+    table = upscale_eval.summary_table(rows)
+    (out_dir / "upscale.md").write_text(table)
+    console.print(table)
 
 
 def bench_bounded(spec: benchmod.Suite, files: list[Path], bounds: list[float], codec_list: str | None,

@@ -83,6 +83,9 @@ from .common import DEVICE, FORCE, console, parse_list
 @click.option("--coord-scale", type=float, help="Multiply coordinates by this (default per modality; "
               "a regional climate grid needs more than the globe).")
 @click.option("--var", help="Climate: the NetCDF variable to train on (default: the only one).")
+@click.option("--normalise", "normalisation", type=click.Choice(["file", "field"]), default="file", show_default=True,
+              help="Climate: map values to [0, 1] over the file's range, or over each field's (levels of "
+                   "different ranges; the ranges go into each file's header).")
 @click.option("--val-fraction", default=0.2, show_default=True,
               help="Climate: the latest fields of each file held out for validation.")
 @DEVICE
@@ -93,7 +96,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
           export_name: str | None, bits: str, clip_std: str, allocate: bool, decorrelate: bool, context_buckets: int,
           refine_steps: int, refine_lr: float, refine_latent_lr: float | None, refine_rate_lambda: float,
           codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
-          val_fraction: float, device: str) -> None:
+          val_fraction: float, normalisation: str, device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
     Runs under `torchrun --nproc-per-node N coin train ...` too (DistributedDataParallel).
@@ -133,11 +136,11 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
     if mod.absolute_coordinates:
         if patch is not None:
             raise InputError(f"{mod.name} codecs fit whole fields; --patch does not apply")
-        train_s, val_s, coords, grid, split_note = load_fields(data, modality, val_fraction, var)
+        train_s, val_s, coords, grid, split_note = load_fields(data, modality, val_fraction, var, normalisation)
         patch_shape = (1, *grid)
     else:
-        if var is not None:
-            raise InputError("--var applies to climate data")
+        if var is not None or normalisation != "file":
+            raise InputError("--var and --normalise apply to climate data")
         patch_shape = (patch or (4 * cell if cell else DEFAULT_PATCH[mod.name]),) * mod.spatial_dims
     cfg = TrainConfig(data=data, out=out, modality=modality, patch=patch_shape,
                       model=SirenConfig(in_dim=mod.network_in_dim, out_dim=mod.network_channels, width=width,
@@ -147,7 +150,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
                       batch=batch, inner_steps=inner_steps, half_inner=half_inner, test_steps=encode_steps,
                       outer_lr=outer_lr,
                       steps=steps, time_limit_min=minutes, val_every=val_every, val_patches=val_patches,
-                      val_files=val_files, seed=seed, device=device)
+                      val_files=val_files, seed=seed, device=device, normalisation=normalisation)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if coords is None:
         train_s, val_s, val_names = load_training_folder(data, modality, cfg.val_files, seed)

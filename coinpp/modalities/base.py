@@ -187,6 +187,13 @@ class Modality:
             return signal.values
         raise NotImplementedError
 
+    def normalise(self, signal: Signal, normalisation: str) -> Signal:
+        """The signal as a codec with this normalisation (its config's "normalisation") codes it;
+        "file", the range `read` gives, is every modality's."""
+        if normalisation == "file":
+            return signal
+        raise InputError(f"{self.name} data has no {normalisation!r} normalisation")
+
     def coded_channels(self, channels: int, out_dim: int) -> int:
         """Channels of `to_network`'s output for a signal of `channels` (known from the header)."""
         return out_dim

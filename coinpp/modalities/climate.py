@@ -7,7 +7,10 @@ sphere, (cos lat cos lon, cos lat sin lon, sin lat), so a global field has no se
 and no distortion at the poles, and the order or convention of the axes (descending latitude,
 longitudes in 0..360 or -180..180) does not matter.
 
-Values are normalised to [0, 1] with the file's own range (stored as float64). Missing values
+Values are normalised to [0, 1] with the file's own range (stored as float64); a codec trained per
+field (`"normalisation": "field"`, for fields whose ranges differ, e.g. 17 pressure levels) has each
+field mapped to [0, 1] over its own range as well, stored in the header to 1/255 of the file's range
+(`normalise`, `to_network`, `from_network`). Missing values
 (_FillValue / missing_value / NaN) are filled with their field's mean for fitting and stay masked
 on decode; packed integers (scale_factor/add_offset) are unpacked on read and packed again on
 write. The container keeps the coordinate variables of every dimension (start and step when
@@ -426,7 +429,52 @@ class ClimateModality(Modality):
         low, high = float(valid.min()), float(valid.max())
         span = high - low if high > low else 1.0
         meta = dict(m, dims=dims, low=low, high=high, mask=mask if mask is not None and mask.any() else None)
+        meta.pop("field_ranges", None)  # relative to the old range; `normalise` sets them anew
         return Signal(((phys - low) / span)[..., None].astype(np.float32), meta, exact)
+
+    # --- per-field normalisation -------------------------------------------------------------------
+
+    def normalise(self, signal: Signal, normalisation: str) -> Signal:
+        """The signal as a codec normalising per `normalisation` codes it: "file" (the file's range)
+        or "field" (each field over its own range, the ranges in the header)."""
+        if normalisation == "file":
+            return signal
+        if normalisation != "field":
+            return super().normalise(signal, normalisation)
+        values = signal.values[..., 0]
+        mask = signal.meta.get("mask")
+        ranges = bytearray()
+        for k, field_values in enumerate(values):
+            valid = field_values if mask is None else field_values[~mask[k]]
+            lo, hi = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 1.0)
+            # Steps of 1/255 of the file's range, widened outward so every value stays inside
+            a = min(254, max(0, math.floor(lo * 255 + 1e-6)))
+            b = max(a + 1, min(255, math.ceil(hi * 255 - 1e-6)))
+            ranges += bytes((a, b))
+        return Signal(signal.values, dict(signal.meta, field_ranges=ranges.hex()), signal.exact)
+
+    @staticmethod
+    def _field_ranges(meta: dict) -> tuple[np.ndarray, np.ndarray] | None:
+        """(lows, spans) per field on the file's [0, 1] scale, or None for per-file normalisation."""
+        hexed = meta.get("field_ranges")
+        if hexed is None:
+            return None
+        ab = np.frombuffer(bytes.fromhex(hexed), np.uint8).reshape(-1, 2).astype(np.float64) / 255
+        return ab[:, 0], ab[:, 1] - ab[:, 0]
+
+    def to_network(self, signal: Signal, out_dim: int) -> np.ndarray:
+        ranges = self._field_ranges(signal.meta)
+        if ranges is None:
+            return signal.values
+        lows, spans = ranges
+        return ((signal.values - lows[:, None, None, None]) / spans[:, None, None, None]).astype(np.float32)
+
+    def from_network(self, values: np.ndarray, meta: dict) -> np.ndarray:
+        ranges = self._field_ranges(meta)
+        if ranges is None:
+            return values
+        lows, spans = ranges
+        return (values * spans[:, None, None, None] + lows[:, None, None, None]).astype(np.float32)
 
     def summary(self, meta: dict) -> dict:
         lat, lon = self.lat_lon(meta)
@@ -531,6 +579,8 @@ class ClimateModality(Modality):
 
     def encode_meta(self, meta: dict) -> bytes:
         doc = {k: meta[k] for k in ("var", "dtype", "attrs", "global", "format", "dims", "low", "high")}
+        if meta.get("field_ranges") is not None:
+            doc["field_ranges"] = meta["field_ranges"]
         text = _deflate(json.dumps(doc, separators=(",", ":"), allow_nan=False).encode())
         mask = meta.get("mask")
         bits = b"" if mask is None else zlib.compress(np.packbits(mask.reshape(-1)).tobytes(), 9)
@@ -557,6 +607,10 @@ class ClimateModality(Modality):
             if not all(isinstance(meta[k], float | int) and math.isfinite(meta[k]) for k in ("low", "high")):
                 raise bad
             np.dtype(meta["dtype"])
+            if "field_ranges" in meta:
+                ab = np.frombuffer(bytes.fromhex(meta["field_ranges"]), np.uint8).reshape(-1, 2)
+                if len(ab) != math.prod(shape[:-2]) or (ab[:, 0] >= ab[:, 1]).any():
+                    raise bad
             meta["mask"] = None
             if n_mask:
                 n = math.prod(shape)

@@ -81,13 +81,14 @@ def load_folder(folder: str | Path, modality_name: str, val_files: int, seed: in
     return train_s, val_s, val_names
 
 
-def load_fields(folder: str | Path, modality_name: str, val_fraction: float, var: str | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...], str]:
+def load_fields(folder: str | Path, modality_name: str, val_fraction: float, var: str | None = None,
+                normalisation: str = "file") -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...], str]:
     """Whole fields of every file of an absolute-coordinate modality (climate) in `folder`.
 
     The last `val_fraction` of each file's fields (the latest hours, for a time series) are held
     out for validation, so the network is judged on times it never saw. All files must share
-    one grid. Returns (train fields (F, N, C), validation fields, coordinates (N, I), the grid
+    one grid. The values are as a codec with `normalisation` codes them (Modality.normalise).
+    Returns (train fields (F, N, C), validation fields, coordinates (N, I), the grid
     shape, a note on the split).
     """
     modality = modalities.get(modality_name)
@@ -101,7 +102,8 @@ def load_fields(folder: str | Path, modality_name: str, val_fraction: float, var
         if coords is not None and not np.array_equal(c, coords):
             raise InputError(f"{p}: grid differs from the other training files (one grid per training run)")
         coords = c
-        fields = signal.values.reshape(signal.values.shape[0], -1, signal.channels)
+        values = modality.to_network(modality.normalise(signal, normalisation), modality.network_channels)
+        fields = values.reshape(values.shape[0], -1, signal.channels)
         start = modality.held_out_start(signal.meta, val_fraction)
         if start < 1:
             raise InputError(f"{p}: {len(fields)} fields cannot be split {1 - val_fraction:.0%}/{val_fraction:.0%}")

@@ -218,6 +218,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                          "hardware": state.get("hardware", "unknown"),
                          "table_patches": fitted.count, "quantizer_clip_std": clip},
         }
+        if cfg.get("normalisation", "file") != "file":
+            config["normalisation"] = cfg["normalisation"]
         if context is not None:
             config["context"] = {"model": "neighbour-mean", "buckets": context, "adapt": adapt}
         if preset.adam is not None and preset.adam.rate_lambda:  # the rate model's Laplace fit, from the table latents

@@ -57,6 +57,7 @@ class TrainConfig:
     val_files: int = 3
     seed: int = 0
     device: str = "auto"
+    normalisation: str = "file"  # climate: "field" maps each field over its own range (Modality.normalise)
 
     def to_dict(self) -> dict:
         d = asdict(self)
