@@ -23,8 +23,6 @@ from .postfilter import load as load_postfilter
 from .presets import EncoderPreset
 from .quantize import Quantizer
 from .spec import CodecSpec
-from .upfilter import UpFilter
-from .upfilter import load as load_upfilter
 
 DEFAULT_CODECS = ladders.DEFAULT_CODECS
 available = specs.available
@@ -38,8 +36,6 @@ class Codec:
     # Decoder-side restoration of images on their own grid (postfilter.py); not part of the hash:
     # it changes no symbol, latent or network output, so files written before it stay valid.
     postfilter: PostFilter | None = None
-    # Decoder-side restoration of images decoded finer than coded (upfilter.py); not part of the hash.
-    upfilter: UpFilter | None = None
 
     @property
     def name(self) -> str:
@@ -106,11 +102,10 @@ def from_spec(spec: CodecSpec) -> Codec:
         net.load_state_dict(load_torch(str(spec.weights)))
         net.eval().requires_grad_(False)
         postfilter = load_postfilter(spec.folder, spec.postfilter) if spec.postfilter is not None else None
-        upfilter = load_upfilter(spec.folder, spec.upfilter) if spec.upfilter is not None else None
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, SafetensorError) as e:
         raise CodecError(f"codec folder {spec.folder} is incomplete or unreadable "
                          f"({e.__class__.__name__}: {e})") from None
-    return Codec(spec, net, postfilter, upfilter)
+    return Codec(spec, net, postfilter)
 
 
 @lru_cache(maxsize=16)

@@ -21,7 +21,6 @@ from .overfit import decode_file
 from .postfilter import apply as apply_postfilter
 from .residual import apply_layer
 from .synthesis import evaluate_fields, evaluate_grid, evaluate_latent_grid
-from .upfilter import finer as finer_decode
 
 
 class Decoder:
@@ -61,27 +60,6 @@ class Decoder:
 
     def _decode_patches(self, p: Parsed, shape: tuple[int, ...], placement: Placement | None) -> Signal:
         codec = codecs.for_spec(p.spec)
-        values = self._network_values(p, codec, shape, placement)
-        own_grid = shape == tuple(p.file.shape) and placement is None
-        if self.postfilter and codec.postfilter is not None and own_grid:
-            values = self._postfiltered(codec, values)
-        elif self.postfilter and codec.upfilter is not None and placement is None \
-                and all(o >= i for o, i in zip(shape, p.file.shape, strict=True)):
-            # A finer grid: the own-grid decode (post-filtered) resized, corrected by the upscale filter
-            # from what the network gives on the finer grid (upfilter.py)
-            own = self._network_values(p, codec, tuple(p.file.shape), None)
-            if codec.postfilter is not None:
-                own = self._postfiltered(codec, own)
-            values = join([finer_decode(codec.upfilter, own[..., g : g + 3], values[..., g : g + 3],
-                                        pick_device(self.device)) for g in range(0, values.shape[-1], 3)])
-            np.clip(values, 0.0, 1.0, out=values)
-        values = p.modality.from_network(values, p.meta)
-        return Signal(values.astype(np.float32, copy=False),
-                      p.modality.resampled(p.meta, p.file.shape, shape, placement))
-
-    def _network_values(self, p: Parsed, codec: codecs.Codec, shape: tuple[int, ...],
-                        placement: Placement | None) -> np.ndarray:
-        """The base network's output on a grid, (*shape, channels) clipped to [0, 1]."""
         latents = torch.from_numpy(codec.quantizer.dequantize(decode_symbols(p)))
         groups = latents.chunk(p.file.groups)
         if codec.net.cfg.cell and placement is not None:
@@ -92,16 +70,17 @@ class Decoder:
             values = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, shape, self.device,
                                          placement=placement) for g in groups])
         np.clip(values, 0.0, 1.0, out=values)  # (in place: a large image's arrays are hundreds of MB each)
-        return values
-
-    def _postfiltered(self, codec: codecs.Codec, values: np.ndarray) -> np.ndarray:
-        try:
-            values = join([apply_postfilter(codec.postfilter, values[..., g : g + 3], pick_device(self.device),
-                                            views=self.postfilter_views) for g in range(0, values.shape[-1], 3)])
-        except ValueError as e:  # a view count the filter's patch does not allow
-            raise InputError(f"--postfilter-views: {e}") from None
-        np.clip(values, 0.0, 1.0, out=values)
-        return values
+        own_grid = shape == tuple(p.file.shape) and placement is None
+        if self.postfilter and codec.postfilter is not None and own_grid:
+            try:
+                values = join([apply_postfilter(codec.postfilter, values[..., g : g + 3], pick_device(self.device),
+                                                views=self.postfilter_views) for g in range(0, values.shape[-1], 3)])
+            except ValueError as e:  # a view count the filter's patch does not allow
+                raise InputError(f"--postfilter-views: {e}") from None
+            np.clip(values, 0.0, 1.0, out=values)
+        values = p.modality.from_network(values, p.meta)
+        return Signal(values.astype(np.float32, copy=False),
+                      p.modality.resampled(p.meta, p.file.shape, shape, placement))
 
     def _decode_fields(self, p: Parsed, meta: dict) -> Signal:
         """Evaluate every field's latent at the points `meta` describes (any grid)."""

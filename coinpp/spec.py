@@ -103,25 +103,6 @@ class PostFilterSpec:
 
 
 @dataclass(frozen=True)
-class UpFilterSpec:
-    """The decoder-side filter for images decoded finer than coded (upfilter.py); not part of the hash."""
-
-    channels: int = 32
-    layers: int = 6  # convolutions (3x3)
-    sha256: str = ""
-
-    def to_dict(self) -> dict:
-        return {"channels": self.channels, "layers": self.layers}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> UpFilterSpec:
-        channels, layers = int(d["channels"]), int(d["layers"])
-        if not (1 <= channels <= 256 and 2 <= layers <= 32):
-            raise ValueError("upscale filter size out of range")
-        return cls(channels, layers, str(d.get("sha256", "")))
-
-
-@dataclass(frozen=True)
 class RateModel:
     """The encoder's differentiable stand-in for a latent's code length: each coded value Laplace
     about `centres` with mean absolute deviations `scales`, measured on training latents (the same
@@ -162,7 +143,6 @@ class CodecSpec:
     measured: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     weights: Path | None = None  # the network's file (weights_path)
-    upfilter: UpFilterSpec | None = None
     normalisation: str = "file"  # the values the network codes: over the file's range, or each field's
 
     @property
@@ -314,9 +294,6 @@ def parse_config(folder: Path, config: dict) -> CodecSpec:
     postfilter = PostFilterSpec.from_dict(config["postfilter"]) if "postfilter" in config else None
     if postfilter is not None and (config["modality"] != "image" or model.out_dim != 3):
         raise ValueError("a post-filter is for RGB image codecs")
-    upfilter = UpFilterSpec.from_dict(config["upfilter"]) if "upfilter" in config else None
-    if upfilter is not None and (config["modality"] != "image" or model.out_dim != 3):
-        raise ValueError("an upscale filter is for RGB image codecs")
     rate_model = _rate_model(config, d)
     for p in presets.values():
         if (p.adam and p.adam.rate_lambda or p.filter and p.filter.rate_lambda) and rate_model is None:
@@ -327,7 +304,7 @@ def parse_config(folder: Path, config: dict) -> CodecSpec:
             raise ValueError(f"preset {p.name!r}: rate-distortion rounding needs the neighbour context")
     return CodecSpec(name, folder, config["modality"], model, patch, quantizer, entropy, actual, presets, rate_model,
                      postfilter, transform, config.get("measured", {}), config.get("training", {}),
-                     weights_path(folder, config), upfilter, normalisation)
+                     weights_path(folder, config), normalisation)
 
 
 def search_path() -> list[Path]:

@@ -91,6 +91,18 @@ def test_bd_rate_of_a_uniformly_cheaper_curve():
     assert bd_rate(anchor, [(1.0, 40.0), (2.0, 45.0)]) is None  # no PSNR overlap
 
 
+def test_bd_rate_is_the_bjontegaard_packages_pchip():
+    # log-rate linear in PSNR (rate doubles every 3 dB): 1 dB more at every rate is 2^(-1/3) of the rate,
+    # whatever the interpolation
+    anchor = [(0.1, 30.0), (0.2, 33.0), (0.4, 36.0), (0.8, 39.0)]
+    better = [(r, q + 1.0) for r, q in anchor]
+    assert bd_rate(anchor, better) == pytest.approx((2 ** (-1 / 3) - 1) * 100, abs=1e-9)
+    # a pinned case with curved points: pchip's value, not the piecewise-linear one (-5.1005 %)
+    a = [(0.1, 25.0), (0.2, 28.5), (0.4, 31.2), (0.8, 33.1)]
+    t = [(0.12, 25.8), (0.22, 29.0), (0.45, 32.0), (0.9, 33.9)]
+    assert bd_rate(a, t) == pytest.approx(-5.00690, abs=1e-4)
+
+
 def test_summary_curves_and_interpolation():
     rows = [{"codec": c, "setting": s, "file": f, "bytes": 10, "bpp": b, "psnr": p, "encode_s": 1, "decode_s": 1}
             for c, s, f, b, p in [("a", "s", "x", 0.1, 20), ("a", "s", "y", 0.3, 30),

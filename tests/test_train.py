@@ -298,3 +298,60 @@ def test_half_inner_steps_change_what_training_learns(tmp_path):
         best = train(cfg, _signals(), _signals(1), progress=False)
         runs.append(load_file(str(best.with_suffix(".safetensors"))))
     assert any(not np.allclose(runs[0][k].numpy(), runs[1][k].numpy()) for k in runs[0] if k.startswith("model."))
+
+
+def test_block_means_are_what_larger_samples_record():
+    import torch
+
+    from coinpp.training.meta import block_means
+
+    crops = torch.arange(2 * 16 * 4, dtype=torch.float32).reshape(2, 16 * 4, 1)  # two 16 x 4 crops
+    coarse = block_means(crops, (16, 4), 2)
+    grid = crops[0, :, 0].reshape(16, 4)
+    assert coarse.shape == (2, 8 * 2, 1)
+    assert coarse[0, 0, 0] == grid[:2, :2].mean() and coarse[0, 3, 0] == grid[2:4, 2:4].mean()
+    volume = torch.rand(1, 4 * 4 * 4, 1)
+    assert torch.allclose(block_means(volume, (4, 4, 4), 2)[0, 0], volume[0].reshape(4, 4, 4)[:2, :2, :2].mean())
+
+
+def test_sub_sample_supervision_trains_the_network_between_its_samples(tmp_path, monkeypatch):
+    """--finer: the patch is fitted to block means of a crop twice as fine, and the outer loss also scores
+    the network at the crop's samples; the run starts from a codec's network with --init."""
+    import torch
+
+    from coinpp.training import meta
+
+    seen = []
+    forward = meta.MetaLearner.forward
+
+    def recording(self, coords, targets, fine_coords=None, fine_targets=None, fine_weight=1.0):
+        seen.append((coords.shape, targets.shape, None if fine_coords is None else fine_coords.shape,
+                     None if fine_targets is None else fine_targets.shape, fine_weight))
+        return forward(self, coords, targets, fine_coords, fine_targets, fine_weight)
+
+    monkeypatch.setattr(meta.MetaLearner, "forward", recording)
+    cfg = _cfg(tmp_path, steps=2, val_every=2, finer=2, finer_weight=0.5)
+    best = train(cfg, _signals(), _signals(1), progress=False)
+    assert seen[0] == ((64, 2), (4, 64, 3), (256, 2), (4, 256, 3), 0.5)
+    _, state, _ = load_checkpoint(best)
+    assert state["config"]["finer"] == 2
+    # the fine loss changes what is learned
+    plain = train(_cfg(tmp_path, out=str(tmp_path / "plain"), steps=2, val_every=2), _signals(), _signals(1),
+                  progress=False)
+    a, b = (load_checkpoint(p)[0].state_dict() for p in (best, plain))
+    assert any(not torch.allclose(a[k], b[k]) for k in a)
+    with pytest.raises(Exception, match="patch networks"):
+        train(_cfg(tmp_path, out=str(tmp_path / "bad"), finer=1), _signals(), _signals(1), progress=False)
+
+
+def test_init_starts_from_a_codecs_network(tmp_path, tiny_codec):
+    import torch
+
+    cfg = _cfg(tmp_path, steps=1, val_every=1, outer_lr=1e-12, init=tiny_codec.name)
+    best = train(cfg, _signals(), _signals(1), progress=False)
+    net = load_checkpoint(best)[0]
+    start = tiny_codec.net.state_dict()
+    assert all(torch.allclose(v, start[k], atol=1e-6) for k, v in net.state_dict().items())
+    with pytest.raises(Exception, match="--init"):
+        train(_cfg(tmp_path, out=str(tmp_path / "other"), model=SirenConfig(width=8, depth=2, latent_dim=8),
+                   init=tiny_codec.name), _signals(), _signals(1), progress=False)

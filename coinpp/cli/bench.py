@@ -162,7 +162,8 @@ def measure(spec: benchmod.Suite, files: list[Path], coin_names: list[str], runn
 
 
 def print_points(summary: dict, spec: benchmod.Suite) -> None:
-    extra = {"audio": ["snr"], "climate": ["rmse", "max_error"]}.get(spec.modality, [])
+    extra = {"audio": ["snr", "pesq", "stoi"], "climate": ["rmse", "max_error"], "image": ["ms_ssim"]}.get(
+        spec.modality, [])
     t = Table("codec", "setting", spec.unit, "PSNR dB", *extra, "encode s", "decode s")
     for codec, pts in summary.items():
         for p in pts:

@@ -83,6 +83,12 @@ from .common import DEVICE, FORCE, console, parse_list
 @click.option("--coord-scale", type=float, help="Multiply coordinates by this (default per modality; "
               "a regional climate grid needs more than the globe).")
 @click.option("--var", help="Climate: the NetCDF variable to train on (default: the only one).")
+@click.option("--finer", default=0, show_default=True,
+              help="Sub-sample supervision: also score the network between its samples, on crops this many "
+                   "times finer per axis whose block means are the patch (decoding finer than coded).")
+@click.option("--finer-weight", default=1.0, show_default=True, help="Weight of that score in the outer loss.")
+@click.option("--init", "init_codec", default="", metavar="CODEC",
+              help="Start from this codec's network instead of a random one (same architecture).")
 @click.option("--normalise", "normalisation", type=click.Choice(["file", "field"]), default="file", show_default=True,
               help="Climate: map values to [0, 1] over the file's range, or over each field's (levels of "
                    "different ranges; the ranges go into each file's header).")
@@ -96,7 +102,8 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
           export_name: str | None, bits: str, clip_std: str, allocate: bool, decorrelate: bool, context_buckets: int,
           refine_steps: int, refine_lr: float, refine_latent_lr: float | None, refine_rate_lambda: float,
           codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
-          val_fraction: float, normalisation: str, device: str) -> None:
+          val_fraction: float, finer: int, finer_weight: float, init_codec: str, normalisation: str,
+          device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
     Runs under `torchrun --nproc-per-node N coin train ...` too (DistributedDataParallel).
@@ -150,7 +157,8 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
                       batch=batch, inner_steps=inner_steps, half_inner=half_inner, test_steps=encode_steps,
                       outer_lr=outer_lr,
                       steps=steps, time_limit_min=minutes, val_every=val_every, val_patches=val_patches,
-                      val_files=val_files, seed=seed, device=device, normalisation=normalisation)
+                      val_files=val_files, seed=seed, device=device, normalisation=normalisation,
+                      finer=finer, finer_weight=finer_weight, init=init_codec)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if coords is None:
         train_s, val_s, val_names = load_training_folder(data, modality, cfg.val_files, seed)

@@ -27,6 +27,7 @@ from ..modalities import Modality, Signal
 from ..modalities.image import to_uint8
 from ..training.cards import write_card
 from .baselines import Baseline
+from .metrics import extra_measures
 from .rd import matched
 
 
@@ -169,7 +170,7 @@ def align(decoded: np.ndarray, original: np.ndarray, max_lag: int = 4096) -> np.
 def _measures(modality: Modality, unit: str, nbytes: int, signal: Signal, decoded: Signal) -> dict:
     """Row fields: rate (in the suite's unit, under the schema's 'bpp' key) and quality."""
     return {"bytes": nbytes, "bpp": modality.rate(nbytes, signal.spatial, signal.meta)[unit],
-            **modality.quality(signal, decoded)}
+            **modality.quality(signal, decoded), **extra_measures(modality, signal, decoded)}
 
 
 def coin_rows(files: list[Path], codec_names: list[str], device: str = "auto",
@@ -245,7 +246,8 @@ def summarize(rows: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for (codec, setting), rs in by.items():
         point = {"setting": setting, "files": len(rs)}
-        for k in ("bpp", "psnr", "snr", "rmse", "max_error", "encode_s", "decode_s", "bytes"):
+        for k in ("bpp", "psnr", "snr", "ms_ssim", "pesq", "stoi", "rmse", "max_error", "encode_s", "decode_s",
+                  "bytes"):
             if all(r.get(k) not in (None, "") for r in rs):
                 point[k] = float(np.mean([float(r[k]) for r in rs]))
         out.setdefault(codec, []).append(point)
@@ -271,9 +273,9 @@ def write_results(out: Path, rows: list[dict], descriptions: dict[str, str],
     for codec, pts in summary.items():
         res = {"bpp": [p["bpp"] for p in pts], ("psnr-rgb" if suite.modality == "image" else "psnr"):
                [p["psnr"] for p in pts]}
-        for k in ("snr", "rmse", "max_error"):
+        for k in ("snr", "ms_ssim", "pesq", "stoi", "rmse", "max_error"):
             if all(k in p for p in pts):
-                res[k] = [p[k] for p in pts]
+                res[k.replace("_", "-") if k == "ms_ssim" else k] = [p[k] for p in pts]  # CompressAI: "ms-ssim"
         res.update({"setting": [p["setting"] for p in pts], "encode_s": [p["encode_s"] for p in pts],
                     "decode_s": [p["decode_s"] for p in pts], "files": [p["files"] for p in pts]})
         doc = {"name": codec, "unit": suite.unit, "description": descriptions.get(codec, codec), "results": res}
@@ -323,7 +325,8 @@ def record_in_codecs(summary: dict[str, list[dict]], suite: str, command: str, u
 
 
 
-FIELDS = ["codec", "setting", "file", "bytes", "bpp", "psnr", "snr", "rmse", "max_error", "encode_s", "decode_s"]
+FIELDS = ["codec", "setting", "file", "bytes", "bpp", "psnr", "snr", "ms_ssim", "pesq", "stoi", "rmse", "max_error",
+          "encode_s", "decode_s"]
 
 
 def read_rows(out: Path) -> list[dict]:
@@ -336,7 +339,7 @@ def read_rows(out: Path) -> list[dict]:
     for r in rows:
         for k in ("bytes",):
             r[k] = int(r[k])
-        for k in ("bpp", "psnr", "snr", "rmse", "max_error", "encode_s", "decode_s"):
+        for k in ("bpp", "psnr", "snr", "ms_ssim", "pesq", "stoi", "rmse", "max_error", "encode_s", "decode_s"):
             if r.get(k) not in (None, ""):
                 r[k] = float(r[k])
     return rows

@@ -229,6 +229,9 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
             config["training"]["quantizer_allocation"] = "equal-distortion"
         if decorrelate:
             config["training"]["quantizer_transform"] = "principal-components"
+        for key in ("finer", "finer_weight", "init"):  # sub-sample supervision, the network it started from
+            if cfg.get(key) and (key != "finer_weight" or cfg.get("finer")):
+                config["training"][key] = cfg[key]
         if cfg.get("half_inner"):
             config["training"]["half_inner"] = cfg["half_inner"]
         write_folder(root / name, config, net, q, table, None, delta, prior)

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .. import codec as codecs
 from ..device import hardware_description, pick_device
 from ..errors import InputError
 from ..model import LatentModulatedSiren, SirenConfig, build_network
@@ -58,6 +59,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     normalisation: str = "file"  # climate: "field" maps each field over its own range (Modality.normalise)
+    # Sub-sample supervision: crops `finer` times the patch per axis, the patch their block means; the
+    # latents are fitted to the patch and the outer loss also scores the network between its samples
+    # against the crop (weight `finer_weight`), so it learns what lies between them. 0: off.
+    finer: int = 0
+    finer_weight: float = 1.0
+    init: str = ""  # start from this codec's network instead of a random one (a fresh run only)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -82,8 +89,24 @@ class MetaLearner(nn.Module):
             latents = self.net.inner_loop(coords[idx], targets[:, idx], 1, latents)
         return self.net.inner_loop(coords, targets, self.inner_steps - len(self.subsets), latents)
 
-    def forward(self, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return (self.net(coords, self.adapt(coords, targets)) - targets).pow(2).mean()
+    def forward(self, coords: torch.Tensor, targets: torch.Tensor, fine_coords: torch.Tensor | None = None,
+                fine_targets: torch.Tensor | None = None, fine_weight: float = 1.0) -> torch.Tensor:
+        latents = self.adapt(coords, targets)
+        loss = (self.net(coords, latents) - targets).pow(2).mean()
+        if fine_coords is not None:
+            loss = loss + fine_weight * (self.net(fine_coords, latents) - fine_targets).pow(2).mean()
+        return loss
+
+
+def block_means(crops: torch.Tensor, fine: tuple[int, ...], factor: int) -> torch.Tensor:
+    """(B, prod(fine), C) crops -> (B, prod(fine // factor), C): each sample the mean of the factor^d
+    it covers (what a sensor with samples `factor` times larger records)."""
+    b, _, c = crops.shape
+    shape = [b]
+    for n in fine:
+        shape += [n // factor, factor]
+    x = crops.reshape(*shape, c)
+    return x.mean(dim=tuple(range(2, 2 * len(fine) + 1, 2))).reshape(b, -1, c)
 
 
 def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
@@ -189,6 +212,11 @@ def _start(cfg: TrainConfig, device: torch.device, world: int, resume_from: Path
     opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
     state = {"step": 0, "elapsed_s": 0.0, "best_val_psnr": -1.0, "best_step": 0, "config": cfg.to_dict(),
              "hardware": hardware_description(device) + (f" x {world} processes" if world > 1 else "")}
+    if cfg.init and not (resume_from is not None and resume_from.with_suffix(".json").exists()):
+        start = codecs.load(cfg.init).net  # a fresh run warm-started from a shipped network
+        if start.cfg != cfg.model:
+            raise InputError(f"--init {cfg.init}: its network is {start.cfg.tag}, not {cfg.model.tag}")
+        net.load_state_dict(start.state_dict())
     if resume_from is not None and resume_from.with_suffix(".json").exists():
         net_r, state, tensors = load_checkpoint(resume_from, device)
         if net_r.cfg != cfg.model or tuple(state["config"]["patch"]) != tuple(cfg.patch):
@@ -248,6 +276,8 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
         raise InputError("half inner steps are for patch networks (not latent grids or whole fields)")
     if not 0 <= cfg.half_inner <= cfg.inner_steps:
         raise InputError("the half inner steps must be in 0..inner steps")
+    if cfg.finer and (coords is not None or cfg.model.cell or cfg.finer < 2):
+        raise InputError("sub-sample supervision (--finer, 2 or more) is for patch networks")
     device, rank, world = _join_process_group(pick_device(cfg.device))
     distributed = world > 1
     out = Path(cfg.out)
@@ -260,7 +290,9 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
 
     points = training_points(cfg.model, cfg.patch, coords)
     # Each rank and each resumed segment draws different crops, reproducibly.
-    sampler = sampler_for(signals, cfg.patch, cfg.seed * 1000 + rank + 7919 * state["step"], coords)
+    fine_patch = tuple(n * cfg.finer for n in cfg.patch) if cfg.finer else cfg.patch
+    fine_coords = patch_coordinates(fine_patch).to(device) if cfg.finer else None
+    sampler = sampler_for(signals, fine_patch, cfg.seed * 1000 + rank + 7919 * state["step"], coords)
     val = sampler_for(val_signals, cfg.patch, 12345, coords).sample(cfg.val_patches).to(device)
     coords = points.to(device)
     log = open(out / "log.jsonl", "a") if rank == 0 else None
@@ -292,7 +324,11 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
             for g in opt.param_groups:
                 g["lr"] = cfg.outer_lr * state.get("lr_scale", 1.0) * lr_factor(prog, cfg.decay_fraction)
             targets = sampler.sample(cfg.batch).to(device)
-            loss = engine(coords, targets)
+            if cfg.finer:
+                fine, targets = targets, block_means(targets, fine_patch, cfg.finer)
+                loss = engine(coords, targets, fine_coords, fine, cfg.finer_weight)
+            else:
+                loss = engine(coords, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
