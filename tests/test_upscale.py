@@ -118,3 +118,5 @@ def test_cli_writes_rows_table_and_crops(tiny_codec, tmp_path):
     assert "lanczos" in (tmp_path / "out" / "upscale.md").read_text()
     r = CliRunner().invoke(cli, ["bench", str(data), "--upscale", "0", "--out", str(tmp_path / "out")])
     assert r.exit_code != 0 and "--upscale" in r.output
+    r = CliRunner().invoke(cli, ["bench", str(data), "--upscale", "2", "--codecs", "a,b", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "one coin codec" in r.output

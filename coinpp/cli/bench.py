@@ -60,7 +60,9 @@ def bench(suite: str, codec_list: str, out: str, anchor: str, data_root: str, re
     real file sizes, PSNR, times; JSON, CSV, a plot and a BD-rate table."""
     if upscale is not None:
         spec, files = benchmod.suite_files(suite, Path(data_root))
-        codec_name = None if codec_list in (None, "default") else codec_list
+        codec_name = None if codec_list in (None, "default") else codec_list.strip()
+        if codec_name is not None and "," in codec_name:
+            raise InputError("--upscale measures one coin codec (--codecs NAME; default: the suite's default)")
         bench_upscale(spec, files[:limit], parse_list(upscale, "--upscale", float, 1.0, 16.0), codec_name,
                       Path(out), device)
         return
