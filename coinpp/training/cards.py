@@ -113,6 +113,12 @@ def training_text(config: dict) -> str:
              f"- validation PSNR (unquantized) {t.get('val_psnr_db', float('nan')):.2f} dB",
              f"- quantizer and entropy tables from {t.get('table_patches', '?')} training "
              f"{'fields' if config['modality'] == 'climate' else 'crops'}"]
+    if t.get("init"):
+        lines.insert(1, f"- started from the network of `{t['init']}` (its own training not counted below)")
+    if t.get("finer"):
+        lines.insert(1, f"- sub-sample supervision: crops {t['finer']}x finer per axis, the patch their block "
+                        f"means; the outer loss also scores the network between the patch's samples against the "
+                        f"crop (weight {t.get('finer_weight', 1.0)}), so a finer decode has learned what lies there")
     pf = (config.get("postfilter") or {}).get("training")
     if pf:
         views = config["postfilter"].get("views", 1)
