@@ -30,15 +30,15 @@ from ..modalities import Modality, Resolution, Signal
 from ..modalities.image import to_uint8
 from .bench import Suite, read_signal
 
-SPEECH_RATE = 16000
 
-
-def _scipy_ndimage():
+def _scipy():
+    """scipy with the resamplers the MRI and climate cases use (checked before any coding starts)."""
     try:
-        from scipy import ndimage
+        import scipy.interpolate
+        import scipy.ndimage
     except ImportError:
         raise InputError("--upscale needs scipy for the MRI and climate resamplers (pip install scipy)") from None
-    return ndimage
+    return scipy
 
 
 @dataclass
@@ -142,12 +142,12 @@ def mri_cases(m: Modality, signal: Signal, scales: list[float], tmp: Path) -> li
 def _zoom_volume(m: Modality, decoded: Signal, shape: tuple[int, ...], order: int) -> np.ndarray:
     """scipy's spline resampling of a decoded volume onto `shape` voxels over the same field of view."""
     v = m.units(decoded)[..., 0]
-    return _scipy_ndimage().zoom(v, [t / n for t, n in zip(shape, v.shape, strict=True)], order=order,
+    return _scipy().ndimage.zoom(v, [t / n for t, n in zip(shape, v.shape, strict=True)], order=order,
                                  mode="nearest", grid_mode=True)
 
 
 def climate_cases(m: Modality, signal: Signal, scales: list[float], tmp: Path) -> list[Case]:
-    _scipy_ndimage()
+    _scipy()
     lat, lon = m.lat_lon(signal.meta)
     cases = []
     for s in scales:
@@ -173,14 +173,13 @@ def climate_cases(m: Modality, signal: Signal, scales: list[float], tmp: Path) -
 def _interpolate_fields(m: Modality, decoded: Signal, lat: np.ndarray, lon: np.ndarray, method: str) -> np.ndarray:
     """scipy's interpolation of each decoded field onto the `lat` x `lon` grid (beyond the coarse grid's
     last row or column: extrapolated)."""
-    from scipy.interpolate import RegularGridInterpolator
-
     la, lo = m.lat_lon(decoded.meta)
     v = m.units(decoded)[..., 0]
     ia, io = np.argsort(la), np.argsort(lo)
     points = np.stack(np.meshgrid(lat, lon, indexing="ij"), -1).reshape(-1, 2)
-    out = [RegularGridInterpolator((la[ia], lo[io]), field[ia][:, io], method=method, bounds_error=False,
-                                   fill_value=None)(points) for field in v]
+    grid = _scipy().interpolate.RegularGridInterpolator
+    out = [grid((la[ia], lo[io]), field[ia][:, io], method=method, bounds_error=False, fill_value=None)(points)
+           for field in v]
     return np.stack(out).reshape(len(v), lat.size, lon.size)
 
 

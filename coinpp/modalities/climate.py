@@ -607,10 +607,9 @@ class ClimateModality(Modality):
             if not all(isinstance(meta[k], float | int) and math.isfinite(meta[k]) for k in ("low", "high")):
                 raise bad
             np.dtype(meta["dtype"])
-            if "field_ranges" in meta:
-                ab = np.frombuffer(bytes.fromhex(meta["field_ranges"]), np.uint8).reshape(-1, 2)
-                if len(ab) != math.prod(shape[:-2]) or (ab[:, 0] >= ab[:, 1]).any():
-                    raise bad
+            ranges = self._field_ranges(meta)
+            if ranges is not None and (len(ranges[0]) != math.prod(shape[:-2]) or (ranges[1] <= 0).any()):
+                raise bad
             meta["mask"] = None
             if n_mask:
                 n = math.prod(shape)
