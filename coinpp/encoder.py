@@ -124,7 +124,7 @@ class Encoder:
         try:
             payload, symbols = c.entropy.encode_rd(positions, layout(signal.spatial, patch, groups),
                                                    self.preset.rd_lambda)
-        except ValueError as e:  # e.g. the neighbour context given data that is not 2-D
+        except ValueError as e:  # e.g. the neighbour context given data that is not 1-D or 2-D
             raise CodecError(f"codec {c.name!r}: {e}") from None
         f = container.CoinFile(
             codec_name=c.name, codec_hash=c.hash, modality=m.code, shape=signal.spatial, channels=signal.channels,

@@ -156,8 +156,8 @@ def decode(data: bytes, num_patches: int, table: np.ndarray, delta_table: np.nda
 
 @dataclass(frozen=True, eq=False)
 class NeighbourContext(EntropyModel):
-    """2-D patch grids: each symbol's table chosen by its left and upper neighbours and adapted to
-    the file as it is read."""
+    """Patch grids (2-D; 1-D as one row): each symbol's table chosen by its left and upper neighbours
+    and adapted to the file as it is read."""
 
     prior: np.ndarray  # (D, K, levels) int32, rows summing to 2^TABLE_PRECISION
     adapt: int  # the prior weighs as much as this many symbols seen
@@ -185,8 +185,12 @@ class NeighbourContext(EntropyModel):
 
 
 def _grid(layout: Layout) -> tuple[int, int, int]:
+    """(groups, rows, cols); a 1-D layout (groups, patches) is one row: the left neighbour is the
+    patch before (audio)."""
+    if len(layout) == 2:
+        return (layout[0], 1, layout[1])
     if len(layout) != 3:
-        raise ValueError("the neighbour context needs 2-D data")
+        raise ValueError("the neighbour context needs 1-D or 2-D data")
     return layout  # type: ignore[return-value]
 
 

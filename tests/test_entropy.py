@@ -104,6 +104,18 @@ def test_neighbour_context_round_trips_and_beats_the_static_table():
                           two)
 
 
+def test_neighbour_context_codes_a_1d_layout_as_one_row():
+    """Audio: patches in time order, each coded in the context of the one before (a one-row grid)."""
+    run = _smooth_grid(rows=1, cols=40)
+    symbols = run.reshape(-1, run.shape[-1])
+    model = entropy.NeighbourContext(tables.context_prior([_smooth_grid(rows=1, cols=60, seed=6)], 16, 4), 16)
+    data = model.encode(symbols, (1, 40))
+    assert data == entropy.encode_context(symbols, (1, 1, 40), model)
+    assert np.array_equal(model.decode(data, (1, 40)), symbols)
+    with pytest.raises(ValueError, match="1-D or 2-D"):
+        model.encode(symbols, (1, 2, 4, 5))
+
+
 def test_adaptive_rows_are_integer_and_sum_exactly():
     counts = np.array([[1, 0, 0, 5], [7, 7, 7, 7], [10**9, 1, 1, 1]], dtype=np.int64) + 1
     rows = entropy.adaptive_rows(counts)

@@ -28,13 +28,13 @@ TIME_LIMIT_S = 5.0  # per case; the tiny codec decodes a valid stream in millise
 RSS_GROWTH_CAP_MB = 512
 
 
-@pytest.fixture(params=["coin++", "coin", "audio", "climate", "context", "bounded", "levels"])
+@pytest.fixture(params=["coin++", "coin", "audio", "audio-context", "climate", "context", "bounded", "levels"])
 def stream(request, tiny_audio_codec, tiny_climate_codec, tiny_context_codec, tiny_codec) -> bytes:
     """A valid stream of each codec kind (latents for a base network, an overfitted network) and
     of each modality (stereo audio: two channel groups, modality fields; climate: compressed
     attributes and coordinates, a missing-value mask, fields coded as differences; context: the
-    neighbour-context entropy coder; bounded: climate with a residual layer; levels: climate with
-    per-field ranges)."""
+    neighbour-context entropy coder, on an image's patch grid and on audio's run of patches; bounded:
+    climate with a residual layer; levels: climate with per-field ranges)."""
     if request.param in ("climate", "bounded", "levels"):
         from coinpp.evaluation.conformance import sample_signals
 
@@ -46,10 +46,12 @@ def stream(request, tiny_audio_codec, tiny_climate_codec, tiny_context_codec, ti
                                     modality="climate", normalisation="field")
         return encode_signal(sig, modalities.get("climate"), codec, device="cpu", max_error=bound).data
     sig = Signal(smooth_image(37, 29).astype("float32") / 255, {"channels": 3})
-    if request.param == "audio":
+    if request.param in ("audio", "audio-context"):
         wave = smooth_image(301, 2, 2)[:, 0, :].astype("float32") / 255
         sig = Signal(wave, {"sample_rate": 16000, "subtype": "PCM_16", "channels": 2})
-        return encode_signal(sig, modalities.get("audio"), tiny_audio_codec, device="cpu").data
+        codec = tiny_audio_codec if request.param == "audio" else make_tiny_codec(
+            Path(os.environ["COIN_CODECS_PATH"]), "tiny-audio-ctx-b5", bits=5, modality="audio", context=True)
+        return encode_signal(sig, modalities.get("audio"), codec, device="cpu").data
     if request.param == "context":
         return encode_signal(sig, modalities.get("image"), tiny_context_codec, device="cpu").data
     if request.param == "coin":

@@ -127,6 +127,44 @@ def test_cli_export_with_neighbour_context_and_refinement(tmp_path, monkeypatch)
     codecs.clear_cache()
 
 
+def test_cli_exports_an_audio_codec_with_the_neighbour_context(tmp_path, monkeypatch):
+    """Audio codecs may code each patch in the context of the one before (a one-row grid)."""
+    import soundfile as sf
+
+    from coinpp.decoder import decode_bytes
+    from coinpp.encoder import encode_signal
+
+    d = tmp_path / "clips"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    t = np.arange(4000) / 8000
+    for i in range(3):
+        wave = 0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.02 * rng.standard_normal(len(t))
+        sf.write(str(d / f"c{i}.wav"), wave, 8000)
+    r = CliRunner().invoke(cli, ["train", str(d), "--modality", "audio", "--out", str(tmp_path / "run"),
+                                 "--width", "16", "--depth", "2", "--latent", "4", "--patch", "50", "--steps", "4",
+                                 "--val-every", "2", "--encode-steps", "2", "--export", "sp-c", "--bits", "4",
+                                 "--context", "4", "--decorrelate", "--val-files", "1", "--rd-lambda", "0.5",
+                                 "--codecs-dir", str(tmp_path / "codecs"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    c = codecs.load_folder(tmp_path / "codecs" / "sp-c-b4")
+    assert c.entropy.prior.shape[:2] == (4, 4) and c.preset().rd_lambda == 0.5
+    assert "the patch before" in (c.folder / "MODEL_CARD.md").read_text()
+    monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
+    codecs.clear_cache()
+    audio = modalities.get("audio")
+    sig = audio.read(d / "c0.wav")
+    enc = encode_signal(sig, audio, codecs.load("sp-c-b4"), device="cpu")
+    assert decode_bytes(enc.data, device="cpu")[0].values.shape == sig.values.shape
+    codecs.clear_cache()
+    bad = CliRunner().invoke(cli, ["train", str(d), "--modality", "audio", "--out", str(tmp_path / "run2"),
+                                   "--allocate", "--export", "x", "--device", "cpu"])
+    assert bad.exit_code != 0 and "--allocate applies to images" in bad.output
+    bad = CliRunner().invoke(cli, ["train", str(d), "--modality", "audio", "--out", str(tmp_path / "run2"),
+                                   "--rd-lambda", "0.5", "--export", "x", "--device", "cpu"])
+    assert bad.exit_code != 0 and "--rd-lambda needs --context" in bad.output
+
+
 def test_distributed_training_two_cpu_processes(tmp_path):
     d = _write_folder(tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -355,3 +393,31 @@ def test_init_starts_from_a_codecs_network(tmp_path, tiny_codec):
     with pytest.raises(Exception, match="--init"):
         train(_cfg(tmp_path, out=str(tmp_path / "other"), model=SirenConfig(width=8, depth=2, latent_dim=8),
                    init=tiny_codec.name), _signals(), _signals(1), progress=False)
+
+
+def test_init_may_widen_the_latent(tiny_codec):
+    """A wider latent warm-started from a codec's network: at latents whose new dimensions are zero the
+    network is the codec's, the new dimensions move the output, and nothing else may differ."""
+    import dataclasses
+
+    import torch
+
+    from coinpp.model import build_network
+    from coinpp.training.meta import warm_start
+
+    start = tiny_codec.net
+    d = start.cfg.latent_dim
+    wide = build_network(dataclasses.replace(start.cfg, latent_dim=2 * d))
+    warm_start(wide, start, tiny_codec.name)
+    coords = torch.rand(1, 16, start.cfg.in_dim)
+    z = torch.randn(3, d) * 0.01
+    padded = torch.cat([z, torch.zeros(3, d)], dim=1)
+    assert torch.allclose(wide(coords.expand(3, -1, -1), padded), start(coords.expand(3, -1, -1), z), atol=1e-6)
+    moved = torch.cat([z, torch.full((3, d), 0.01)], dim=1)
+    assert not torch.allclose(wide(coords.expand(3, -1, -1), moved), start(coords.expand(3, -1, -1), z), atol=1e-6)
+    assert torch.allclose(wide.inner_lr[d:], start.inner_lr.mean().expand(d))
+    with pytest.raises(Exception, match="only the latent may be wider"):
+        warm_start(build_network(dataclasses.replace(start.cfg, latent_dim=2 * d, width=start.cfg.width + 1)),
+                   start, tiny_codec.name)
+    with pytest.raises(Exception, match="only the latent may be wider"):
+        warm_start(build_network(dataclasses.replace(start.cfg, latent_dim=d - 1)), start, tiny_codec.name)

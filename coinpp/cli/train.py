@@ -67,8 +67,11 @@ from .common import DEVICE, FORCE, console, parse_list
               help="Quantize the principal components of the latents (learned from the training latents) "
                    "instead of the latent dimensions.")
 @click.option("--context", "context_buckets", default=0, show_default=True,
-              help="Images: code latents with the neighbour context, this many buckets per dimension (0: static "
-                   "tables).")
+              help="Images and audio: code latents with the neighbour context, this many buckets per "
+                   "dimension (0: static tables).")
+@click.option("--rd-lambda", "rd_lambda", default="0", show_default=True,
+              help="With --context: the exported codecs round each value to whichever of its two nearest levels "
+                   "costs less in squared steps plus this times its bits (encoder only); one, or one per bit depth.")
 @click.option("--refine-steps", default=0, show_default=True,
               help="Exported codecs add this many Adam steps through the quantizer when encoding.")
 @click.option("--refine-lr", default=0.25, show_default=True, help="Their rate, in quantizer steps.")
@@ -88,7 +91,8 @@ from .common import DEVICE, FORCE, console, parse_list
                    "times finer per axis whose block means are the patch (decoding finer than coded).")
 @click.option("--finer-weight", default=1.0, show_default=True, help="Weight of that score in the outer loss.")
 @click.option("--init", "init_codec", default="", metavar="CODEC",
-              help="Start from this codec's network instead of a random one (same architecture).")
+              help="Start from this codec's network instead of a random one (same architecture, "
+                   "or a wider --latent: the extra dimensions start unused).")
 @click.option("--normalise", "normalisation", type=click.Choice(["file", "field"]), default="file", show_default=True,
               help="Climate: map values to [0, 1] over the file's range, or over each field's (levels of "
                    "different ranges; the ranges go into each file's header).")
@@ -100,6 +104,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
           outer_lr: float, steps: int,
           minutes: float, val_every: int, val_patches: int, seed: int, val_files: int, no_meta_sgd: bool,
           export_name: str | None, bits: str, clip_std: str, allocate: bool, decorrelate: bool, context_buckets: int,
+          rd_lambda: str,
           refine_steps: int, refine_lr: float, refine_latent_lr: float | None, refine_rate_lambda: float,
           codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
           val_fraction: float, finer: int, finer_weight: float, init_codec: str, normalisation: str,
@@ -111,6 +116,9 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
     torch.manual_seed(seed)
     bit_list = parse_list(bits, "--bits", int, 1, 8)
     clips = parse_list(clip_std, "--clip-std", float, 0.5, 20)
+    rd_lambdas = parse_list(rd_lambda, "--rd-lambda", float, 0, 100)
+    if any(rd_lambdas) and not context_buckets:
+        raise InputError("--rd-lambda needs --context (rounding by code length needs the adaptive tables)")
     clips = clips if len(clips) > 1 else clips[0]
     mod = modalities.get(modality)
     if coord_scale is not None and not 0 < coord_scale <= 1000:
@@ -119,8 +127,10 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
         raise InputError("--val-fraction must be in (0, 1)")
     if not 0 <= context_buckets <= 64 or not 0 <= refine_steps <= 1000 or not 0 < refine_lr <= 10:
         raise InputError("--context must be in 0..64, --refine-steps in 0..1000, --refine-lr in (0, 10]")
-    if (context_buckets or allocate) and (mod.spatial_dims != 2 or mod.absolute_coordinates):
-        raise InputError("--context and --allocate apply to images")
+    if allocate and (mod.spatial_dims != 2 or mod.absolute_coordinates):
+        raise InputError("--allocate applies to images")
+    if context_buckets and (mod.spatial_dims > 2 or mod.absolute_coordinates):
+        raise InputError("--context applies to images and audio")
     if allocate and decorrelate:
         raise InputError("choose --allocate or --decorrelate, not both")
     if cell and (mod.spatial_dims != 2 or mod.absolute_coordinates or not 2 <= cell <= 256
@@ -176,7 +186,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
                                         device=device, clip_std=clips, coords=coords,
                                         context=context_buckets or None, val_signals=val_s,
                                         allocate=allocate, decorrelate=decorrelate,
-                                        refine=refine):
+                                        refine=refine, rd_lambda=rd_lambdas):
                 console.print(f"wrote codec {folder}")
 
 

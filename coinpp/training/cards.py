@@ -84,8 +84,9 @@ def model_text(config: dict) -> str:
              if config.get("transform") == "principal-components" else
              f"{config['bits']}-bit symbols per latent dimension (mean ± {t.get('quantizer_clip_std', 3)} std)")
     if "context" in config:
-        coding = (f"each symbol's table chosen by its left and upper neighbours ({config['context']['buckets']} "
-                  "buckets) and adapted to the file")
+        by = "the patch before's symbol" if len(patch) == 1 else "its left and upper neighbours"
+        coding = (f"each symbol's table chosen by {by} ({config['context']['buckets']} buckets) and adapted "
+                  "to the file")
     elif config["modality"] == "climate":
         coding = "each field coded as its difference from the one before"
     else:

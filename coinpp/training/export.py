@@ -17,7 +17,7 @@ import torch
 from safetensors.numpy import save_file as save_np
 from safetensors.torch import save_file as save_torch
 
-from ..codec import Codec, clear_cache, load_folder
+from ..codec import Codec, clear_cache, load, load_folder
 from ..entropy import NeighbourContext, encode_context, residuals
 from ..errors import InputError
 from ..fit import RatePenalty, fit_grid, fit_latents
@@ -68,14 +68,15 @@ def write_folder(folder: Path, config: dict, net: LatentModulatedSiren, quantize
 
 def fit_region(net: LatentModulatedSiren, patch: tuple[int, int], values: np.ndarray, steps: int, device: str
                ) -> tuple[np.ndarray, tuple[int, int]]:
-    """The latents a codec fits to a whole 2-D region (its patches, or its latent grid) and their
-    (rows, cols)."""
+    """The latents a codec fits to a whole region (its patches, or its latent grid) and their
+    (rows, cols); a 1-D region is one row."""
     values = np.ascontiguousarray(values)
     if net.cfg.cell:
         z = fit_grid(net, values, steps, device)
     else:
         z = fit_latents(net, patch_coordinates(patch), split(values, patch)[0], steps, device)
-    return z.numpy(), tuple(math.ceil(a / p) for a, p in zip(values.shape[:2], patch, strict=True))
+    grid = tuple(math.ceil(a / p) for a, p in zip(values.shape[: len(patch)], patch, strict=True))
+    return z.numpy(), (1, *grid) if len(grid) == 1 else grid
 
 
 @torch.no_grad()
@@ -116,28 +117,31 @@ def table_latents(net: LatentModulatedSiren, patch: tuple[int, ...], signals: li
                   encode_steps: int, table_patches: int, seed: int, device: str, coords: np.ndarray | None,
                   context: int | None, val_signals: list[np.ndarray] | None) -> TableLatents:
     """Fit latents to `table_patches` training crops; with the neighbour context or a latent grid, to
-    windows of 8 x 8 patches (cells) at random places in every training image, so that all images are
-    represented (whole images from a few files gave narrower quantizer ranges that coded the validation
-    images 13 % longer) and each window keeps its patches' neighbours. Fields (coords): each once."""
+    windows of 8 x 8 patches (cells; audio: runs of 64 patches) at random places in every training
+    file, so that all files are represented (whole images from a few files gave narrower quantizer
+    ranges that coded the validation images 13 % longer) and each window keeps its patches'
+    neighbours. Fields (coords): each once."""
     if context is not None or net.cfg.cell:
-        if coords is not None or len(patch) != 2:
-            raise InputError("the neighbour context is for 2-D patch grids (images)")
+        if coords is not None or len(patch) not in (1, 2) or (net.cfg.cell and len(patch) != 2):
+            raise InputError("the neighbour context is for patch grids (images and audio)")
         rng = np.random.default_rng(seed + 99)
         usable = [s for s in signals if all(a >= p for a, p in zip(s.shape, patch, strict=False))]
         if not usable:
-            raise InputError(f"no training image is at least {patch[0]}x{patch[1]}")
+            raise InputError(f"no training file is at least {'x'.join(map(str, patch))} samples")
+        span = 8 if len(patch) == 2 else 64  # patches per axis of a window
         parts, grids = [], []
         while sum(len(x) for x in parts) < table_patches:
             for s in usable:
-                win = [min(8, a // p) * p for a, p in zip(s.shape, patch, strict=False)]  # smaller images: less
-                y, x = (int(rng.integers(0, a - w + 1)) for a, w in zip(s.shape, win, strict=False))
-                z, counts = fit_region(net, patch, s[y : y + win[0], x : x + win[1]], encode_steps, device)
+                win = [min(span, a // p) * p for a, p in zip(s.shape, patch, strict=False)]  # smaller files: less
+                start = [int(rng.integers(0, a - w + 1)) for a, w in zip(s.shape, win, strict=False)]
+                region = s[tuple(slice(o, o + w) for o, w in zip(start, win, strict=True))]
+                z, counts = fit_region(net, patch, region, encode_steps, device)
                 parts.append(z)
                 grids.append(counts)
         val_fits = []
         if context is not None:
             if not val_signals:
-                raise InputError("the neighbour context needs validation images to choose its adaptation")
+                raise InputError("the neighbour context needs validation files to choose its adaptation")
             val_fits = [fit_region(net, patch, v, encode_steps, device) for v in val_signals]
         latents = np.concatenate(parts)
         return TableLatents(latents, grids, val_fits, len(latents))
@@ -161,13 +165,28 @@ def _context_tables(fitted: TableLatents, q: Quantizer, symbols: np.ndarray, buc
     return prior, min(val_bytes, key=val_bytes.get)
 
 
+def network_training(state: dict) -> dict:
+    """How the checkpoint's network was trained, for the codec's config and card. A run of no steps
+    from --init is that codec's network exported anew (other tables, another entropy model): its
+    record is the codec's own."""
+    cfg = state["config"]
+    if cfg.get("init") and not state["step"] and not cfg.get("finer"):
+        keep = ("steps", "wall_time_s", "best_step", "val_psnr_db", "batch", "inner_steps", "outer_lr", "data",
+                "seed", "hardware", "finer", "finer_weight", "init", "half_inner")
+        return {k: v for k, v in load(cfg["init"]).spec.training.items() if k in keep}
+    return {"steps": state["step"], "wall_time_s": round(state["elapsed_s"], 1),
+            "best_step": state["best_step"], "val_psnr_db": round(state["best_val_psnr"], 3),
+            "batch": cfg["batch"], "inner_steps": cfg["inner_steps"], "outer_lr": cfg["outer_lr"],
+            "data": cfg["data"], "seed": cfg["seed"], "hardware": state.get("hardware", "unknown")}
+
+
 def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root: Path, name_prefix: str,
                   bits_list: list[int], encode_steps: int, table_patches: int = 4096,
                   seed: int = 0, device: str = "auto",
                   clip_std: float | list[float] = 3.0, coords: np.ndarray | None = None,
                   context: int | None = None, refine: dict | None = None,
                   val_signals: list[np.ndarray] | None = None, allocate: bool = False,
-                  decorrelate: bool = False) -> list[Path]:
+                  decorrelate: bool = False, rd_lambda: float | list[float] = 0.0) -> list[Path]:
     """Turn a checkpoint into codec folders, one per bit depth (one rate point each).
 
     `context` (a bucket count) gives image codecs the neighbour context of entropy.py, its prior
@@ -176,7 +195,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
     Adam phase to the codecs' default preset. `allocate` (images) sets the quantizer steps for equal
     distortion per dimension (Quantizer.fit), from the sensitivity of the output to each dimension on
     eight training windows. `decorrelate` codes the principal components of the training latents
-    instead of the latent dimensions (Quantizer.fit).
+    instead of the latent dimensions (Quantizer.fit). `rd_lambda` (one, or one per bit depth; with
+    `context`) adds a rate-distortion rounding phase to each codec's default preset.
     """
     net, state, _ = load_checkpoint(Path(checkpoint))
     net.eval().requires_grad_(False)
@@ -194,9 +214,16 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
     clips = clip_std if isinstance(clip_std, list) else [clip_std] * len(bits_list)
     if len(clips) != len(bits_list):
         raise InputError("give one quantizer range (--clip-std) per bit depth, or one for all")
-    preset = EncoderPreset.from_list("default", default_phases({"encode_steps": encode_steps, "refine": refine}))
+    lambdas = list(rd_lambda) if isinstance(rd_lambda, list) else [rd_lambda]
+    lambdas = lambdas * len(bits_list) if len(lambdas) == 1 else lambdas
+    if len(lambdas) != len(bits_list):
+        raise InputError("give one --rd-lambda per bit depth, or one for all")
+    if any(lambdas) and context is None:
+        raise InputError("rate-distortion rounding needs the neighbour context")
     written = []
-    for bits, clip in zip(bits_list, clips, strict=True):
+    for bits, clip, lam in zip(bits_list, clips, lambdas, strict=True):
+        preset = EncoderPreset.from_list("default", default_phases(
+            {"encode_steps": encode_steps, "refine": refine, **({"rdo": {"lambda": lam}} if lam else {})}))
         q = Quantizer.fit(fitted.latents, bits, clip_std=clip, sensitivity=sensitivity, decorrelate=decorrelate)
         symbols = q.quantize(fitted.latents)
         table = frequency_table(symbols, q.levels)
@@ -211,12 +238,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
         config = {
             "name": name, "modality": cfg["modality"], "model": cfg["model"], "patch": list(patch),
             "presets": {"default": preset.to_list()},
-            "training": {"steps": state["step"], "wall_time_s": round(state["elapsed_s"], 1),
-                         "best_step": state["best_step"], "val_psnr_db": round(state["best_val_psnr"], 3),
-                         "batch": cfg["batch"], "inner_steps": cfg["inner_steps"],
-                         "outer_lr": cfg["outer_lr"], "data": cfg["data"], "seed": cfg["seed"],
-                         "hardware": state.get("hardware", "unknown"),
-                         "table_patches": fitted.count, "quantizer_clip_std": clip},
+            "training": dict(network_training(state), table_patches=fitted.count, quantizer_clip_std=clip),
         }
         if cfg.get("normalisation", "file") != "file":
             config["normalisation"] = cfg["normalisation"]
@@ -230,7 +252,7 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
         if decorrelate:
             config["training"]["quantizer_transform"] = "principal-components"
         for key in ("finer", "finer_weight", "init"):  # sub-sample supervision, the network it started from
-            if cfg.get(key) and (key != "finer_weight" or cfg.get("finer")):
+            if cfg.get(key) and (key != "finer_weight" or cfg.get("finer")) and state["step"]:
                 config["training"][key] = cfg[key]
         if cfg.get("half_inner"):
             config["training"]["half_inner"] = cfg["half_inner"]

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -115,13 +115,14 @@ def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def validate(net: LatentModulatedSiren, coords: torch.Tensor, targets: torch.Tensor, steps: int) -> float:
-    """Mean per-patch PSNR after `steps` encode steps (gradients by hand, no graph)."""
-    psnrs = []
+    """PSNR of the squared error over all validation crops after `steps` encode steps (gradients by
+    hand, no graph). Pooled, not a mean of per-crop PSNRs: those reward near-silent audio crops and
+    empty MRI background so much that a network losing quality on speech or tissue could score higher."""
+    errors = []
     for chunk in targets.split(64):
         z = net.inner_loop(coords, chunk, steps)
-        mse = (net(coords, z) - chunk).pow(2).mean(dim=(1, 2))
-        psnrs.append(psnr_from_mse(mse))
-    return torch.cat(psnrs).mean().item()
+        errors.append((net(coords, z) - chunk).pow(2).mean(dim=(1, 2)))
+    return psnr_from_mse(torch.cat(errors).mean()).item()
 
 
 def lr_factor(progress: float, decay_fraction: float) -> float:
@@ -203,6 +204,30 @@ def _join_process_group(device: torch.device) -> tuple[torch.device, int, int]:
     return device, dist.get_rank(), dist.get_world_size()
 
 
+def warm_start(net: LatentModulatedSiren, start: LatentModulatedSiren, name: str) -> None:
+    """`net` takes `start`'s weights. A wider latent is allowed: the extra dimensions get fresh
+    columns of the latent map and the mean inner rate of the others, so at zero latents (where every
+    fit begins) the network is the one it starts from, and training teaches it what they add."""
+    same = replace(start.cfg, latent_dim=net.cfg.latent_dim) == net.cfg
+    if not same or net.cfg.latent_dim < start.cfg.latent_dim:
+        raise InputError(f"--init {name}: its network is {start.cfg.tag}, not {net.cfg.tag} "
+                         "(only the latent may be wider)")
+    d = start.cfg.latent_dim
+    state = start.state_dict()
+    with torch.no_grad():
+        for key, value in net.state_dict().items():
+            if key == "latent_map.weight":
+                fresh = value[:, d:]  # the fresh columns, spread like the learned ones
+                if fresh.numel() > 1:
+                    fresh.mul_(state[key].std() / fresh.std())
+                value[:, :d] = state[key]
+            elif key == "inner_lr":
+                value[:d] = state[key]
+                value[d:] = state[key].mean()
+            else:
+                value.copy_(state[key])
+
+
 def _start(cfg: TrainConfig, device: torch.device, world: int, resume_from: Path | None
            ) -> tuple[LatentModulatedSiren, torch.optim.Adam, dict]:
     """A fresh network, optimizer and run state, or those of `resume_from` when it holds a checkpoint;
@@ -214,9 +239,7 @@ def _start(cfg: TrainConfig, device: torch.device, world: int, resume_from: Path
              "hardware": hardware_description(device) + (f" x {world} processes" if world > 1 else "")}
     if cfg.init and not (resume_from is not None and resume_from.with_suffix(".json").exists()):
         start = codecs.load(cfg.init).net  # a fresh run warm-started from a shipped network
-        if start.cfg != cfg.model:
-            raise InputError(f"--init {cfg.init}: its network is {start.cfg.tag}, not {cfg.model.tag}")
-        net.load_state_dict(start.state_dict())
+        warm_start(net, start, cfg.init)
     if resume_from is not None and resume_from.with_suffix(".json").exists():
         net_r, state, tensors = load_checkpoint(resume_from, device)
         if net_r.cfg != cfg.model or tuple(state["config"]["patch"]) != tuple(cfg.patch):
@@ -298,7 +321,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
     log = open(out / "log.jsonl", "a") if rank == 0 else None
 
     def progress_of(step: int, elapsed: float) -> float:
-        p = step / cfg.steps
+        p = step / cfg.steps if cfg.steps else 1.0  # 0 steps: export the --init network as it is
         if cfg.time_limit_min > 0:
             p = max(p, elapsed / (cfg.time_limit_min * 60))
         return p
