@@ -66,6 +66,35 @@ def test_training_improves_validation_and_resumes(tmp_path):
     assert last["step"] == 40
 
 
+def test_validation_pools_the_error_and_rescores_a_run_begun_on_the_old_measure(tmp_path):
+    """Validation is the PSNR of the pooled squared error (not a mean of per-crop PSNRs); a resumed run
+    whose state predates it has its best checkpoint scored again before anything is compared."""
+    import torch
+
+    from coinpp.training.meta import validate
+
+    sig = _signals()
+    best = train(_cfg(tmp_path, steps=10), sig[:3], sig[3:], progress=False)
+    net, state, _ = load_checkpoint(best)
+    crops = CropSampler(sig[3:], (8, 8), seed=5).sample(8)
+    coords = torch.rand(64, 2) * 2 - 1
+    z = net.inner_loop(coords, crops, 3)
+    with torch.no_grad():
+        pooled = -10 * torch.log10((net(coords, z) - crops).pow(2).mean())
+    assert validate(net, coords, crops, 3) == pytest.approx(float(pooled), rel=1e-5)
+    assert state["val_metric"] == "pooled"
+    for name in ("last", "best"):  # as a run begun before: a best on another scale
+        path = tmp_path / "run" / f"{name}.json"
+        old = json.loads(path.read_text())
+        old.pop("val_metric")
+        old["best_val_psnr"] = 99.0
+        path.write_text(json.dumps(old))
+    train(_cfg(tmp_path, steps=12), sig[:3], sig[3:], progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert not any("recovered" in r for r in log)  # no false alarm against the old scale
+    assert load_checkpoint(tmp_path / "run" / "last")[1]["best_val_psnr"] < 99.0
+
+
 def test_export_writes_verified_codecs_per_bit_depth(tmp_path):
     sig = _signals()
     best = train(_cfg(tmp_path, steps=10), sig[:3], sig[3:], progress=False)

@@ -318,6 +318,11 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
     sampler = sampler_for(signals, fine_patch, cfg.seed * 1000 + rank + 7919 * state["step"], coords)
     val = sampler_for(val_signals, cfg.patch, 12345, coords).sample(cfg.val_patches).to(device)
     coords = points.to(device)
+    if state["step"] and state.get("val_metric") != "pooled" and best.with_suffix(".json").exists():
+        # A run begun when validation averaged per-crop PSNRs: its best is scored again on the pooled
+        # measure, so that keeping the best and the divergence guard compare like with like.
+        state["best_val_psnr"] = validate(load_checkpoint(best, device)[0], coords, val, cfg.test_steps)
+    state["val_metric"] = "pooled"
     log = open(out / "log.jsonl", "a") if rank == 0 else None
 
     def progress_of(step: int, elapsed: float) -> float:
