@@ -1,7 +1,8 @@
 """The decoder: .coin bytes -> Signal, at the file's own resolution or any other.
 
     container -> entropy (bitstream.py) -> dequantize -> evaluate at any coordinates (synthesis.py)
-              -> post-filter on the file's own grid (images) -> the modality's values
+              -> post-filter (images; on another grid its own-grid correction, resampled)
+              -> the modality's values
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from .errors import FormatError, InputError, LimitError
 from .modalities import Placement, Resolution, Signal, Target
 from .overfit import decode_file
 from .postfilter import apply as apply_postfilter
+from .postfilter import carried
 from .residual import apply_layer
 from .synthesis import evaluate_fields, evaluate_grid, evaluate_latent_grid
 
 
 class Decoder:
-    """Decodes parsed files. `postfilter` (images decoded onto their own grid, codecs that have one):
-    restore with the codec's post-filter averaged over `postfilter_views` views (None: the codec's
-    choice); without it the output is the network's own (the normative decode)."""
+    """Decodes parsed files. `postfilter` (images, codecs that have one): restore with the codec's
+    post-filter averaged over `postfilter_views` views (None: the codec's choice); onto another grid
+    spanning the image, add the filter's correction on the own grid, resampled (postfilter.carried).
+    Without it the output is the network's own (the normative decode)."""
 
     def __init__(self, device: str = "auto", allow_huge: bool = False, postfilter: bool = True,
                  postfilter_views: int | None = None) -> None:
@@ -72,15 +75,26 @@ class Decoder:
         np.clip(values, 0.0, 1.0, out=values)  # (in place: a large image's arrays are hundreds of MB each)
         own_grid = shape == tuple(p.file.shape) and placement is None
         if self.postfilter and codec.postfilter is not None and own_grid:
-            try:
-                values = join([apply_postfilter(codec.postfilter, values[..., g : g + 3], pick_device(self.device),
-                                                views=self.postfilter_views) for g in range(0, values.shape[-1], 3)])
-            except ValueError as e:  # a view count the filter's patch does not allow
-                raise InputError(f"--postfilter-views: {e}") from None
+            values = self._filtered(codec, values)
+            np.clip(values, 0.0, 1.0, out=values)
+        elif self.postfilter and codec.postfilter is not None and placement is None and not codec.net.cfg.cell:
+            # Another grid spanning the image: the filter's own-grid correction, resampled onto it.
+            own = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, p.file.shape, self.device)
+                        for g in groups])
+            np.clip(own, 0.0, 1.0, out=own)
+            values += carried(self._filtered(codec, own) - own, shape)
             np.clip(values, 0.0, 1.0, out=values)
         values = p.modality.from_network(values, p.meta)
         return Signal(values.astype(np.float32, copy=False),
                       p.modality.resampled(p.meta, p.file.shape, shape, placement))
+
+    def _filtered(self, codec: codecs.Codec, values: np.ndarray) -> np.ndarray:
+        """The post-filter's output on own-grid values (each RGB group), not clipped."""
+        try:
+            return join([apply_postfilter(codec.postfilter, values[..., g : g + 3], pick_device(self.device),
+                                          views=self.postfilter_views) for g in range(0, values.shape[-1], 3)])
+        except ValueError as e:  # a view count the filter's patch does not allow
+            raise InputError(f"--postfilter-views: {e}") from None
 
     def _decode_fields(self, p: Parsed, meta: dict) -> Signal:
         """Evaluate every field's latent at the points `meta` describes (any grid)."""

@@ -8,9 +8,10 @@ cos of its phase along each axis), and adds a correction.
 
 It is not part of the bitstream: the symbols, the latents and the network's output are unchanged,
 so the codec's hash and every file written before it stay valid, and `coin decode --no-postfilter`
-gives the normative output. It runs only when decoding onto the file's own grid (the filter is
-trained on that grid). Weights live beside the codec (`postfilter.safetensors`) and are checked
-against the SHA-256 in its config.
+gives the normative output. The filter is trained on the file's own grid; an image decoded onto
+another grid spanning it gets the filter's correction from the own grid, resampled (`carried`).
+Weights live beside the codec (`postfilter.safetensors`) and are checked against the SHA-256 in its
+config.
 """
 
 from __future__ import annotations
@@ -129,6 +130,22 @@ def apply(net: PostFilter, image: np.ndarray, device: torch.device | str = "cpu"
             (sa, sb), (ta, tb) = source_box(view, (h, w), (y0, y0 + ty), (x0, x0 + tx))
             total[sa:sb, ta:tb] += from_view(y, view).permute(1, 2, 0).cpu().numpy()
     return total / views if views > 1 else total
+
+
+def carried(correction: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The filter's correction (H, W, 3) on the file's own grid, resampled onto `shape` (a grid spanning
+    the same image, pixel centres as every image tool places them) by Lanczos-3 interpolation.
+
+    What the filter restores (blur, seams, ringing of the network's own-grid output) is there in the
+    network's output on a finer grid too, at the same places: on six halved Kodak photos decoded at 2x
+    by `image-klt-6x128-l64-b5` it takes the finer decode from 0.30 dB under a Lanczos upscale of the
+    filtered decode to 0.02 dB under it (benchmarks/experiments/RECORD.md, section 19)."""
+    from PIL import Image
+
+    size = (shape[1], shape[0])
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(correction[..., c], dtype=np.float32),
+                                                mode="F").resize(size, Image.LANCZOS))
+                     for c in range(correction.shape[-1])], axis=-1)
 
 
 def source_box(view: tuple[bool, bool, bool], shape: tuple[int, int], rows: tuple[int, int],

@@ -25,13 +25,38 @@ def _axis_samples(size: int, out_size: int, patch: int, place: tuple[float, floa
     """For `out_size` samples spanning an axis of `size` input samples (or placed at (first centre,
     step) in input samples): the patch index and the coordinate inside that patch's cell [-1, 1] of
     each output sample centre (beyond the cell for a sample outside the input: the network extended)."""
-    if place is None:
-        centre = (np.arange(out_size, dtype=np.float64) + 0.5) * (size / out_size)  # input pixel units
-    else:
-        centre = place[0] + np.arange(out_size, dtype=np.float64) * place[1]
+    centre = _centres(size, out_size, place)
     k = np.clip(np.floor(centre / patch).astype(np.int64), 0, math.ceil(size / patch) - 1)
-    local = 2.0 * (centre - k * patch) / patch - 1.0
-    return k, local
+    return k, _local(centre, k, patch)
+
+
+def _centres(size: int, out_size: int, place: tuple[float, float] | None) -> np.ndarray:
+    if place is None:
+        return (np.arange(out_size, dtype=np.float64) + 0.5) * (size / out_size)  # input pixel units
+    return place[0] + np.arange(out_size, dtype=np.float64) * place[1]
+
+
+def _local(centre: np.ndarray, k: np.ndarray, patch: int) -> np.ndarray:
+    return 2.0 * (centre - k * patch) / patch - 1.0
+
+
+def _axis_blend(size: int, out_size: int, patch: int, place: tuple[float, float] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """As `_axis_samples`, and for samples between two patches' outermost input samples (within half
+    an input sample of their border) the other patch too: (k, local, other k, its local, its weight).
+
+    There each patch's network is extrapolating past its last sample, and the two disagree: the
+    weights go linearly from one to the other across that gap, so neighbouring patches meet without a
+    step. Input sample centres themselves get weight 0 for the other patch (the own grid is unchanged)."""
+    centre = _centres(size, out_size, place)
+    count = math.ceil(size / patch)
+    k, local = _axis_samples(size, out_size, patch, place)
+    offset = centre - k * patch  # input samples from the patch's start
+    before = (offset < 0.5) & (k > 0)  # between the last sample of patch k - 1 and the first of k
+    after = (offset > patch - 0.5) & (k < count - 1) & (centre < size - 0.5)
+    other = np.where(before, k - 1, np.where(after, k + 1, k))
+    weight = np.where(before, 0.5 - offset, np.where(after, offset - (patch - 0.5), 0.0))
+    return k, local, other, _local(centre, other, patch), weight
 
 
 @torch.no_grad()
@@ -39,7 +64,8 @@ def evaluate_grid(net: LatentModulatedSiren, latents: torch.Tensor, shape: tuple
                   patch: tuple[int, ...], out_shape: tuple[int, ...], device: str = "auto",
                   chunk: int = EVAL_CHUNK, placement: Placement | None = None) -> np.ndarray:
     """Decode the signal of spatial `shape` onto a regular grid of `out_shape` samples (spanning the
-    signal, or at `placement`).
+    signal, or at `placement`). Off the signal's own grid, samples between two patches' outermost
+    samples blend both patches' networks (`_axis_blend`), so patch borders leave no seam.
 
     Returns (*out_shape, C) float32 (not clipped).
     """
@@ -47,17 +73,43 @@ def evaluate_grid(net: LatentModulatedSiren, latents: torch.Tensor, shape: tuple
     net = net.to(dev)
     counts = [math.ceil(s / p) for s, p in zip(shape, patch, strict=True)]
     places = placement or (None,) * len(shape)
-    axes = [_axis_samples(s, o, p, a) for s, o, p, a in zip(shape, out_shape, patch, places, strict=True)]
+    axes = [_axis_blend(s, o, p, a) for s, o, p, a in zip(shape, out_shape, patch, places, strict=True)]
+    if tuple(out_shape) == tuple(shape) and placement is None:
+        for ax in axes:  # the own grid: every sample is a patch's own (no blending, bit-exact as coded)
+            ax[4][:] = 0.0
     shifts = net.latent_map(latents.to(dev))  # (P, L*W)
     n = math.prod(out_shape)
     out = np.empty((n, net.cfg.out_dim), dtype=np.float32)
     for start in range(0, n, chunk):  # each chunk's samples found from the axes: memory bounded by the chunk
         idx = np.unravel_index(np.arange(start, min(start + chunk, n)), out_shape)
-        pid = np.ravel_multi_index([k[i] for (k, _), i in zip(axes, idx, strict=True)], counts)
-        c = np.stack([loc[i] for (_, loc), i in zip(axes, idx, strict=True)], axis=-1).astype(np.float32)
-        s = shifts[torch.from_numpy(pid).to(dev)]
-        out[start : start + len(c)] = net.forward_points(torch.from_numpy(c).to(dev), s).cpu().numpy()
+        out[start : start + len(idx[0])] = _evaluate_blended(net, shifts, axes, idx, counts, dev)
     return out.reshape(*out_shape, net.cfg.out_dim)
+
+
+def _evaluate_blended(net: LatentModulatedSiren, shifts: torch.Tensor, axes: list, idx: tuple[np.ndarray, ...],
+                      counts: list[int], dev: torch.device) -> np.ndarray:
+    """The samples `idx` (per axis): each patch combination (own or other patch per axis) with a
+    nonzero weight evaluated and summed, weights the product over the axes."""
+    m = len(idx[0])
+    total = np.zeros((m, net.cfg.out_dim), dtype=np.float32)
+    for combo in range(1 << len(axes)):
+        use = [(combo >> a) & 1 for a in range(len(axes))]
+        w = np.ones(m)
+        for (_, _, _, _, weight), i, u in zip(axes, idx, use, strict=True):
+            w = w * (weight[i] if u else 1.0 - weight[i])
+        sel = np.flatnonzero(w > 0)
+        if not len(sel):
+            continue
+        pid = np.ravel_multi_index([(ax[2] if u else ax[0])[i[sel]] for ax, i, u in zip(axes, idx, use, strict=True)],
+                                   counts)
+        c = np.stack([(ax[3] if u else ax[1])[i[sel]] for ax, i, u in zip(axes, idx, use, strict=True)],
+                     axis=-1).astype(np.float32)
+        v = net.forward_points(torch.from_numpy(c).to(dev), shifts[torch.from_numpy(pid).to(dev)]).cpu().numpy()
+        if combo == 0 and len(sel) == m and np.all(w == 1.0):
+            total = v  # nothing blended in this chunk: exactly the patch's own output
+        else:
+            total[sel] += (w[sel, None] * v).astype(np.float32)
+    return total
 
 
 @torch.no_grad()

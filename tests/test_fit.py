@@ -36,15 +36,44 @@ def test_grid_evaluation_at_own_resolution_equals_patchwise_forward():
     assert np.allclose(got, expected, atol=1e-5)
 
 
-def test_grid_evaluation_at_double_resolution_equals_denser_patch_coordinates():
+def test_grid_evaluation_at_double_resolution_is_each_patchs_network_blended_at_borders():
     net = _net()
     z = torch.randn(6, 4) * 0.1  # an 8x12 signal in 4x4 patches: 2x3 patches
     dense = net(patch_coordinates((8, 8)), z).numpy()
     from coinpp.patching import PatchGrid
 
-    expected = merge(dense, PatchGrid((8, 12), (4, 4)), scale=2)
+    unblended = merge(dense, PatchGrid((8, 12), (4, 4)), scale=2)
     got = evaluate_grid(net, z, (8, 12), (4, 4), (16, 24), "cpu")
+
+    def axis(j: int, out: int, size: int, p: int = 4) -> list[tuple[int, float, float]]:
+        """(patch, local coordinate, weight) of output sample j: between two patches' outermost input
+        samples (half an input sample either side of the border) both, weighted linearly."""
+        c = (j + 0.5) * size / out
+        k = min(int(c // p), size // p - 1)
+        off = c - k * p
+        loc = lambda kk: 2 * (c - kk * p) / p - 1  # noqa: E731
+        if off < 0.5 and k > 0:
+            return [(k, loc(k), 0.5 + off), (k - 1, loc(k - 1), 0.5 - off)]
+        if off > p - 0.5 and k < size // p - 1:
+            return [(k, loc(k), 1 - (off - p + 0.5)), (k + 1, loc(k + 1), off - p + 0.5)]
+        return [(k, loc(k), 1.0)]
+
+    expected = np.zeros_like(got)
+    for y in range(16):
+        for x in range(24):
+            for ky, ly, wy in axis(y, 16, 8):
+                for kx, lx, wx in axis(x, 24, 12):
+                    v = net.forward_points(torch.tensor([[ly, lx]], dtype=torch.float32), net.latent_map(z)[[ky * 3 + kx]])
+                    expected[y, x] += wy * wx * v[0].numpy()
     assert np.allclose(got, expected, atol=1e-5)
+    inner = np.ones((16, 24), bool)
+    inner[[7, 8]] = False
+    inner[:, [7, 8, 15, 16]] = False  # the samples next to an inner border are blended, the rest are not
+    assert np.allclose(got[inner], unblended[inner], atol=1e-5)
+    assert not np.allclose(got[~inner], unblended[~inner], atol=1e-3)
+    # the own grid is each patch's own output, exactly
+    own = evaluate_grid(net, z, (8, 12), (4, 4), (8, 12), "cpu")
+    assert np.array_equal(own, merge(net(patch_coordinates((4, 4)), z).numpy(), PatchGrid((8, 12), (4, 4))))
 
 
 def test_malloc_tuning_is_harmless():

@@ -1,5 +1,5 @@
 """Decoder-side post-filter: learns what it is trained on, tiles exactly, stays outside the hash and
-the normative decode, and only runs on the file's own grid."""
+the normative decode, and runs on the file's own grid (another grid gets its correction resampled)."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def _image(h: int = 24, w: int = 40) -> Signal:
     return Signal(rng.uniform(0, 1, (h, w, 3)).astype(np.float32), {"channels": 3})
 
 
-def test_installed_filter_keeps_hash_and_old_files_and_runs_only_on_own_grid(tiny_codec):
+def test_installed_filter_keeps_hash_and_old_files_and_carries_its_correction_to_other_grids(tiny_codec):
     image = modalities.get("image")
     old = encode_signal(_image(), image, tiny_codec, device="cpu").data  # written before the filter
     plain, _ = decode_bytes(old, device="cpu")
@@ -127,7 +127,20 @@ def test_installed_filter_keeps_hash_and_old_files_and_runs_only_on_own_grid(tin
     assert not np.allclose(filtered.values, plain.values, atol=1e-3)
     big_with, _ = decode_bytes(old, Resolution(scale=2), device="cpu")
     big_without, _ = decode_bytes(old, Resolution(scale=2), device="cpu", postfilter=False)
-    assert np.array_equal(big_with.values, big_without.values)  # another grid: not filtered
+    # Another grid: the filter's own-grid correction, resampled onto it.
+    correction = pf.carried(pf.apply(c.postfilter, plain.values) - plain.values, big_with.values.shape[:2])
+    assert not np.allclose(big_with.values, big_without.values, atol=1e-3)
+    np.testing.assert_allclose(big_with.values, np.clip(big_without.values + correction, 0, 1), atol=1e-5)
+
+
+def test_carried_correction_is_the_identity_on_the_own_grid_and_smooth_between():
+    rng = np.random.default_rng(0)
+    c = rng.normal(0, 0.1, (16, 20, 3)).astype(np.float32)
+    np.testing.assert_allclose(pf.carried(c, (16, 20)), c, atol=1e-6)
+    flat = np.full((16, 20, 3), 0.25, np.float32)
+    np.testing.assert_allclose(pf.carried(flat, (32, 40)), 0.25, atol=1e-5)  # a constant stays constant
+    up = pf.carried(c, (32, 40))
+    assert up.shape == (32, 40, 3) and abs(up.mean() - c.mean()) < 0.01
 
 
 def test_tampered_filter_is_refused(tiny_codec):

@@ -212,7 +212,7 @@ def test_divergence_returns_to_best_weights_at_half_the_rate(tmp_path, monkeypat
     import coinpp.training.meta as tr
 
     scores = iter([20.0, 10.0, 19.0, 19.5, 19.5])
-    monkeypatch.setattr(tr, "validate", lambda *a, **k: next(scores))
+    monkeypatch.setattr(tr, "validation_errors", lambda *a, **k: (10 ** (-next(scores) / 10), None))
     sig = _signals()
     train(_cfg(tmp_path, steps=40, decay_fraction=0.0), sig[:3], sig[3:], progress=False)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -379,6 +379,45 @@ def test_block_means_are_what_larger_samples_record():
     assert coarse[0, 0, 0] == grid[:2, :2].mean() and coarse[0, 3, 0] == grid[2:4, 2:4].mean()
     volume = torch.rand(1, 4 * 4 * 4, 1)
     assert torch.allclose(block_means(volume, (4, 4, 4), 2)[0, 0], volume[0].reshape(4, 4, 4)[:2, :2, :2].mean())
+
+
+def test_lanczos_reduction_is_what_image_tools_make_of_the_crop():
+    import torch
+
+    from coinpp.training.meta import finer_crop_shape, lanczos_margin, lanczos_reduce
+
+    rng = np.random.default_rng(0)
+    img = rng.random((40, 52)).astype(np.float32)
+    half = np.asarray(Image.fromarray(img, mode="F").resize((26, 20), Image.LANCZOS))  # PIL halving the photo
+    m = lanczos_margin(2)
+    assert finer_crop_shape((16, 24), 2, "lanczos") == (16 + 2 * m, 24 + 2 * m)
+    assert finer_crop_shape((16, 24), 2, "box") == (16, 24)
+    r0, c0 = 14, 16  # a 16 x 24 crop away from the photo's borders, drawn with its margin
+    crop = torch.from_numpy(img[r0 - m : r0 + 16 + m, c0 - m : c0 + 24 + m].copy()).reshape(1, -1, 1)
+    reduced, centre = lanczos_reduce(crop, (16, 24), 2)
+    np.testing.assert_allclose(reduced.reshape(8, 12).numpy(), half[r0 // 2 : r0 // 2 + 8, c0 // 2 : c0 // 2 + 12],
+                               atol=1e-5)
+    assert np.array_equal(centre.reshape(16, 24).numpy(), img[r0 : r0 + 16, c0 : c0 + 24])
+
+
+def test_lanczos_supervision_validates_on_the_mix_it_trains(tmp_path):
+    """With --finer the kept best is judged on the objective: the patch's and the finer crop's errors."""
+    cfg = _cfg(tmp_path, steps=2, val_every=2, finer=2, finer_weight=0.5, finer_filter="lanczos")
+    best = train(cfg, _signals(), _signals(1), progress=False)
+    rec = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][0]
+    own, finer = (10 ** (-rec[k] / 10) for k in ("val_psnr_own", "val_psnr_finer"))
+    assert rec["val_psnr"] == pytest.approx(-10 * np.log10((own + 0.5 * finer) / 1.5), abs=1e-4)
+    assert load_checkpoint(best)[1]["config"]["finer_filter"] == "lanczos"
+    from coinpp.training.cards import training_text
+
+    card = training_text({"modality": "image", "training": {"finer": 2, "finer_weight": 0.5, "finer_filter": "lanczos",
+                                                            "val_metric": "pooled-with-finer"}})
+    assert "the patch their Lanczos-3 reduction" in card and "validation PSNR (unquantized" in card
+    older = training_text({"modality": "mri", "training": {"finer": 2}})  # validated on the patch alone
+    assert "block means" in older and "validation PSNR (unquantized) " in older
+    with pytest.raises(Exception, match="box or lanczos"):
+        train(_cfg(tmp_path, out=str(tmp_path / "bad"), finer=2, finer_filter="cubic"), _signals(), _signals(1),
+              progress=False)
 
 
 def test_sub_sample_supervision_trains_the_network_between_its_samples(tmp_path, monkeypatch):

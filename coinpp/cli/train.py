@@ -90,6 +90,9 @@ from .common import DEVICE, FORCE, console, parse_list
               help="Sub-sample supervision: also score the network between its samples, on crops this many "
                    "times finer per axis whose block means are the patch (decoding finer than coded).")
 @click.option("--finer-weight", default=1.0, show_default=True, help="Weight of that score in the outer loss.")
+@click.option("--finer-filter", type=click.Choice(["box", "lanczos"]), default="box", show_default=True,
+              help="How --finer makes the patch from the finer crop: block means (a sensor's larger samples) "
+                   "or the Lanczos-3 reduction image tools apply when they halve a photo.")
 @click.option("--init", "init_codec", default="", metavar="CODEC",
               help="Start from this codec's network instead of a random one (same architecture, "
                    "or a wider --latent: the extra dimensions start unused).")
@@ -107,7 +110,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
           rd_lambda: str,
           refine_steps: int, refine_lr: float, refine_latent_lr: float | None, refine_rate_lambda: float,
           codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
-          val_fraction: float, finer: int, finer_weight: float, init_codec: str, normalisation: str,
+          val_fraction: float, finer: int, finer_weight: float, finer_filter: str, init_codec: str, normalisation: str,
           device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
@@ -168,7 +171,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
                       outer_lr=outer_lr,
                       steps=steps, time_limit_min=minutes, val_every=val_every, val_patches=val_patches,
                       val_files=val_files, seed=seed, device=device, normalisation=normalisation,
-                      finer=finer, finer_weight=finer_weight, init=init_codec)
+                      finer=finer, finer_weight=finer_weight, finer_filter=finer_filter, init=init_codec)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if coords is None:
         train_s, val_s, val_names = load_training_folder(data, modality, cfg.val_files, seed)

@@ -104,6 +104,9 @@ def use_text(config: dict, rung: str) -> str:
             "and carry its hash, so they decode with this codec only.")
 
 
+MIXED_VALIDATION = "; the patch and the finer crop weighted as in training"
+
+
 def training_text(config: dict) -> str:
     t = config.get("training", {})
     lines = [] if not t else [
@@ -111,14 +114,16 @@ def training_text(config: dict) -> str:
              f"batch {t.get('batch', '?')}, {t.get('inner_steps', '?')} inner steps, Adam at "
              f"{t.get('outer_lr', '?')} with cosine decay over the last 30 %, seed {t.get('seed', 0)}",
              f"- {t.get('wall_time_s', 0) / 60:.0f} minutes on {t.get('hardware', 'unknown hardware')}",
-             f"- validation PSNR (unquantized) {t.get('val_psnr_db', float('nan')):.2f} dB",
+             f"- validation PSNR (unquantized{MIXED_VALIDATION if t.get('val_metric') == 'pooled-with-finer' else ''}) "
+             f"{t.get('val_psnr_db', float('nan')):.2f} dB",
              f"- quantizer and entropy tables from {t.get('table_patches', '?')} training "
              f"{'fields' if config['modality'] == 'climate' else 'crops'}"]
     if t.get("init"):
         lines.insert(1, f"- started from the network of `{t['init']}` (its own training not counted below)")
     if t.get("finer"):
-        lines.insert(1, f"- sub-sample supervision: crops {t['finer']}x finer per axis, the patch their block "
-                        f"means; the outer loss also scores the network between the patch's samples against the "
+        made = ("their Lanczos-3 reduction" if t.get("finer_filter") == "lanczos" else "their block means")
+        lines.insert(1, f"- sub-sample supervision: crops {t['finer']}x finer per axis, the patch {made}; "
+                        f"the outer loss also scores the network between the patch's samples against the "
                         f"crop (weight {t.get('finer_weight', 1.0)}), so a finer decode has learned what lies there")
     pf = (config.get("postfilter") or {}).get("training")
     if pf:

@@ -172,12 +172,13 @@ def network_training(state: dict) -> dict:
     cfg = state["config"]
     if cfg.get("init") and not state["step"] and not cfg.get("finer"):
         keep = ("steps", "wall_time_s", "best_step", "val_psnr_db", "batch", "inner_steps", "outer_lr", "data",
-                "seed", "hardware", "finer", "finer_weight", "init", "half_inner")
+                "seed", "hardware", "finer", "finer_weight", "finer_filter", "init", "half_inner", "val_metric")
         return {k: v for k, v in load(cfg["init"]).spec.training.items() if k in keep}
     return {"steps": state["step"], "wall_time_s": round(state["elapsed_s"], 1),
             "best_step": state["best_step"], "val_psnr_db": round(state["best_val_psnr"], 3),
             "batch": cfg["batch"], "inner_steps": cfg["inner_steps"], "outer_lr": cfg["outer_lr"],
-            "data": cfg["data"], "seed": cfg["seed"], "hardware": state.get("hardware", "unknown")}
+            "data": cfg["data"], "seed": cfg["seed"], "hardware": state.get("hardware", "unknown"),
+            **({"val_metric": state["val_metric"]} if state.get("val_metric") else {})}
 
 
 def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root: Path, name_prefix: str,
@@ -251,8 +252,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
             config["training"]["quantizer_allocation"] = "equal-distortion"
         if decorrelate:
             config["training"]["quantizer_transform"] = "principal-components"
-        for key in ("finer", "finer_weight", "init"):  # sub-sample supervision, the network it started from
-            if cfg.get(key) and (key != "finer_weight" or cfg.get("finer")) and state["step"]:
+        for key in ("finer", "finer_weight", "finer_filter", "init"):  # sub-sample supervision, the start
+            if cfg.get(key) and (key == "finer" or key == "init" or cfg.get("finer")) and state["step"]:
                 config["training"][key] = cfg[key]
         if cfg.get("half_inner"):
             config["training"]["half_inner"] = cfg["half_inner"]

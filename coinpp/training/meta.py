@@ -64,6 +64,9 @@ class TrainConfig:
     # against the crop (weight `finer_weight`), so it learns what lies between them. 0: off.
     finer: int = 0
     finer_weight: float = 1.0
+    # How the patch is made from the finer crop: "box" (block means, what a sensor with larger samples
+    # records) or "lanczos" (the Lanczos-3 reduction image tools apply when they halve a photo).
+    finer_filter: str = "box"
     init: str = ""  # start from this codec's network instead of a random one (a fresh run only)
 
     def to_dict(self) -> dict:
@@ -109,20 +112,87 @@ def block_means(crops: torch.Tensor, fine: tuple[int, ...], factor: int) -> torc
     return x.mean(dim=tuple(range(2, 2 * len(fine) + 1, 2))).reshape(b, -1, c)
 
 
+LANCZOS_LOBES = 3
+
+
+def lanczos_margin(factor: int) -> int:
+    """Fine samples the Lanczos reduction reads beyond each side of the crop."""
+    return LANCZOS_LOBES * factor
+
+
+def _lanczos_taps(factor: int) -> torch.Tensor:
+    """Weights of one reduced sample over fine samples -m .. factor + m - 1 of its block (m the margin):
+    PIL's reduction, a Lanczos-3 kernel stretched by the factor, centred on the block's centre."""
+    m = lanczos_margin(factor)
+    offset = (torch.arange(-m, factor + m, dtype=torch.float64) + 0.5 - factor / 2) / factor
+    w = torch.sinc(offset) * torch.sinc(offset / LANCZOS_LOBES) * (offset.abs() < LANCZOS_LOBES)
+    return (w / w.sum()).float()
+
+
+def lanczos_reduce(crops: torch.Tensor, fine: tuple[int, ...], factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, prod(fine + 2 margin), C) crops -> (the reduced patch (B, prod(fine // factor), C), the crop's
+    centre (B, prod(fine), C)): the patch is what an image tool's Lanczos halving makes of the centre."""
+    b, _, c = crops.shape
+    m = lanczos_margin(factor)
+    padded = [n + 2 * m for n in fine]
+    x = crops.reshape(b, *padded, c)
+    taps = _lanczos_taps(factor).to(crops)
+    for axis in range(1, len(fine) + 1):
+        x = x.movedim(axis, -1)
+        lead = x.shape[:-1]
+        x = torch.nn.functional.conv1d(x.reshape(-1, 1, x.shape[-1]), taps.view(1, 1, -1), stride=factor)
+        x = x.reshape(*lead, -1).movedim(-1, axis)
+    centre = crops.reshape(b, *padded, c)[(slice(None), *(slice(m, m + n) for n in fine))]
+    return x.reshape(b, -1, c), centre.reshape(b, -1, c)
+
+
+def reduce_crops(crops: torch.Tensor, fine: tuple[int, ...], factor: int, how: str
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-sample supervision's pair: (the patch, the finer crop) from crops drawn by `finer_crop_shape`."""
+    if how == "lanczos":
+        return lanczos_reduce(crops, fine, factor)
+    return block_means(crops, fine, factor), crops
+
+
+def finer_crop_shape(fine: tuple[int, ...], factor: int, how: str) -> tuple[int, ...]:
+    """The crop drawn for sub-sample supervision: the finer crop, and the reduction's margin."""
+    m = lanczos_margin(factor) if how == "lanczos" else 0
+    return tuple(n + 2 * m for n in fine)
+
+
 def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse.clamp_min(1e-12))
 
 
 @torch.no_grad()
-def validate(net: LatentModulatedSiren, coords: torch.Tensor, targets: torch.Tensor, steps: int) -> float:
-    """PSNR of the squared error over all validation crops after `steps` encode steps (gradients by
-    hand, no graph). Pooled, not a mean of per-crop PSNRs: those reward near-silent audio crops and
-    empty MRI background so much that a network losing quality on speech or tissue could score higher."""
-    errors = []
-    for chunk in targets.split(64):
+def validation_errors(net: LatentModulatedSiren, coords: torch.Tensor, targets: torch.Tensor, steps: int,
+                      fine: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[float, float | None]:
+    """Mean squared errors over all validation crops after `steps` encode steps (gradients by hand, no
+    graph): on the patch, and at fine = (finer coordinates, finer crops) with the same latents (None
+    without). Pooled, not a mean of per-crop PSNRs: those reward near-silent audio crops and empty MRI
+    background so much that a network losing quality on speech or tissue could score higher."""
+    errors, fine_errors = [], []
+    for i, chunk in enumerate(targets.split(64)):
         z = net.inner_loop(coords, chunk, steps)
         errors.append((net(coords, z) - chunk).pow(2).mean(dim=(1, 2)))
-    return psnr_from_mse(torch.cat(errors).mean()).item()
+        if fine is not None:
+            fine_errors.append((net(fine[0], z) - fine[1][64 * i : 64 * (i + 1)]).pow(2).mean(dim=(1, 2)))
+    return torch.cat(errors).mean().item(), torch.cat(fine_errors).mean().item() if fine is not None else None
+
+
+def validation_psnr(own: float, finer: float | None, finer_weight: float) -> float:
+    """The validation score: PSNR of the patch's error, or of the training objective's mix of it
+    and the finer crop's (sub-sample supervision)."""
+    mse = own if finer is None else (own + finer_weight * finer) / (1 + finer_weight)
+    return psnr_from_mse(torch.tensor(mse)).item()
+
+
+def validate(net: LatentModulatedSiren, coords: torch.Tensor, targets: torch.Tensor, steps: int,
+             fine: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> float:
+    """Validation PSNR (`validation_errors`, `validation_psnr`); fine: (finer coordinates, finer crops,
+    weight) of sub-sample supervision."""
+    own, finer = validation_errors(net, coords, targets, steps, fine[:2] if fine else None)
+    return validation_psnr(own, finer, fine[2] if fine else 0.0)
 
 
 def lr_factor(progress: float, decay_fraction: float) -> float:
@@ -256,11 +326,15 @@ def _start(cfg: TrainConfig, device: torch.device, world: int, resume_from: Path
 
 
 def _validate(cfg: TrainConfig, net: LatentModulatedSiren, opt: torch.optim.Adam, state: dict, coords, val,
-              best: Path, rec: dict, final: bool = False) -> bool:
+              best: Path, rec: dict, final: bool = False, fine: tuple | None = None) -> bool:
     """Rank 0: validation PSNR into `rec`, the best checkpoint kept; True when the run has diverged
     (validation far below the best), so that every rank returns to the best weights."""
-    v = validate(net, coords, val, cfg.test_steps)
+    own, finer = validation_errors(net, coords, val, cfg.test_steps, fine[:2] if fine else None)
+    v = validation_psnr(own, finer, fine[2] if fine else 0.0)
     rec["val_psnr"] = v
+    if finer is not None:  # the two parts of the mix, for the log
+        rec["val_psnr_own"] = psnr_from_mse(torch.tensor(own)).item()
+        rec["val_psnr_finer"] = psnr_from_mse(torch.tensor(finer)).item()
     if v > state["best_val_psnr"]:
         state.update(best_val_psnr=v, best_step=state["step"])
         save_checkpoint(best, net, opt, state)
@@ -301,6 +375,8 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
         raise InputError("the half inner steps must be in 0..inner steps")
     if cfg.finer and (coords is not None or cfg.model.cell or cfg.finer < 2):
         raise InputError("sub-sample supervision (--finer, 2 or more) is for patch networks")
+    if cfg.finer_filter not in ("box", "lanczos"):
+        raise InputError(f"the finer crops' reduction must be box or lanczos, not {cfg.finer_filter!r}")
     device, rank, world = _join_process_group(pick_device(cfg.device))
     distributed = world > 1
     out = Path(cfg.out)
@@ -315,14 +391,21 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
     # Each rank and each resumed segment draws different crops, reproducibly.
     fine_patch = tuple(n * cfg.finer for n in cfg.patch) if cfg.finer else cfg.patch
     fine_coords = patch_coordinates(fine_patch).to(device) if cfg.finer else None
-    sampler = sampler_for(signals, fine_patch, cfg.seed * 1000 + rank + 7919 * state["step"], coords)
-    val = sampler_for(val_signals, cfg.patch, 12345, coords).sample(cfg.val_patches).to(device)
+    crop_shape = finer_crop_shape(fine_patch, cfg.finer, cfg.finer_filter) if cfg.finer else cfg.patch
+    sampler = sampler_for(signals, crop_shape, cfg.seed * 1000 + rank + 7919 * state["step"], coords)
+    val = sampler_for(val_signals, crop_shape, 12345, coords).sample(cfg.val_patches).to(device)
+    val_fine = None
+    if cfg.finer:  # validation scores the finer decode too, so the best kept is best at what was trained
+        val, fine_val = reduce_crops(val, fine_patch, cfg.finer, cfg.finer_filter)
+        val_fine = (fine_coords, fine_val, cfg.finer_weight)
     coords = points.to(device)
-    if state["step"] and state.get("val_metric") != "pooled" and best.with_suffix(".json").exists():
-        # A run begun when validation averaged per-crop PSNRs: its best is scored again on the pooled
-        # measure, so that keeping the best and the divergence guard compare like with like.
-        state["best_val_psnr"] = validate(load_checkpoint(best, device)[0], coords, val, cfg.test_steps)
-    state["val_metric"] = "pooled"
+    metric = "pooled-with-finer" if cfg.finer else "pooled"
+    if state["step"] and state.get("val_metric") != metric and best.with_suffix(".json").exists():
+        # A run begun when validation measured something else (a mean of per-crop PSNRs, or the patch
+        # alone under sub-sample supervision): its best is scored again on today's measure, so that
+        # keeping the best and the divergence guard compare like with like.
+        state["best_val_psnr"] = validate(load_checkpoint(best, device)[0], coords, val, cfg.test_steps, val_fine)
+    state["val_metric"] = metric
     log = open(out / "log.jsonl", "a") if rank == 0 else None
 
     def progress_of(step: int, elapsed: float) -> float:
@@ -353,7 +436,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
                 g["lr"] = cfg.outer_lr * state.get("lr_scale", 1.0) * lr_factor(prog, cfg.decay_fraction)
             targets = sampler.sample(cfg.batch).to(device)
             if cfg.finer:
-                fine, targets = targets, block_means(targets, fine_patch, cfg.finer)
+                targets, fine = reduce_crops(targets, fine_patch, cfg.finer, cfg.finer_filter)
                 loss = engine(coords, targets, fine_coords, fine, cfg.finer_weight)
             else:
                 loss = engine(coords, targets)
@@ -376,7 +459,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
                 rec = {"step": step, "elapsed_s": round(state["elapsed_s"], 1),
                        "train_loss": torch.stack(recent).mean().item(),
                        "lr": opt.param_groups[0]["lr"], "device": device.type, "world": world}
-                diverged[0] = _validate(cfg, net, opt, state, coords, val, best, rec)
+                diverged[0] = _validate(cfg, net, opt, state, coords, val, best, rec, fine=val_fine)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
             if distributed:
@@ -388,7 +471,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
         if rank == 0:
             state.update(step=step, elapsed_s=time.time() - t_start)
             rec = {"step": step, "final": True}
-            _validate(cfg, net, opt, state, coords, val, best, rec, final=True)
+            _validate(cfg, net, opt, state, coords, val, best, rec, final=True, fine=val_fine)
             save_checkpoint(last, net, opt, state)
             log.write(json.dumps({**rec, "elapsed_s": round(state["elapsed_s"], 1)}) + "\n")
         if distributed:
