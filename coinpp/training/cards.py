@@ -47,8 +47,8 @@ QUALITY_NOTE = {"image": "8-bit RGB output", "audio": "waveform normalised to [0
                 "mri": "whole volume, intensities normalised to [0, 1]", "climate": "over the file's value range"}
 LIMITATIONS = {
     "image": "Trained on 32 photographs: photos unlike them (text, line art, medical or satellite images) code "
-             "worse. At the same rate JPEG 2000 and HEVC still give higher PSNR on Kodak. Decoding at another "
-             "resolution evaluates the network between its samples without the post-filter.",
+             "worse. At the same rate JPEG 2000 and HEVC still give higher PSNR on Kodak. Decoding at a finer "
+             "resolution than coded is about as good as resizing the ordinary decode with Lanczos, not better.",
     "audio": "Trained on 10 minutes of read English speech at 16 kHz: music, noise and other rates code worse. "
              "PSNR is measured on the waveform; MP3 and Opus are perceptual codecs and may sound better at the "
              "same rate.",
@@ -95,8 +95,9 @@ def model_text(config: dict) -> str:
     return (f"COIN++ {config['modality']} codec. {net} {arch.tag}: {arch.depth} sine layers of width {arch.width} "
             f"(w0 {arch.w0:g}) shifted by a {arch.latent_dim}-dimensional latent, {layout}. {quant}; entropy "
             f"coding with integer tables, {coding}."
-            + (" A post-filter (a small CNN) restores images decoded onto their own grid; `coin decode "
-               "--no-postfilter` skips it." if "postfilter" in config else ""))
+            + (" A post-filter (a small CNN) restores images decoded onto their own grid (onto a finer grid, they get "
+               "its own-grid correction, resampled); `coin decode --no-postfilter` skips it."
+               if "postfilter" in config else ""))
 
 
 def use_text(config: dict, rung: str) -> str:
