@@ -63,7 +63,8 @@ def test_grid_evaluation_at_double_resolution_is_each_patchs_network_blended_at_
         for x in range(24):
             for ky, ly, wy in axis(y, 16, 8):
                 for kx, lx, wx in axis(x, 24, 12):
-                    v = net.forward_points(torch.tensor([[ly, lx]], dtype=torch.float32), net.latent_map(z)[[ky * 3 + kx]])
+                    at = torch.tensor([[ly, lx]], dtype=torch.float32)
+                    v = net.forward_points(at, net.latent_map(z)[[ky * 3 + kx]])
                     expected[y, x] += wy * wx * v[0].numpy()
     assert np.allclose(got, expected, atol=1e-5)
     inner = np.ones((16, 24), bool)
