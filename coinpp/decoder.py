@@ -1,7 +1,8 @@
 """The decoder: .coin bytes -> Signal, at the file's own resolution or any other.
 
     container -> entropy (bitstream.py) -> dequantize -> evaluate at any coordinates (synthesis.py)
-              -> post-filter (images; on another grid its own-grid correction, resampled)
+              -> post-filter (images; on another grid its own-grid correction, resampled; audio at
+                 another rate: the own-rate decode, resampled)
               -> the modality's values
 """
 
@@ -21,6 +22,7 @@ from .modalities import Placement, Resolution, Signal, Target
 from .overfit import decode_file
 from .postfilter import apply as apply_postfilter
 from .postfilter import carried
+from .resample import resample
 from .residual import apply_layer
 from .synthesis import evaluate_fields, evaluate_grid, evaluate_latent_grid
 
@@ -29,7 +31,8 @@ class Decoder:
     """Decodes parsed files. `postfilter` (images, codecs that have one): restore with the codec's
     post-filter averaged over `postfilter_views` views (None: the codec's choice); onto another grid
     spanning the image, add the filter's correction on the own grid, resampled (postfilter.carried).
-    Without it the output is the network's own (the normative decode)."""
+    Audio at another sample rate: with `postfilter`, the own-rate decode resampled band-limited
+    (resample.py). Without it the output is the network's own (the normative decode)."""
 
     def __init__(self, device: str = "auto", allow_huge: bool = False, postfilter: bool = True,
                  postfilter_views: int | None = None) -> None:
@@ -67,12 +70,20 @@ class Decoder:
         groups = latents.chunk(p.file.groups)
         if codec.net.cfg.cell and placement is not None:
             raise InputError(f"codec {codec.name!r} (a latent grid) decodes onto grids spanning the image only")
+        # Audio at another sample rate: the network at the file's own rate, resampled band-limited (between
+        # its samples the speech network produces noise; resample.py).
+        resampled = self.postfilter and p.modality.name == "audio" and placement is None and \
+            shape != tuple(p.file.shape) and not codec.net.cfg.cell
+        at = tuple(p.file.shape) if resampled else shape
         if codec.net.cfg.cell:
-            values = join([evaluate_latent_grid(codec.net, g, p.file.shape, shape, self.device) for g in groups])
+            values = join([evaluate_latent_grid(codec.net, g, p.file.shape, at, self.device) for g in groups])
         else:
-            values = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, shape, self.device,
+            values = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, at, self.device,
                                          placement=placement) for g in groups])
         np.clip(values, 0.0, 1.0, out=values)  # (in place: a large image's arrays are hundreds of MB each)
+        if resampled:
+            values = resample(values, shape[0])
+            np.clip(values, 0.0, 1.0, out=values)
         own_grid = shape == tuple(p.file.shape) and placement is None
         if self.postfilter and codec.postfilter is not None and own_grid:
             values = self._filtered(codec, values)

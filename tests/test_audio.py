@@ -69,10 +69,41 @@ def test_resampled_decode_samples_the_same_function(tiny_audio_codec):
                                                              "channels": 1})
     data = encode_signal(sig, AUDIO, tiny_audio_codec, device="cpu").data
     base, _ = decode_bytes(data, device="cpu")
-    up, _ = decode_bytes(data, Resolution(size=(sig.spatial[0] * 2,)), device="cpu")
+    up, _ = decode_bytes(data, Resolution(size=(sig.spatial[0] * 2,)), device="cpu", postfilter=False)
     assert up.meta["sample_rate"] == 32000
-    # averaging pairs of 2x samples (centred on the original sample times) gives back the 1x samples
+    # the network itself: averaging pairs of 2x samples (centred on the original sample times) gives
+    # back the 1x samples
     assert np.abs(up.values.reshape(-1, 2, 1).mean(axis=1) - base.values).max() < 0.05
+
+
+def test_another_sample_rate_resamples_the_own_rate_decode_band_limited(tiny_audio_codec):
+    from coinpp.modalities import Resolution, Signal
+    from coinpp.resample import resample
+
+    sig = Signal(((clip(0.2) + 1) / 2).astype(np.float32), {"sample_rate": 16000, "subtype": "PCM_16",
+                                                             "channels": 1})
+    data = encode_signal(sig, AUDIO, tiny_audio_codec, device="cpu").data
+    base, _ = decode_bytes(data, device="cpu")
+    up, _ = decode_bytes(data, Resolution(sample_rate=32000), device="cpu")
+    network, _ = decode_bytes(data, Resolution(sample_rate=32000), device="cpu", postfilter=False)
+    assert up.meta["sample_rate"] == 32000 and up.values.shape == network.values.shape == (6400, 1)
+    np.testing.assert_allclose(up.values, np.clip(resample(base.values, 6400), 0, 1), atol=1e-6)
+    np.testing.assert_allclose(up.values[::2], base.values, atol=1e-5)  # the coded instants are kept
+    assert not np.allclose(up.values, network.values, atol=1e-3)
+
+
+def test_band_limited_resampling_is_exact_for_tones_and_removes_what_the_new_rate_cannot_hold():
+    from coinpp.resample import resample
+
+    t8, t16 = np.arange(8000) / 8000, np.arange(16000) / 16000
+    tone = resample(np.sin(2 * np.pi * 1000 * t8)[:, None], 16000)[:, 0]
+    assert np.abs(tone[400:-400] - np.sin(2 * np.pi * 1000 * t16[400:-400])).max() < 1e-4
+    high = resample(np.sin(2 * np.pi * 6000 * t16)[:, None], 8000)[:, 0]  # above 8 kHz audio's 4 kHz
+    assert np.abs(high[200:-200]).max() < 1e-3
+    low = resample(np.sin(2 * np.pi * 500 * t16)[:, None], 8000)[:, 0]
+    assert np.abs(low[200:-200] - np.sin(2 * np.pi * 500 * t8[200:-200])).max() < 1e-3
+    dc = resample(np.full((100, 2), 0.25), 441)
+    np.testing.assert_allclose(dc, 0.25, atol=1e-6)
 
 
 def test_multi_channel_codes_each_channel(tiny_audio_codec, tmp_path):
