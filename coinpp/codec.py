@@ -18,7 +18,7 @@ from . import spec as specs
 from .entropy import EntropyModel
 from .errors import CodecError
 from .model import LatentModulatedSiren, build_network
-from .postfilter import PostFilter
+from .postfilter import PostFilter, WaveformFilter
 from .postfilter import load as load_postfilter
 from .presets import EncoderPreset
 from .quantize import Quantizer
@@ -33,9 +33,9 @@ default_for = ladders.default_for
 class Codec:
     spec: CodecSpec
     net: LatentModulatedSiren
-    # Decoder-side restoration of images on their own grid (postfilter.py); not part of the hash:
+    # Decoder-side restoration of images or audio waveforms (postfilter.py); not part of the hash:
     # it changes no symbol, latent or network output, so files written before it stay valid.
-    postfilter: PostFilter | None = None
+    postfilter: PostFilter | WaveformFilter | None = None
 
     @property
     def name(self) -> str:

@@ -20,8 +20,8 @@ from .device import pick_device
 from .errors import FormatError, InputError, LimitError
 from .modalities import Placement, Resolution, Signal, Target
 from .overfit import decode_file
+from .postfilter import PostFilter, WaveformFilter, apply_waveform, carried
 from .postfilter import apply as apply_postfilter
-from .postfilter import carried
 from .resample import resample
 from .residual import apply_layer
 from .synthesis import evaluate_fields, evaluate_grid, evaluate_latent_grid
@@ -31,8 +31,9 @@ class Decoder:
     """Decodes parsed files. `postfilter` (images, codecs that have one): restore with the codec's
     post-filter averaged over `postfilter_views` views (None: the codec's choice); onto another grid
     spanning the image, add the filter's correction on the own grid, resampled (postfilter.carried).
-    Audio at another sample rate: with `postfilter`, the own-rate decode resampled band-limited
-    (resample.py). Without it the output is the network's own (the normative decode)."""
+    Audio: with `postfilter`, the codec's waveform filter (if it has one) at the file's own rate, and
+    at another sample rate that decode resampled band-limited (resample.py). Without it the output
+    is the network's own (the normative decode)."""
 
     def __init__(self, device: str = "auto", allow_huge: bool = False, postfilter: bool = True,
                  postfilter_views: int | None = None) -> None:
@@ -81,14 +82,18 @@ class Decoder:
             values = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, at, self.device,
                                          placement=placement) for g in groups])
         np.clip(values, 0.0, 1.0, out=values)  # (in place: a large image's arrays are hundreds of MB each)
+        own_grid = shape == tuple(p.file.shape) and placement is None
+        if self.postfilter and isinstance(codec.postfilter, WaveformFilter) and (own_grid or resampled):
+            values = apply_waveform(codec.postfilter, values)  # each channel
+            np.clip(values, 0.0, 1.0, out=values)
         if resampled:
             values = resample(values, shape[0])
             np.clip(values, 0.0, 1.0, out=values)
-        own_grid = shape == tuple(p.file.shape) and placement is None
-        if self.postfilter and codec.postfilter is not None and own_grid:
+        image_filter = isinstance(codec.postfilter, PostFilter)
+        if self.postfilter and image_filter and own_grid:
             values = self._filtered(codec, values)
             np.clip(values, 0.0, 1.0, out=values)
-        elif self.postfilter and codec.postfilter is not None and placement is None and not codec.net.cfg.cell:
+        elif self.postfilter and image_filter and placement is None and not codec.net.cfg.cell:
             # Another grid spanning the image: the filter's own-grid correction, resampled onto it.
             own = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, p.file.shape, self.device)
                         for g in groups])

@@ -87,12 +87,23 @@ class PostFilterSpec:
     period: tuple[int, int] = (32, 32)  # the codec's patch: where the seams repeat
     views: int = 1  # flipped/transposed views decoding averages
     sha256: str = ""
+    kind: str = "cnn"  # "cnn": images (the fields above); "fir": audio, a linear filter of `taps` taps
+    taps: int = 0
 
     def to_dict(self) -> dict:
+        if self.kind == "fir":
+            return {"kind": "fir", "taps": self.taps}
         return {"channels": self.channels, "layers": self.layers, "period": list(self.period)}
 
     @classmethod
     def from_dict(cls, d: dict) -> PostFilterSpec:
+        if d.get("kind", "cnn") == "fir":
+            taps = d.get("taps")
+            if not isinstance(taps, int) or not 1 <= taps <= 1023 or taps % 2 == 0:
+                raise ValueError("a waveform post-filter needs an odd number of taps in 1..1023")
+            return cls(sha256=str(d.get("sha256", "")), kind="fir", taps=taps)
+        if d.get("kind", "cnn") != "cnn":
+            raise ValueError(f"unknown post-filter kind {d.get('kind')!r}")
         channels, layers, period = int(d["channels"]), int(d["layers"]), tuple(int(p) for p in d["period"])
         if not (1 <= channels <= 256 and 2 <= layers <= 32 and len(period) == 2 and min(period) >= 1):
             raise ValueError("post-filter size out of range")
@@ -292,8 +303,10 @@ def parse_config(folder: Path, config: dict) -> CodecSpec:
     if "default" not in presets:
         raise ValueError("a codec needs a default preset")
     postfilter = PostFilterSpec.from_dict(config["postfilter"]) if "postfilter" in config else None
-    if postfilter is not None and (config["modality"] != "image" or model.out_dim != 3):
-        raise ValueError("a post-filter is for RGB image codecs")
+    if postfilter is not None and postfilter.kind == "cnn" and (config["modality"] != "image" or model.out_dim != 3):
+        raise ValueError("a convolutional post-filter is for RGB image codecs")
+    if postfilter is not None and postfilter.kind == "fir" and config["modality"] != "audio":
+        raise ValueError("a waveform post-filter is for audio codecs")
     rate_model = _rate_model(config, d)
     for p in presets.values():
         if (p.adam and p.adam.rate_lambda or p.filter and p.filter.rate_lambda) and rate_model is None:

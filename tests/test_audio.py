@@ -159,3 +159,49 @@ def test_real_speech_clip_round_trip(tiny_audio_codec, tmp_path):
     dec, _ = decode_bytes(enc.data, device="cpu")
     assert dec.values.shape == sig.values.shape and dec.meta["sample_rate"] == rate
     assert AUDIO.quality(sig, dec)["psnr"] > 20
+
+
+def test_waveform_post_filter_is_fitted_installed_and_applied_outside_the_hash(tiny_audio_codec, tmp_path):
+    import json
+
+    from coinpp import codec as codecs
+    from coinpp.modalities import Resolution
+
+    folder = tmp_path / "speech"
+    folder.mkdir()
+    for i in range(5):
+        write(folder / f"c{i}.wav", clip(0.3, seed=i))
+    old = encode_signal(AUDIO.read(folder / "c0.wav"), AUDIO, tiny_audio_codec, device="cpu").data
+    plain, _ = decode_bytes(old, device="cpu")
+    r = run("postfilter", tiny_audio_codec.name, "--data", folder, "--taps", 9, "--clips", 3, "--val-files", 1)
+    assert r.exit_code == 0, r.output
+    assert "installed" in r.output
+    codecs.clear_cache()
+    c = codecs.load(tiny_audio_codec.name)
+    assert c.hash == tiny_audio_codec.hash and c.spec.postfilter.kind == "fir" and c.spec.postfilter.taps == 9
+    entry = json.loads((c.folder / "config.json").read_text())["postfilter"]
+    assert entry["training"]["val_psnr_gain_db"] > 0 and entry["training"]["clips"] == 3
+    assert "9-tap linear filter" in (c.folder / "MODEL_CARD.md").read_text()
+    filtered, _ = decode_bytes(old, device="cpu")  # a file written before decodes, now filtered
+    normative, _ = decode_bytes(old, device="cpu", postfilter=False)
+    assert np.array_equal(normative.values, plain.values)
+    assert not np.allclose(filtered.values, plain.values, atol=1e-4)
+    from coinpp.postfilter import apply_waveform
+    from coinpp.resample import resample
+
+    np.testing.assert_allclose(filtered.values, np.clip(apply_waveform(c.postfilter, plain.values), 0, 1), atol=1e-6)
+    up, _ = decode_bytes(old, Resolution(sample_rate=32000), device="cpu")  # filtered, then resampled
+    np.testing.assert_allclose(up.values, np.clip(resample(filtered.values, len(up.values)), 0, 1), atol=1e-5)
+    again = run("postfilter", tiny_audio_codec.name, "--data", folder, "--taps", 9, "--clips", 3)
+    assert again.exit_code != 0 and "--force" in again.output
+    bad = run("postfilter", tiny_audio_codec.name, "--data", folder, "--taps", 8, "--force")
+    assert bad.exit_code != 0 and "--taps must be odd" in bad.output
+
+
+def test_waveform_post_filter_entries_are_checked():
+    from coinpp.spec import PostFilterSpec
+
+    assert PostFilterSpec.from_dict({"kind": "fir", "taps": 33}).taps == 33
+    for bad in ({"kind": "fir", "taps": 32}, {"kind": "fir"}, {"kind": "wavelet", "taps": 3}):
+        with pytest.raises(ValueError):
+            PostFilterSpec.from_dict(bad)

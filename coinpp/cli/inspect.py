@@ -138,5 +138,7 @@ def describe_point(r: dict) -> str:
 def postfilter_note(pf: specs.PostFilterSpec | None) -> str:
     if pf is None:
         return "no"
+    if pf.kind == "fir":
+        return f"yes ({pf.taps}-tap linear filter on the waveform at the file's own rate; --no-postfilter skips it)"
     return (f"yes ({pf.layers}-layer CNN, averaged over {pf.views} view{'s' if pf.views > 1 else ''}; "
-            "on its own grid; --no-postfilter skips it)")
+            "on its own grid, its correction resampled onto others; --no-postfilter skips it)")

@@ -7,16 +7,20 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 
 from .. import codec as codecs
 from .. import modalities
+from ..decoder import decode_bytes
 from ..device import hardware_description, pick_device
 from ..encoder import Encoder
 from ..errors import InputError
+from ..modalities import Signal
 from ..postfilter import usable_views
 from ..spec import PostFilterSpec, SirenConfig
 from ..training.data import load_fields
@@ -24,7 +28,15 @@ from ..training.data import load_folder as load_training_folder
 from ..training.export import export_codecs
 from ..training.meta import TrainConfig
 from ..training.meta import train as run_training
-from ..training.postfilter import decoded_crops, install, load_pairs, mse_before_after, save_pairs
+from ..training.postfilter import (
+    decoded_crops,
+    fit_waveform,
+    install,
+    load_pairs,
+    mse_before_after,
+    save_pairs,
+    waveform_gain_db,
+)
 from ..training.postfilter import train as train_filter
 from .common import DEVICE, FORCE, console, parse_list
 
@@ -225,19 +237,27 @@ DEFAULT_PATCH = {"image": 32, "audio": 200, "mri": 8}
               help="Encode the crops with each codec's steps through its present post-filter (refine "
                    "filter_steps), as `coin encode` does, and train on those decodes; without it the "
                    "crops are encoded as if the codec had no filter.")
+@click.option("--taps", default=33, show_default=True,
+              help="Audio codecs: the waveform filter's length (odd), fitted by least squares.")
+@click.option("--clips", default=12, show_default=True,
+              help="Audio codecs: training clips encoded and decoded to fit the filter on.")
 @DEVICE
 @FORCE
 def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int, layers: int, steps: int, lr: float,
                init_codec: str | None, seed: int, val_files: int, val_crops: int | None, shared: bool,
-               augment: bool, views: int, crops_cache: str | None, aware: bool, device: str,
-               force: bool) -> None:
-    """Train a decoder-side post-filter for each image codec in CODEC_LIST (comma-separated, same
-    patch) on its own decodes of DATA, and install it into the codec's folder.
+               augment: bool, views: int, crops_cache: str | None, aware: bool, taps: int, clips: int,
+               device: str, force: bool) -> None:
+    """Train a decoder-side post-filter for each codec in CODEC_LIST (comma-separated) on its own
+    decodes of DATA, and install it into the codec's folder: for image codecs (same patch) a small
+    CNN, for audio codecs a linear filter on the waveform.
 
     Files already written decode with it too: the post-filter changes no symbol and no hash.
     """
     names = [n for n in codec_list.split(",") if n]
     loaded = [codecs.load(n) for n in names]
+    if loaded and all(c.modality == "audio" for c in loaded):
+        waveform_filters(loaded, data, taps, clips, val_files, seed, device, force)
+        return
     if not loaded or any(c.modality != "image" or c.net.cfg.cell or len(c.patch) != 2 for c in loaded):
         raise InputError("post-filters are for image codecs with one latent per patch")
     patch = loaded[0].patch
@@ -309,6 +329,47 @@ def postfilter(codec_list: str, data: str, crops: int, size: int, channels: int,
                       f"{len(val_pairs)} held-out crops" + (f" ({summary['val_psnr_gain_views_db']:+.3f} dB "
                       f"averaged over {views} views)" if views > 1 else "") + "; installed")
     codecs.clear_cache()
+
+
+def waveform_filters(loaded: list[codecs.Codec], data: str, taps: int, clips: int, val_files: int, seed: int,
+                     device: str, force: bool) -> None:
+    """`coin postfilter` for audio codecs: per codec, a least-squares filter from its decodes of
+    `clips` training clips to the originals, checked on the held-out clips and installed when it
+    gains there."""
+    if not (1 <= taps <= 1023 and taps % 2 and 1 <= clips <= 10_000 and val_files >= 1):
+        raise InputError("--taps must be odd in 1..1023, --clips in 1..10000, --val-files >= 1")
+    for c in loaded:
+        if c.postfilter is not None and not force:
+            raise InputError(f"codec {c.name!r} already has a post-filter; pass --force to replace it")
+    train_s, val_s, val_names = load_training_folder(data, "audio", val_files, seed)
+    rng = np.random.default_rng(seed)
+    picked = [train_s[i] for i in sorted(rng.permutation(len(train_s))[:clips])]
+    console.print(f"fitting on {len(picked)} of {len(train_s)} training clips; validating on {', '.join(val_names)}")
+    audio = modalities.get("audio")
+    command = (f"coin postfilter {','.join(c.name for c in loaded)} --data {data} --taps {taps} --clips {clips} "
+               f"--seed {seed}" + (" --force" if force else ""))
+    for c in loaded:
+        t0 = time.time()
+        with console.status(f"{c.name}: encoding and decoding"):
+            pairs, val = ([waveform_pair(c, audio, v, device) for v in group] for group in (picked, val_s))
+        fir = fit_waveform(pairs, taps)
+        gain = waveform_gain_db(fir, val)
+        if gain <= 0:
+            console.print(f"{c.name}: the filter loses {gain:+.3f} dB on the held-out clips; not installed")
+            continue
+        install(c.folder, fir, {"clips": len(pairs), "val_clips": len(val), "val_psnr_gain_db": round(gain, 3),
+                                "data": data, "seed": seed, "wall_time_s": round(time.time() - t0, 1),
+                                "hardware": hardware_description(pick_device(device)), "command": command})
+        console.print(f"{c.name}: {taps} taps, {gain:+.3f} dB on {len(val)} held-out clips; installed")
+    codecs.clear_cache()
+
+
+def waveform_pair(c: codecs.Codec, audio, values: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """(decoded, original) waveforms in [-1, 1] of one mono clip through the codec, without a post-filter
+    (the rate only labels the file: the codec codes samples)."""
+    sig = Signal(values, {"sample_rate": 16000, "subtype": "PCM_16", "channels": 1})
+    decoded, _ = decode_bytes(Encoder(c, audio, device=device).encode(sig).data, device=device, postfilter=False)
+    return decoded.values[:, 0].astype(np.float64) * 2 - 1, values[:, 0].astype(np.float64) * 2 - 1
 
 
 def filter_starts(loaded: list[codecs.Codec], init_codec: str | None, shared: bool, cfg: PostFilterSpec

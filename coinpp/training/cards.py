@@ -95,9 +95,17 @@ def model_text(config: dict) -> str:
     return (f"COIN++ {config['modality']} codec. {net} {arch.tag}: {arch.depth} sine layers of width {arch.width} "
             f"(w0 {arch.w0:g}) shifted by a {arch.latent_dim}-dimensional latent, {layout}. {quant}; entropy "
             f"coding with integer tables, {coding}."
-            + (" A post-filter (a small CNN) restores images decoded onto their own grid (onto a finer grid, they get "
-               "its own-grid correction, resampled); `coin decode --no-postfilter` skips it."
-               if "postfilter" in config else ""))
+            + postfilter_text(config.get("postfilter")))
+
+
+def postfilter_text(entry: dict | None) -> str:
+    if not entry:
+        return ""
+    if entry.get("kind") == "fir":
+        return (f" A post-filter (a {entry['taps']}-tap linear filter fitted to the codec's decodes) restores the "
+                "waveform at the file's own rate; `coin decode --no-postfilter` skips it.")
+    return (" A post-filter (a small CNN) restores images decoded onto their own grid (onto a finer grid, they get "
+            "its own-grid correction, resampled); `coin decode --no-postfilter` skips it.")
 
 
 def use_text(config: dict, rung: str) -> str:
@@ -127,7 +135,12 @@ def training_text(config: dict) -> str:
                         f"the outer loss also scores the network between the patch's samples against the "
                         f"crop (weight {t.get('finer_weight', 1.0)}), so a finer decode has learned what lies there")
     pf = (config.get("postfilter") or {}).get("training")
-    if pf:
+    if pf and config["postfilter"].get("kind") == "fir":
+        lines.append(f"- post-filter: {config['postfilter']['taps']} taps by least squares from the decodes of "
+                     f"{pf.get('clips')} training clips to the originals, {pf.get('wall_time_s', 0) / 60:.0f} minutes "
+                     f"on {pf.get('hardware', 'unknown hardware')}; {pf.get('val_psnr_gain_db', 0):+.3f} dB on "
+                     f"{pf.get('val_clips')} held-out clips" + (f"; `{pf['command']}`" if pf.get("command") else ""))
+    elif pf:
         views = config["postfilter"].get("views", 1)
         lines.append(f"- post-filter: {config['postfilter']['layers']} convolutions (3x3, "
                      f"{config['postfilter']['channels']} channels), {pf.get('steps')} Adam steps on "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file
 
 from .. import codec as codecs
@@ -20,7 +21,17 @@ from .. import modalities
 from ..decoder import decode_bytes
 from ..encoder import Encoder, encode_each
 from ..modalities import Signal
-from ..postfilter import FILE, VIEWS, PostFilter, apply, file_sha256, usable_views, view_positions
+from ..postfilter import (
+    FILE,
+    VIEWS,
+    PostFilter,
+    WaveformFilter,
+    apply,
+    apply_waveform,
+    file_sha256,
+    usable_views,
+    view_positions,
+)
 from ..spec import PostFilterSpec
 from .cards import write_card
 
@@ -70,6 +81,45 @@ def save(net: PostFilter, folder: Path) -> dict:
     tmp.chmod(0o644)  # safetensors writes 0600; a shipped codec file is readable by all
     tmp.replace(path)
     return {**net.cfg.to_dict(), **({"views": net.views} if net.views > 1 else {}), "sha256": file_sha256(path)}
+
+
+def save_waveform(taps: np.ndarray, folder: Path) -> dict:
+    """Write an audio codec's waveform filter into its folder; returns the config entry."""
+    path = Path(folder) / FILE
+    tmp = path.with_name(path.name + ".tmp")
+    save_numpy({"taps": np.ascontiguousarray(taps, dtype=np.float64)}, str(tmp))
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    return {"kind": "fir", "taps": len(taps), "sha256": file_sha256(path)}
+
+
+def _lags(x: np.ndarray, taps: int) -> np.ndarray:
+    """(N,) -> (N, taps): each sample's neighbourhood, the ends mirrored (as apply_waveform does)."""
+    h = taps // 2
+    xp = np.pad(x, h, mode="reflect") if len(x) > h else np.pad(x, h, mode="edge")
+    return np.lib.stride_tricks.sliding_window_view(xp, taps)
+
+
+def fit_waveform(pairs: list[tuple[np.ndarray, np.ndarray]], taps: int, ridge: float = 1e-6) -> np.ndarray:
+    """Least-squares filter taps mapping decoded waveforms to the originals: pairs of (decoded, original)
+    (N,) arrays in [-1, 1]; a small ridge keeps the solve well posed on near-silent data."""
+    gram = np.zeros((taps, taps))
+    cross = np.zeros(taps)
+    for dec, ref in pairs:
+        a = _lags(dec.astype(np.float64), taps)
+        gram += a.T @ a
+        cross += a.T @ ref.astype(np.float64)
+    return np.linalg.solve(gram + ridge * np.trace(gram) / taps * np.eye(taps), cross)
+
+
+def waveform_gain_db(taps: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean over the pairs of the PSNR change the filter makes (as `coin bench` averages files)."""
+    f = WaveformFilter(PostFilterSpec(kind="fir", taps=len(taps)), taps)
+    gains = []
+    for dec, ref in pairs:
+        out = apply_waveform(f, ((dec + 1) / 2)[:, None])[:, 0].astype(np.float64) * 2 - 1
+        gains.append(10 * math.log10(np.mean((dec - ref) ** 2) / max(np.mean((out - ref) ** 2), 1e-20)))
+    return float(np.mean(gains))
 
 
 def train(pairs: list[tuple[np.ndarray, np.ndarray]], val_pairs: list[tuple[np.ndarray, np.ndarray]],
@@ -244,14 +294,15 @@ def load_pairs(path: Path, key: dict) -> dict[str, list[tuple[np.ndarray, np.nda
     return out
 
 
-def install(folder: Path, net: PostFilter, training: dict) -> None:
-    """Put a post-filter into a codec folder: its weights and an entry in config.json (written
-    atomically), and the model card written again from the config. The codec's hash does not cover
-    it, so files already written stay valid."""
+def install(folder: Path, net: PostFilter | np.ndarray, training: dict) -> None:
+    """Put a post-filter (an image codec's network, or an audio codec's waveform taps) into a codec
+    folder: its weights and an entry in config.json (written atomically), and the model card written
+    again from the config. The codec's hash does not cover it, so files already written stay valid."""
     folder = Path(folder)
     cfg_path = folder / "config.json"
     config = json.loads(cfg_path.read_text())
-    config["postfilter"] = {**save(net, folder), "training": training}
+    entry = save(net, folder) if isinstance(net, PostFilter) else save_waveform(net, folder)
+    config["postfilter"] = {**entry, "training": training}
     tmp = cfg_path.with_name(cfg_path.name + ".tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n")
     tmp.replace(cfg_path)
