@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from context_models import code_bits, fitted, neighbours, photos, train_prior  # noqa: E402
+from context_models import code_bits, neighbours, symbol_grids, train_prior  # noqa: E402
 
 from coinpp import codec as codecs  # noqa: E402
 from coinpp import modalities  # noqa: E402
@@ -116,11 +116,7 @@ def main() -> None:
     ADAPT = args.adapt
     codec = codecs.load(args.codec)
     levels = codec.quantizer.levels
-    signals = photos(args.data, 384, 512)
-    fits = torch.load(args.cache, weights_only=False) if args.cache is not None and args.cache.is_file() else {}
-    latents = fitted(codec, signals, args.cache, fits)
-    grids = [codec.quantizer.quantize(z).astype(np.int64).reshape(s.values.shape[0] // 32, s.values.shape[1] // 32, -1)
-             for z, s in zip(latents, signals, strict=True)]
+    grids = symbol_grids(codec, args.data, args.cache)
     weights = [float(w) for w in args.weights.split(",")]
     ship, ours = 0.0, {w: 0.0 for w in weights}
     for f in range(4):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from context_models import fitted, photos  # noqa: E402
+from context_models import symbol_grids  # noqa: E402
 
 from coinpp import codec as codecs  # noqa: E402
 from coinpp import entropy, modalities  # noqa: E402
@@ -291,11 +291,7 @@ def main() -> None:
     args = ap.parse_args()
     codec = codecs.load(args.codec)
     levels = codec.quantizer.levels
-    signals = photos(args.data, 384, 512)
-    fits = torch.load(args.cache, weights_only=False) if args.cache is not None and args.cache.is_file() else {}
-    latents = fitted(codec, signals, args.cache, fits)
-    grids = [codec.quantizer.quantize(z).astype(np.int64).reshape(s.values.shape[0] // 32, s.values.shape[1] // 32, -1)
-             for z, s in zip(latents, signals, strict=True)]
+    grids = symbol_grids(codec, args.data, args.cache)
     for k in [int(c) for c in args.classes.split(",")]:
         shipped = ours = 0
         for f in range(4):

@@ -79,6 +79,16 @@ def activity(grid: np.ndarray, levels: int) -> np.ndarray:
     return (np.abs(left - levels // 2) + np.abs(up - levels // 2)).sum(axis=2)
 
 
+def symbol_grids(codec: codecs.Codec, data: str, cache: Path | None) -> list[np.ndarray]:
+    """The (R, Q, D) symbol grids of the training photos' centre crops (384 x 512 at most) as the
+    codec's encoder fits them (kept in `cache`), rounded plainly."""
+    signals = photos(data, 384, 512)
+    fits = torch.load(cache, weights_only=False) if cache is not None and cache.is_file() else {}
+    latents = fitted(codec, signals, cache, fits)
+    return [codec.quantizer.quantize(z).astype(np.int64).reshape(s.values.shape[0] // 32, s.values.shape[1] // 32, -1)
+            for z, s in zip(latents, signals, strict=True)]
+
+
 def own_activity(grid: np.ndarray, levels: int, first: int) -> np.ndarray:
     """Per patch and dimension (R, Q, D): summed |symbol - middle| of the patch's own components
     before it, among the first `first` (coded first; the rest see all of them)."""
@@ -170,7 +180,13 @@ def code_bits(model: str, grid: np.ndarray, levels: int, prior: np.ndarray, thre
     """Ideal adaptive code length (bits) of one grid: -log2 of the integer rows the coder would use."""
     d = grid.shape[2]
     k = contexts(model, grid, levels, thresholds).reshape(-1, d)
-    s = symbols_of(model, grid, levels)[0].reshape(-1, d)
+    return context_bits(k, symbols_of(model, grid, levels)[0].reshape(-1, d), prior, adapt)
+
+
+def context_bits(k: np.ndarray, s: np.ndarray, prior: np.ndarray, adapt: int) -> float:
+    """Ideal adaptive code length of symbols s (N, D), each coded in context k (N, D) with the shipped
+    coder's integer rows (the context's prior row plus what that context has seen)."""
+    d = s.shape[1]
     dims = np.arange(d)
     inc = (1 << entropy.TABLE_PRECISION) // adapt
     seen = np.zeros(prior.shape, dtype=np.int64)

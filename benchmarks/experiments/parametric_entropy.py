@@ -25,10 +25,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from context_models import code_bits, fitted, neighbours, photos, train_prior  # noqa: E402
+from context_models import code_bits, context_bits, neighbours, symbol_grids, train_prior  # noqa: E402
 
 from coinpp import codec as codecs  # noqa: E402
-from coinpp import entropy  # noqa: E402
 from coinpp.training.export import ADAPT_CHOICES  # noqa: E402
 from coinpp.training.tables import frequency_table  # noqa: E402
 
@@ -125,22 +124,6 @@ def fit(grids: list[np.ndarray], levels: int, names: tuple[str, ...]) -> tuple[t
     return theta.detach(), centre.detach()
 
 
-def class_bits(k: np.ndarray, s: np.ndarray, prior: np.ndarray, adapt: int) -> float:
-    """Ideal adaptive code length of symbols s (N, D) coded with contexts k (N, D): the shipped coder's
-    integer rows (prior + adaptation), with the scale class as the context instead of the mean bucket."""
-    d = s.shape[1]
-    dims = np.arange(d)
-    inc = (1 << entropy.TABLE_PRECISION) // adapt
-    seen = np.zeros(prior.shape, dtype=np.int64)
-    p = prior.astype(np.int64)
-    bits = 0.0
-    for n in range(len(s)):
-        rows = entropy.adaptive_rows(p[dims, k[n]] + inc * seen[dims, k[n]])
-        bits -= np.log2(rows[dims, s[n]] / (1 << entropy.TABLE_PRECISION)).sum()
-        seen[dims, k[n], s[n]] += 1
-    return bits
-
-
 def scale_classes(theta: torch.Tensor, g: np.ndarray, levels: int, names: tuple[str, ...],
                   thresholds: np.ndarray) -> np.ndarray:
     log_b = (torch.from_numpy(features(g, levels, names)) * theta).sum(-1).numpy()  # (N, D)
@@ -169,8 +152,8 @@ def adaptive_classes(grids: list[np.ndarray], fold_of: np.ndarray, folds: int, l
                 sym = np.repeat(np.arange(levels), counts[j, c]).reshape(-1, 1).astype(np.int32)
                 prior[j, c] = frequency_table(sym, levels)[0]
         coded = [(scale_classes(theta, g, levels, names, thresholds), g.reshape(-1, d)) for g in train[::3]]
-        adapt = min(ADAPT_CHOICES[1:6], key=lambda a: sum(class_bits(k, s, prior, a) for k, s in coded))
-        bits += sum(class_bits(scale_classes(theta, g, levels, names, thresholds), g.reshape(-1, d), prior, adapt)
+        adapt = min(ADAPT_CHOICES[1:6], key=lambda a: sum(context_bits(k, s, prior, a) for k, s in coded))
+        bits += sum(context_bits(scale_classes(theta, g, levels, names, thresholds), g.reshape(-1, d), prior, adapt)
                     for g in test)
     return bits
 
@@ -192,15 +175,10 @@ def main() -> None:
     global INTEGER_LOG, FIT_CENTRE
     global FILE_CENTRE
     INTEGER_LOG, FIT_CENTRE, FILE_CENTRE = args.integer_log, not args.middle, args.file_centre
-    signals = photos(args.data, *map(int, args.crop.split("x")))
-    fits = torch.load(args.cache, weights_only=False) if args.cache is not None and args.cache.is_file() else {}
     for name in args.codecs.split(","):
         codec = codecs.load(name)
-        latents = fitted(codec, signals, args.cache, fits)
-        shape = [(s.values.shape[0] // 32, s.values.shape[1] // 32) for s in signals]
         levels = codec.quantizer.levels
-        grids = [codec.quantizer.quantize(z).astype(np.int64).reshape(*g, -1)
-                 for z, g in zip(latents, shape, strict=True)]
+        grids = symbol_grids(codec, args.data, args.cache)
         fold_of = np.arange(len(grids)) % args.folds
         comps = sum(g.size for g in grids)
         shipped = 0.0
