@@ -19,9 +19,9 @@ CHUNK = 1 << 14  # output samples per block: bounds the (block, taps) matrix
 def resample(values: np.ndarray, n_out: int) -> np.ndarray:
     """(N, C) samples -> (n_out, C) over the same duration, sample i at time i / n_out of it (audio's
     convention: sample instants from the start, as soxr and every audio tool place them), by a
-    Kaiser-windowed sinc whose cut-off is the
-    lower rate's Nyquist frequency (downsampling is anti-aliased). Beyond its ends the signal is
-    taken as its edge sample held, so a clip does not fade at its borders."""
+    Kaiser-windowed sinc whose cut-off is the lower rate's Nyquist frequency (downsampling is
+    anti-aliased). Beyond its ends the signal is taken as its edge sample held, so a clip does not
+    fade at its borders."""
     n_in, channels = values.shape
     if n_out == n_in:
         return values.astype(np.float32, copy=True)

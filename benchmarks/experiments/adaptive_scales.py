@@ -21,12 +21,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from context_models import code_bits, neighbours, symbol_grids, train_prior  # noqa: E402
+from context_models import neighbours, shipped_bits, symbol_grids  # noqa: E402
 
 from coinpp import codec as codecs  # noqa: E402
 from coinpp import modalities  # noqa: E402
 from coinpp.encoder import Encoder  # noqa: E402
-from coinpp.training.export import ADAPT_CHOICES  # noqa: E402
 
 FLOOR = 2.0**-16
 ADAPT = "both"  # --adapt: what follows the file (centre, scale or both)
@@ -93,12 +92,6 @@ def adaptive_bits(g: np.ndarray, levels: int, theta: np.ndarray, centre0: np.nda
         sum_r += np.abs(x[p] - c) / b_pred[p]
         n += 1
     return bits
-
-
-def shipped_bits(train: list[np.ndarray], test: list[np.ndarray], levels: int) -> float:
-    prior, th = train_prior("mean:8", train, levels)
-    adapt = min(ADAPT_CHOICES[1:6], key=lambda a: sum(code_bits("mean:8", g, levels, prior, th, a) for g in train[::3]))
-    return sum(code_bits("mean:8", g, levels, prior, th, adapt) for g in test)
 
 
 def main() -> None:

@@ -199,6 +199,14 @@ def context_bits(k: np.ndarray, s: np.ndarray, prior: np.ndarray, adapt: int) ->
     return bits
 
 
+def shipped_bits(train: list[np.ndarray], test: list[np.ndarray], levels: int) -> float:
+    """Code length of the `test` grids under the shipped model (neighbour mean, 8 buckets), its prior
+    counted on the `train` grids and its adaptation weight the one that codes them shortest."""
+    prior, th = train_prior("mean:8", train, levels)
+    adapt = min(ADAPT_CHOICES[1:6], key=lambda a: sum(code_bits("mean:8", g, levels, prior, th, a) for g in train[::3]))
+    return sum(code_bits("mean:8", g, levels, prior, th, adapt) for g in test)
+
+
 # mean:K  the shipped model (K buckets of the neighbours' mean); mean:1 no context, adaptation only;
 # pair:K  K buckets of the left times K of the upper neighbour; mean-act:KxC  and C classes of the
 # neighbours' summed |symbol - middle| over all dimensions; mean-own:KxCxF  and C classes of the same

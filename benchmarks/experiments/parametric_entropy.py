@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from context_models import code_bits, context_bits, neighbours, symbol_grids, train_prior  # noqa: E402
+from context_models import context_bits, neighbours, shipped_bits, symbol_grids  # noqa: E402
 
 from coinpp import codec as codecs  # noqa: E402
 from coinpp.training.export import ADAPT_CHOICES  # noqa: E402
@@ -185,10 +185,7 @@ def main() -> None:
         for f in range(args.folds):
             train = [g for g, h in zip(grids, fold_of, strict=True) if h != f]
             test = [g for g, h in zip(grids, fold_of, strict=True) if h == f]
-            prior, th = train_prior("mean:8", train, levels)
-            adapt = min(ADAPT_CHOICES[1:6],
-                        key=lambda a: sum(code_bits("mean:8", g, levels, prior, th, a) for g in train[::3]))
-            shipped += sum(code_bits("mean:8", g, levels, prior, th, adapt) for g in test)
+            shipped += shipped_bits(train, test, levels)
         print(f"{name}: shipped (neighbour mean, 8 buckets, adapted) {shipped / comps:.4f} bits per component",
               flush=True)
         for c in [int(x) for x in args.classes.split(",") if x]:
