@@ -24,7 +24,10 @@ from .spec import SirenConfig
 
 
 class LatentModulatedSiren(nn.Module):
-    """`sin(w0 (W_i h + b_i + s_i))` for every sine layer; shifts `s = A z + c` from latent z."""
+    """`sin(w0 (W_i h + b_i + s_i))` for every sine layer; shifts `s = A z + c` from latent z.
+
+    With `cfg.modulation == "scale-shift"` the latent map also gives scales g (its second half of
+    rows): `sin(w0 ((1 + g_i) (W_i h + b_i) + s_i))`, twice the modulations per latent dimension."""
 
     def __init__(self, cfg: SirenConfig) -> None:
         super().__init__()
@@ -44,7 +47,8 @@ class LatentModulatedSiren(nn.Module):
         self.out_bias = nn.Parameter(torch.zeros(cfg.out_dim))
         # Latent map: one linear layer from z to the shifts of all sine layers. Zero bias, so
         # z = 0 gives the unmodulated base network that encoding starts from.
-        self.latent_map = nn.Linear(cfg.latent_dim, w * L)
+        self.film = cfg.modulation == "scale-shift"
+        self.latent_map = nn.Linear(cfg.latent_dim, w * L * (2 if self.film else 1))
         nn.init.zeros_(self.latent_map.bias)
         if cfg.meta_sgd:
             self.inner_lr = nn.Parameter(torch.empty(cfg.latent_dim).uniform_(0.005, 0.1))
@@ -78,26 +82,32 @@ class LatentModulatedSiren(nn.Module):
         return self.inner_lr.clamp(0.0, 1.0)
 
     def shifts(self, latents: torch.Tensor) -> list[torch.Tensor]:
-        """latents (B, D) -> L tensors of shape (B, 1, W)."""
-        s = self.latent_map(latents)  # (B, L*W)
+        """latents (B, D) -> L tensors of shape (B, 1, W) (the shifts; scale-shift: then the scales)."""
+        s = self.latent_map(latents)  # (B, L*W), scale-shift (B, 2*L*W)
         return [t.unsqueeze(1) for t in s.split(self.cfg.width, dim=1)]
+
+    def _modulated(self, h: torch.Tensor, layers: list[torch.Tensor]) -> torch.Tensor:
+        """The sine layers with per-layer modulations (shifts, then scales for scale-shift), each
+        broadcasting against (…, W)."""
+        depth = self.cfg.depth
+        for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            a = h @ W.T + b
+            if self.film:
+                a = a * (1 + layers[depth + i])
+            h = torch.sin(self.cfg.w0 * (a + layers[i]))
+        return h @ self.out_weight.T + self.out_bias + 0.5
 
     def forward(self, coords: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """coords (B, N, I) or (N, I) shared, latents (B, D) -> features (B, N, C)."""
-        h = self.scaled(coords)
-        for W, b, s in zip(self.weights, self.biases, self.shifts(latents), strict=True):
-            h = torch.sin(self.cfg.w0 * (h @ W.T + b + s))
-        return h @ self.out_weight.T + self.out_bias + 0.5
+        return self._modulated(self.scaled(coords), self.shifts(latents))
 
     def forward_points(self, coords: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-        """Evaluate at M points, each with its own shifts: coords (M, I), shifts (M, L*W) -> (M, C).
+        """Evaluate at M points, each with its own modulations: coords (M, I), shifts (M, L*W) (the
+        latent map's output: scale-shift (M, 2*L*W)) -> (M, C).
 
         Used by decoding at arbitrary coordinates, where points of different patches mix.
         """
-        h = self.scaled(coords)
-        for W, b, s in zip(self.weights, self.biases, shifts.split(self.cfg.width, dim=-1), strict=True):
-            h = torch.sin(self.cfg.w0 * (h @ W.T + b + s))
-        return h @ self.out_weight.T + self.out_bias + 0.5
+        return self._modulated(self.scaled(coords), list(shifts.split(self.cfg.width, dim=-1)))
 
     def loss_and_latent_grad(
         self, coords: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor
@@ -108,11 +118,17 @@ class LatentModulatedSiren(nn.Module):
         """
         if not torch.is_grad_enabled():
             return self._loss_and_latent_grad_inplace(coords, latents, targets)
-        w0 = self.cfg.w0
+        w0, depth = self.cfg.w0, self.cfg.depth
+        mods = self.shifts(latents)
         pre = []  # pre-activations w0*(W h + b + s), kept for the cosines of the backward pass
+        affine = []  # scale-shift: W h + b, what the scales multiply
         h = self.scaled(coords)
-        for W, b, s in zip(self.weights, self.biases, self.shifts(latents), strict=True):
-            u = w0 * (h @ W.T + b + s)  # (B, N, W)
+        for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            a = h @ W.T + b
+            if self.film:
+                affine.append(a)
+                a = a * (1 + mods[depth + i])
+            u = w0 * (a + mods[i])  # (B, N, W)
             pre.append(u)
             h = torch.sin(u)
         out = h @ self.out_weight.T + self.out_bias + 0.5  # (B, N, C)
@@ -120,13 +136,16 @@ class LatentModulatedSiren(nn.Module):
         n = err.shape[1] * err.shape[2]
         loss = err.pow(2).mean(dim=(1, 2))  # (B,)
         g_h = (err * (2.0 / n)) @ self.out_weight  # (B, N, W)
-        g_shifts = []
+        g_shifts, g_scales = [], []
         for i in range(len(pre) - 1, -1, -1):
             g_u = g_h * (w0 * torch.cos(pre[i]))  # d/ds_i, (B, N, W)
             g_shifts.append(g_u.sum(dim=1))  # (B, W)
+            if self.film:
+                g_scales.append((g_u * affine[i]).sum(dim=1))
+                g_u = g_u * (1 + mods[depth + i])
             if i > 0:
                 g_h = g_u @ self.weights[i]
-        g_s = torch.cat(g_shifts[::-1], dim=1)  # (B, L*W)
+        g_s = torch.cat(g_shifts[::-1] + g_scales[::-1], dim=1)  # (B, L*W), scale-shift (B, 2*L*W)
         return loss, g_s @ self.latent_map.weight  # (B, D)
 
     def _loss_and_latent_grad_inplace(self, coords: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor
@@ -147,32 +166,44 @@ class LatentModulatedSiren(nn.Module):
         return out.sub_(targets).pow(2).mean(dim=(1, 2))
 
     def forward_keeping(self, coords: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Outputs (B, N, C) and the pre-activations latent_grad_from needs (no graph; w0 folded in)."""
-        w0, width = self.cfg.w0, self.cfg.width
-        shifts = self.latent_map(latents)  # (B, L*W)
-        pre = []
+        """Outputs (B, N, C) and the pre-activations latent_grad_from needs (no graph; w0 folded in;
+        scale-shift: then each layer's W h + b, then the modulations)."""
+        w0, width, depth = self.cfg.w0, self.cfg.width, self.cfg.depth
+        shifts = self.latent_map(latents)  # (B, L*W), scale-shift (B, 2*L*W)
+        pre, affine = [], []
         h = self.scaled(coords)
         for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            u = h @ (W.T * w0) if i == 0 else self._hidden(h, W.T * w0)  # (N, W) shared coordinates, else (B, N, W)
-            bias = ((shifts[:, i * width : (i + 1) * width] + b) * w0).unsqueeze(1)  # (B, 1, W)
-            u = u + bias if u.dim() == 2 else u.add_(bias)
+            shift = shifts[:, i * width : (i + 1) * width]
+            if self.film:
+                a = (h @ W.T if i == 0 else self._hidden(h, W.T)) + b  # (N, W) or (B, N, W)
+                affine.append(a)
+                scale = 1 + shifts[:, (depth + i) * width : (depth + i + 1) * width].unsqueeze(1)
+                u = (a * scale).add_(shift.unsqueeze(1)).mul_(w0)
+            else:
+                u = h @ (W.T * w0) if i == 0 else self._hidden(h, W.T * w0)  # (N, W) shared coordinates, else (B, N, W)
+                bias = ((shift + b) * w0).unsqueeze(1)  # (B, 1, W)
+                u = u + bias if u.dim() == 2 else u.add_(bias)
             pre.append(u)
             h = torch.sin(u)
         out = h @ self.out_weight.T
-        return out.add_(self.out_bias + 0.5), pre
+        return out.add_(self.out_bias + 0.5), pre + affine + ([shifts] if self.film else [])
 
     def latent_grad_from(self, pre: list[torch.Tensor], g_out: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """The gradient (B, D) with respect to the latents of a loss whose gradient with respect to the
         outputs is scale * g_out (B, N, C), by the hand-written backward pass; consumes `pre` (in place)."""
-        w0 = self.cfg.w0
+        w0, width, depth = self.cfg.w0, self.cfg.width, self.cfg.depth
+        affine, mods = (pre[depth : 2 * depth], pre[-1]) if self.film else ([], None)
         g_h = g_out @ (self.out_weight * scale)  # (B, N, W)
-        g_shifts = []
-        for i in range(len(pre) - 1, -1, -1):
+        g_shifts, g_scales = [], []
+        for i in range(depth - 1, -1, -1):
             g_u = pre[i].cos_().mul_(g_h)  # d/ds_i divided by w0
             g_shifts.append(g_u.sum(dim=1) * w0)
+            if self.film:
+                g_scales.append((g_u * affine[i]).sum(dim=1) * w0)
+                g_u = g_u.mul_(1 + mods[:, (depth + i) * width : (depth + i + 1) * width].unsqueeze(1))
             if i > 0:
                 g_h = self._hidden(g_u, self.weights[i] * w0)
-        g_s = torch.cat(g_shifts[::-1], dim=1)
+        g_s = torch.cat(g_shifts[::-1] + g_scales[::-1], dim=1)
         return g_s @ self.latent_map.weight
 
     def zero_latents(self, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -269,6 +300,8 @@ class GridModulatedSiren(LatentModulatedSiren):
 
 def build_network(cfg: SirenConfig) -> LatentModulatedSiren:
     """The base network a config describes: latents per patch, or on a grid (cfg.cell > 0)."""
+    if cfg.modulation not in ("shift", "scale-shift") or (cfg.cell and cfg.modulation != "shift"):
+        raise ValueError(f"modulation {cfg.modulation!r}: shift, or scale-shift for patch networks")
     if cfg.cell:
         if cfg.in_dim != 2 or cfg.frequencies < 1:
             raise ValueError("a latent grid needs 2-D data and at least one cell harmonic")

@@ -38,6 +38,9 @@ OPTIONAL_DECODE_FIELDS = ("context", "transform", "normalisation")  # hashed onl
 NORMALISATIONS = ("file", "field")  # Modality.normalise: the file's value range, or each field's (climate)
 
 
+MODULATIONS = ("shift", "scale-shift")
+
+
 @dataclass(frozen=True)
 class SirenConfig:
     """Architecture of a LatentModulatedSiren. `depth` counts the sine layers."""
@@ -54,10 +57,13 @@ class SirenConfig:
     # centres; the network sees `frequencies` harmonics of the position within the cell. 0: patches.
     cell: int = 0
     frequencies: int = 0
+    # "shift": the latent shifts each sine layer's pre-activation; "scale-shift": it also scales the
+    # layer's affine output, sin(w0 ((1 + g) (W h + b) + s)) (FiLM; patch networks only).
+    modulation: str = "shift"
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k, default in (("coord_scale", 1.0), ("cell", 0), ("frequencies", 0)):
+        for k, default in (("coord_scale", 1.0), ("cell", 0), ("frequencies", 0), ("modulation", "shift")):
             if d[k] == default:  # codecs written before the field existed keep their hash
                 del d[k]
         return d
@@ -70,7 +76,8 @@ class SirenConfig:
     def tag(self) -> str:
         """Short name of the architecture, e.g. '6x128-l64' (depth counts the linear layer), 'g16-5x64-l16'."""
         grid = f"g{self.cell}-" if self.cell else ""
-        return f"{grid}{self.depth + 1}x{self.width}-l{self.latent_dim}"
+        film = "-ss" if self.modulation == "scale-shift" else ""
+        return f"{grid}{self.depth + 1}x{self.width}-l{self.latent_dim}{film}"
 
     @property
     def input_features(self) -> int:
@@ -276,6 +283,8 @@ def parse_config(folder: Path, config: dict) -> CodecSpec:
     if actual != expected:
         raise CodecError(f"codec {name!r} in {folder} fails its hash check (modified or damaged); reinstall it")
     model = SirenConfig.from_dict(config["model"])
+    if model.modulation not in MODULATIONS or (model.cell and model.modulation != "shift"):
+        raise ValueError(f"unknown modulation {model.modulation!r} (or not for a latent grid)")
     patch = tuple(int(p) for p in config["patch"])
     if model.cell and patch != (model.cell, model.cell):
         raise ValueError("a latent-grid codec's patch is its cell")

@@ -1,30 +1,58 @@
 """The hand-written latent gradient must equal autograd's, first and second order."""
 
+import pytest
 import torch
 
 from coinpp.model import LatentModulatedSiren, SirenConfig
 from coinpp.patching import patch_coordinates
 
+MODULATIONS = pytest.mark.parametrize("modulation", ["shift", "scale-shift"])
 
-def _setup(seed=0):
+
+def _setup(seed=0, modulation="shift"):
     torch.manual_seed(seed)
-    net = LatentModulatedSiren(SirenConfig(width=24, depth=3, latent_dim=6)).double()
+    net = LatentModulatedSiren(SirenConfig(width=24, depth=3, latent_dim=6, modulation=modulation)).double()
     coords = patch_coordinates((5, 7)).double()
     targets = torch.rand(4, 35, 3, dtype=torch.float64)
     return net, coords, targets
 
 
-def test_latent_gradient_matches_autograd():
-    net, coords, targets = _setup()
+@MODULATIONS
+def test_latent_gradient_matches_autograd(modulation):
+    net, coords, targets = _setup(modulation=modulation)
     z = (torch.randn(4, 6, dtype=torch.float64) * 0.1).requires_grad_(True)
     loss, grad = net.loss_and_latent_grad(coords, z, targets)
     (auto,) = torch.autograd.grad(loss.sum(), z)
     assert torch.allclose(grad, auto, rtol=1e-9, atol=1e-12)
     assert torch.allclose(loss, (net(coords, z) - targets).pow(2).mean(dim=(1, 2)))
+    with torch.no_grad():  # the encoder's path: w0 folded in, cosines in place
+        loss_e, grad_e = net.loss_and_latent_grad(coords, z.detach(), targets)
+    assert torch.allclose(grad_e, auto, rtol=1e-9, atol=1e-12) and torch.allclose(loss_e, loss)
+    shifts = net.latent_map(z[:1].detach()).expand(coords.shape[0], -1)  # decoding at arbitrary points
+    assert torch.allclose(net.forward_points(coords, shifts), net(coords, z[:1].detach())[0])
 
 
-def test_second_order_meta_gradient_matches_autograd():
-    net, coords, targets = _setup(1)
+def test_scale_shift_modulation_scales_each_layer():
+    """sin(w0 ((1 + g) (W h + b) + s)): with only the scales' rows of the latent map set, a latent
+    changes the output exactly as scaling the layers' affine outputs does."""
+    net, coords, _ = _setup(modulation="scale-shift")
+    depth, width = net.cfg.depth, net.cfg.width
+    with torch.no_grad():
+        net.latent_map.weight[: depth * width] = 0
+        net.latent_map.weight[depth * width :] = 0
+        net.latent_map.weight[depth * width :, 0] = 1.0  # latent 0 scales every unit by 1 + z0
+    z = torch.zeros(1, 6, dtype=torch.float64)
+    z[0, 0] = 0.5
+    h = coords * net.cfg.coord_scale
+    for W, b in zip(net.weights, net.biases, strict=True):
+        h = torch.sin(net.cfg.w0 * 1.5 * (h @ W.T + b))
+    expect = h @ net.out_weight.T + net.out_bias + 0.5
+    assert torch.allclose(net(coords, z)[0], expect)
+
+
+@MODULATIONS
+def test_second_order_meta_gradient_matches_autograd(modulation):
+    net, coords, targets = _setup(1, modulation)
 
     def meta_grads(manual: bool):
         net.zero_grad()

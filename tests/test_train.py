@@ -18,6 +18,7 @@ from coinpp import codec as codecs
 from coinpp import modalities
 from coinpp.cli import cli
 from coinpp.encoder import Encoder
+from coinpp.errors import InputError
 from coinpp.model import SirenConfig
 from coinpp.training.data import CropSampler
 from coinpp.training.export import export_codecs
@@ -489,3 +490,90 @@ def test_init_may_widen_the_latent(tiny_codec):
                    start, tiny_codec.name)
     with pytest.raises(Exception, match="only the latent may be wider"):
         warm_start(build_network(dataclasses.replace(start.cfg, latent_dim=d - 1)), start, tiny_codec.name)
+
+
+def test_latent_rate_is_the_laplace_mass_of_each_quantizer_bin():
+    import torch
+
+    from coinpp.training.meta import LatentRate
+
+    rate = LatentRate(1, step=0.5)
+    rate.observe(torch.tensor([[1.0], [3.0]]))  # centre 2, scale (mean absolute deviation) 1
+    assert float(rate.centre) == 2.0 and float(rate.scale) == 1.0
+    bins = 2.0 + 0.5 * torch.arange(-80, 81, dtype=torch.float32)[:, None]  # every bin's centre
+    assert float(torch.exp2(-rate.bits(bins)).sum()) == pytest.approx(1.0, abs=1e-4)
+    assert float(rate.bits(torch.tensor([[2.0]]))) == pytest.approx(-np.log2(1 - np.exp(-0.25)), rel=1e-5)
+    assert float(rate.bits(torch.tensor([[4.0]]))) > float(rate.bits(torch.tensor([[2.5]])))
+    assert torch.allclose(rate.rounded(torch.tensor([[2.2], [1.7]])), torch.tensor([[2.0], [1.5]]))
+
+
+def test_rate_aware_training_validates_rounded_latents_and_pays_for_them(tmp_path):
+    sig = _signals()
+    bits = {}
+    for weight in (0.0, 0.05):
+        cfg = _cfg(tmp_path, out=str(tmp_path / f"run{weight}"), steps=20, quant_step=0.05, rate_weight=weight)
+        train(cfg, sig[:3], sig[3:], progress=False)
+        log = [json.loads(line) for line in (tmp_path / f"run{weight}" / "log.jsonl").read_text().splitlines()]
+        assert all({"val_psnr_quantized", "val_bits_per_sample"} <= set(r) for r in log)
+        _, state, _ = load_checkpoint(tmp_path / f"run{weight}" / "last")
+        assert state["val_metric"] == "quantized-with-rate"
+        bits[weight] = log[-1]["val_bits_per_sample"]
+    assert bits[0.05] < bits[0.0]  # paying for the latents' code length makes them cheaper
+    with pytest.raises(InputError):
+        train(_cfg(tmp_path, rate_weight=0.1), sig[:3], sig[3:], progress=False)
+
+
+def test_init_to_scale_shift_keeps_the_network_at_every_latent(tiny_codec):
+    """A shift network warm-started into scale-shift modulation is the same network at any latent (the
+    scales start at zero); the scales then move the output, and the way back is refused."""
+    import dataclasses
+
+    import torch
+
+    from coinpp.model import build_network
+    from coinpp.training.meta import warm_start
+
+    start = tiny_codec.net
+    film = build_network(dataclasses.replace(start.cfg, modulation="scale-shift"))
+    warm_start(film, start, tiny_codec.name)
+    coords = torch.rand(30, 2) * 2 - 1
+    z = torch.randn(3, start.cfg.latent_dim) * 0.1
+    assert torch.allclose(film(coords, z), start(coords, z), atol=1e-6)
+    rows = start.cfg.depth * start.cfg.width
+    with torch.no_grad():
+        film.latent_map.weight[rows:] = 0.1
+    assert not torch.allclose(film(coords, z), start(coords, z), atol=1e-4)
+    with pytest.raises(InputError, match="--init"):
+        warm_start(build_network(start.cfg), film, "film")
+
+
+def test_cli_trains_and_exports_a_scale_shift_codec_that_round_trips(tmp_path, monkeypatch):
+    from coinpp import modalities
+    from coinpp.decoder import decode_bytes
+    from coinpp.encoder import encode_signal
+
+    d = _write_folder(tmp_path)
+    r = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run"), "--width", "16", "--depth", "2",
+                                 "--latent", "4", "--patch", "8", "--steps", "4", "--val-every", "2",
+                                 "--encode-steps", "2", "--export", "img-ss", "--bits", "4", "--context", "4",
+                                 "--val-files", "1", "--modulation", "scale-shift", "--quant-step", "0.05",
+                                 "--rate-weight", "0.01",
+                                 "--codecs-dir", str(tmp_path / "codecs"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    c = codecs.load_folder(tmp_path / "codecs" / "img-ss-b4")
+    assert c.spec.model.modulation == "scale-shift" and c.net.latent_map.out_features == 2 * 2 * 16
+    assert c.spec.training["quant_step"] == 0.05 and c.spec.training["rate_weight"] == 0.01
+    card = (c.folder / "MODEL_CARD.md").read_text()
+    assert "scale" in card and "rate-aware" in card
+    monkeypatch.setenv("COIN_CODECS_PATH", str(tmp_path / "codecs"))
+    codecs.clear_cache()
+    image = modalities.get("image")
+    sig = modalities.Signal(_signals(1)[0], {"channels": 3})
+    enc = encode_signal(sig, image, codecs.load("img-ss-b4"), device="cpu")
+    decoded = decode_bytes(enc.data, device="cpu")[0]
+    assert decoded.values.shape == sig.values.shape
+    assert image.quality(sig, decoded)["psnr"] > 10
+    codecs.clear_cache()
+    r = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "grid"), "--cell", "8", "--steps", "1",
+                                 "--modulation", "scale-shift", "--device", "cpu"])
+    assert r.exit_code != 0 and "patch networks" in r.output

@@ -108,6 +108,16 @@ from .common import DEVICE, FORCE, console, parse_list
 @click.option("--init", "init_codec", default="", metavar="CODEC",
               help="Start from this codec's network instead of a random one (same architecture, "
                    "or a wider --latent: the extra dimensions start unused).")
+@click.option("--modulation", type=click.Choice(["shift", "scale-shift"]), default="shift", show_default=True,
+              help="What the latent does to each sine layer: shift it, or also scale it (FiLM; twice the "
+                   "modulations per latent dimension). Patch networks.")
+@click.option("--quant-step", default=0.0, show_default=True,
+              help="Rate-aware training: the fitted latents take uniform noise of this quantizer step (latent "
+                   "units: the step of the rung trained for) in the outer loss, and validation scores "
+                   "them rounded. 0: off.")
+@click.option("--rate-weight", default=0.0, show_default=True,
+              help="With --quant-step: the outer loss also pays this (MSE per bit per sample) times the "
+                   "latents' code length under a Laplace per latent dimension.")
 @click.option("--normalise", "normalisation", type=click.Choice(["file", "field"]), default="file", show_default=True,
               help="Climate: map values to [0, 1] over the file's range, or over each field's (levels of "
                    "different ranges; the ranges go into each file's header).")
@@ -123,7 +133,7 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
           refine_steps: int, refine_lr: float, refine_latent_lr: float | None, refine_rate_lambda: float,
           codecs_dir: str, fresh: bool, coord_scale: float | None, var: str | None,
           val_fraction: float, finer: int, finer_weight: float, finer_filter: str, init_codec: str, normalisation: str,
-          device: str) -> None:
+          modulation: str, quant_step: float, rate_weight: float, device: str) -> None:
     """Meta-learn a base network on the files in DATA (resumes from OUT when it has a checkpoint).
 
     Runs under `torchrun --nproc-per-node N coin train ...` too (DistributedDataParallel).
@@ -178,12 +188,14 @@ def train(data: str, out: str, modality: str, width: int, depth: int, latent_dim
                       model=SirenConfig(in_dim=mod.network_in_dim, out_dim=mod.network_channels, width=width,
                                         depth=depth, latent_dim=latent_dim, w0=w0, meta_sgd=not no_meta_sgd,
                                         coord_scale=mod.coord_scale if coord_scale is None else coord_scale,
-                                        cell=cell, frequencies=frequencies if cell else 0),
+                                        cell=cell, frequencies=frequencies if cell else 0,
+                                        modulation=modulation),
                       batch=batch, inner_steps=inner_steps, half_inner=half_inner, test_steps=encode_steps,
                       outer_lr=outer_lr,
                       steps=steps, time_limit_min=minutes, val_every=val_every, val_patches=val_patches,
                       val_files=val_files, seed=seed, device=device, normalisation=normalisation,
-                      finer=finer, finer_weight=finer_weight, finer_filter=finer_filter, init=init_codec)
+                      finer=finer, finer_weight=finer_weight, finer_filter=finer_filter, init=init_codec,
+                      quant_step=quant_step, rate_weight=rate_weight)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if coords is None:
         train_s, val_s, val_names = load_training_folder(data, modality, cfg.val_files, seed)

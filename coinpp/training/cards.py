@@ -93,7 +93,8 @@ def model_text(config: dict) -> str:
         coding = "one static table per coded value"
     net = "GridModulatedSiren" if arch.cell else "LatentModulatedSiren"
     return (f"COIN++ {config['modality']} codec. {net} {arch.tag}: {arch.depth} sine layers of width {arch.width} "
-            f"(w0 {arch.w0:g}) shifted by a {arch.latent_dim}-dimensional latent, {layout}. {quant}; entropy "
+            f"(w0 {arch.w0:g}) {'scaled and shifted' if arch.modulation == 'scale-shift' else 'shifted'} by a "
+            f"{arch.latent_dim}-dimensional latent, {layout}. {quant}; entropy "
             f"coding with integer tables, {coding}."
             + postfilter_text(config.get("postfilter")))
 
@@ -113,7 +114,8 @@ def use_text(config: dict, rung: str) -> str:
             "and carry its hash, so they decode with this codec only.")
 
 
-MIXED_VALIDATION = "; the patch and the finer crop weighted as in training"
+VALIDATION = {"pooled-with-finer": "unquantized; the patch and the finer crop weighted as in training",
+              "quantized-with-rate": "the outer loss on held-out crops, latents rounded, rate included"}
 
 
 def training_text(config: dict) -> str:
@@ -123,12 +125,16 @@ def training_text(config: dict) -> str:
              f"batch {t.get('batch', '?')}, {t.get('inner_steps', '?')} inner steps, Adam at "
              f"{t.get('outer_lr', '?')} with cosine decay over the last 30 %, seed {t.get('seed', 0)}",
              f"- {t.get('wall_time_s', 0) / 60:.0f} minutes on {t.get('hardware', 'unknown hardware')}",
-             f"- validation PSNR (unquantized{MIXED_VALIDATION if t.get('val_metric') == 'pooled-with-finer' else ''}) "
+             f"- validation PSNR ({VALIDATION.get(t.get('val_metric'), 'unquantized')}) "
              f"{t.get('val_psnr_db', float('nan')):.2f} dB",
              f"- quantizer and entropy tables from {t.get('table_patches', '?')} training "
              f"{'fields' if config['modality'] == 'climate' else 'crops'}"]
     if t.get("init"):
         lines.insert(1, f"- started from the network of `{t['init']}` (its own training not counted below)")
+    if t.get("quant_step"):
+        lines.insert(1, f"- rate-aware meta-learning: the fitted latents took uniform noise of one quantizer step "
+                        f"({t['quant_step']:g}) in the outer loss, which also paid {t.get('rate_weight', 0):g} (MSE "
+                        f"per bit per sample) times their code length under a Laplace per latent dimension")
     if t.get("finer"):
         made = ("their Lanczos-3 reduction" if t.get("finer_filter") == "lanczos" else "their block means")
         lines.insert(1, f"- sub-sample supervision: crops {t['finer']}x finer per axis, the patch {made}; "

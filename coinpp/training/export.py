@@ -257,6 +257,8 @@ def export_codecs(checkpoint: Path, signals: list[np.ndarray] | np.ndarray, root
                 config["training"][key] = cfg[key]
         if cfg.get("half_inner"):
             config["training"]["half_inner"] = cfg["half_inner"]
+        if cfg.get("quant_step"):  # rate-aware meta-learning
+            config["training"].update(quant_step=cfg["quant_step"], rate_weight=cfg.get("rate_weight", 0.0))
         write_folder(root / name, config, net, q, table, None, delta, prior)
         written.append(root / name)
     return written

@@ -68,6 +68,12 @@ class TrainConfig:
     # records) or "lanczos" (the Lanczos-3 reduction image tools apply when they halve a photo).
     finer_filter: str = "box"
     init: str = ""  # start from this codec's network instead of a random one (a fresh run only)
+    # Rate-aware meta-learning: the fitted latents take uniform noise of this width (a quantizer step, in
+    # latent units; the principal components' basis is orthonormal, so the same step there) before the
+    # outer loss, which then also pays `rate_weight` (MSE per bit per sample) times their code length
+    # under a per-dimension Laplace (LatentRate). Validation then scores rounded latents. 0: off.
+    quant_step: float = 0.0
+    rate_weight: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -75,15 +81,66 @@ class TrainConfig:
         return d
 
 
+class LatentRate(nn.Module):
+    """Code length of latents quantized with step `step`, under a Laplace per latent dimension whose
+    centre and scale follow the fitted latents (running means, not learned: the shipped coders adapt
+    their own tables, so this is only the training objective's stand-in for them).
+
+    bits(y) is -log2 of the Laplace's mass on [y - step/2, y + step/2], summed over dimensions: for y
+    with uniform quantization noise, the expected code length of the rounded latent."""
+
+    def __init__(self, dim: int, step: float, momentum: float = 0.99) -> None:
+        super().__init__()
+        self.step = step
+        self.momentum = momentum
+        self.register_buffer("centre", torch.zeros(dim))
+        self.register_buffer("scale", torch.zeros(dim))  # zero until the first update
+
+    @torch.no_grad()
+    def observe(self, latents: torch.Tensor) -> None:
+        centre = latents.mean(dim=0)
+        scale = (latents - centre).abs().mean(dim=0).clamp_min(self.step / 8)
+        if not bool(self.scale.any()):
+            self.centre.copy_(centre)
+            self.scale.copy_(scale)
+        else:
+            self.centre.lerp_(centre, 1 - self.momentum)
+            self.scale.lerp_(scale, 1 - self.momentum)
+
+    def noisy(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latents plus uniform noise of one step: quantization's error, differentiable."""
+        u = torch.rand(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        return latents + (u - 0.5) * self.step
+
+    def rounded(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents rounded to the step's grid around the centre (what validation scores)."""
+        return self.centre + torch.round((latents - self.centre) / self.step) * self.step
+
+    def bits(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B,) code length in bits."""
+        x = (latents - self.centre).abs()
+        b = self.scale
+        # Mass of [x - s/2, x + s/2] for x >= s/2 is exp(-x/b) sinh(s/2b); the central bin holds
+        # 1 - exp(-s/2b). (b >= s/8 keeps sinh finite.)
+        half = self.step / 2
+        tail = -x / b + torch.log(torch.sinh(half / b).expand_as(x))
+        centre_bin = torch.log(-torch.expm1(-half / b)).expand_as(x)
+        log_p = torch.where(x < half, centre_bin, tail)
+        return -log_p.sum(dim=1) / math.log(2)
+
+
 class MetaLearner(nn.Module):
     """Wraps the network so that one forward call is one meta-learning loss (for DDP)."""
 
-    def __init__(self, net: LatentModulatedSiren, inner_steps: int, subsets: list[torch.Tensor] | None = None) -> None:
+    def __init__(self, net: LatentModulatedSiren, inner_steps: int, subsets: list[torch.Tensor] | None = None,
+                 rate: LatentRate | None = None, rate_weight: float = 0.0) -> None:
         super().__init__()
         self.net = net
         self.inner_steps = inner_steps
         # Step k < len(subsets) takes its gradient on the samples subsets[k] alone (TrainConfig.half_inner).
         self.subsets = list(subsets or [])[:inner_steps]
+        self.rate = rate
+        self.rate_weight = rate_weight
 
     def adapt(self, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The inner loop: latents (B, D) fitted to targets (B, N, C), differentiable in the network."""
@@ -95,7 +152,12 @@ class MetaLearner(nn.Module):
     def forward(self, coords: torch.Tensor, targets: torch.Tensor, fine_coords: torch.Tensor | None = None,
                 fine_targets: torch.Tensor | None = None, fine_weight: float = 1.0) -> torch.Tensor:
         latents = self.adapt(coords, targets)
+        if self.rate is not None:
+            self.rate.observe(latents)
+            latents = self.rate.noisy(latents)
         loss = (self.net(coords, latents) - targets).pow(2).mean()
+        if self.rate is not None and self.rate_weight:
+            loss = loss + self.rate_weight * self.rate.bits(latents).mean() / targets.shape[1]
         if fine_coords is not None:
             loss = loss + fine_weight * (self.net(fine_coords, latents) - fine_targets).pow(2).mean()
         return loss
@@ -178,6 +240,19 @@ def validation_errors(net: LatentModulatedSiren, coords: torch.Tensor, targets: 
         if fine is not None:
             fine_errors.append((net(fine[0], z) - fine[1][64 * i : 64 * (i + 1)]).pow(2).mean(dim=(1, 2)))
     return torch.cat(errors).mean().item(), torch.cat(fine_errors).mean().item() if fine is not None else None
+
+
+@torch.no_grad()
+def rate_validation(net: LatentModulatedSiren, coords: torch.Tensor, targets: torch.Tensor, steps: int,
+                    rate: LatentRate) -> tuple[float, float]:
+    """Rate-aware runs: the pooled MSE with the fitted latents rounded to the quantizer's step, and
+    their code length in bits per sample under the rate model."""
+    errors, bits = [], []
+    for chunk in targets.split(64):
+        z = rate.rounded(net.inner_loop(coords, chunk, steps))
+        errors.append((net(coords, z) - chunk).pow(2).mean(dim=(1, 2)))
+        bits.append(rate.bits(z) / chunk.shape[1])
+    return torch.cat(errors).mean().item(), torch.cat(bits).mean().item()
 
 
 def validation_psnr(own: float, finer: float | None, finer_weight: float) -> float:
@@ -277,20 +352,28 @@ def _join_process_group(device: torch.device) -> tuple[torch.device, int, int]:
 def warm_start(net: LatentModulatedSiren, start: LatentModulatedSiren, name: str) -> None:
     """`net` takes `start`'s weights. A wider latent is allowed: the extra dimensions get fresh
     columns of the latent map and the mean inner rate of the others, so at zero latents (where every
-    fit begins) the network is the one it starts from, and training teaches it what they add."""
-    same = replace(start.cfg, latent_dim=net.cfg.latent_dim) == net.cfg
-    if not same or net.cfg.latent_dim < start.cfg.latent_dim:
+    fit begins) the network is the one it starts from, and training teaches it what they add. So is
+    scale-shift modulation from a shift network: the scales' rows of the latent map start at zero, so
+    the network is the one it starts from at every latent."""
+    same = replace(start.cfg, latent_dim=net.cfg.latent_dim, modulation=net.cfg.modulation) == net.cfg
+    if (not same or net.cfg.latent_dim < start.cfg.latent_dim
+            or (start.cfg.modulation == "scale-shift" and net.cfg.modulation == "shift")):
         raise InputError(f"--init {name}: its network is {start.cfg.tag}, not {net.cfg.tag} "
-                         "(only the latent may be wider)")
+                         "(only the latent may be wider, or shifts become scale-shift)")
     d = start.cfg.latent_dim
     state = start.state_dict()
     with torch.no_grad():
         for key, value in net.state_dict().items():
             if key == "latent_map.weight":
-                fresh = value[:, d:]  # the fresh columns, spread like the learned ones
+                rows = state[key].shape[0]  # the start's modulations; the rest (scales) from zero
+                fresh = value[:rows, d:]  # the fresh columns, spread like the learned ones
                 if fresh.numel() > 1:
                     fresh.mul_(state[key].std() / fresh.std())
-                value[:, :d] = state[key]
+                value[:rows, :d] = state[key]
+                value[rows:] = 0
+            elif key == "latent_map.bias":
+                value.zero_()
+                value[: state[key].shape[0]] = state[key]
             elif key == "inner_lr":
                 value[:d] = state[key]
                 value[d:] = state[key].mean()
@@ -326,11 +409,18 @@ def _start(cfg: TrainConfig, device: torch.device, world: int, resume_from: Path
 
 
 def _validate(cfg: TrainConfig, net: LatentModulatedSiren, opt: torch.optim.Adam, state: dict, coords, val,
-              best: Path, rec: dict, final: bool = False, fine: tuple | None = None) -> bool:
+              best: Path, rec: dict, final: bool = False, fine: tuple | None = None,
+              rate: LatentRate | None = None) -> bool:
     """Rank 0: validation PSNR into `rec`, the best checkpoint kept; True when the run has diverged
     (validation far below the best), so that every rank returns to the best weights."""
-    own, finer = validation_errors(net, coords, val, cfg.test_steps, fine[:2] if fine else None)
-    v = validation_psnr(own, finer, fine[2] if fine else 0.0)
+    if rate is not None:  # the training objective on held-out crops, as a PSNR
+        own, bits = rate_validation(net, coords, val, cfg.test_steps, rate)
+        finer = None
+        v = psnr_from_mse(torch.tensor(own + cfg.rate_weight * bits)).item()
+        rec.update(val_psnr_quantized=psnr_from_mse(torch.tensor(own)).item(), val_bits_per_sample=bits)
+    else:
+        own, finer = validation_errors(net, coords, val, cfg.test_steps, fine[:2] if fine else None)
+        v = validation_psnr(own, finer, fine[2] if fine else 0.0)
     rec["val_psnr"] = v
     if finer is not None:  # the two parts of the mix, for the log
         rec["val_psnr_own"] = psnr_from_mse(torch.tensor(own)).item()
@@ -375,6 +465,12 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
         raise InputError("the half inner steps must be in 0..inner steps")
     if cfg.finer and (coords is not None or cfg.model.cell or cfg.finer < 2):
         raise InputError("sub-sample supervision (--finer, 2 or more) is for patch networks")
+    if cfg.model.modulation != "shift" and (coords is not None or cfg.model.cell):
+        raise InputError("scale-shift modulation is for patch networks (not latent grids or whole fields)")
+    if cfg.quant_step < 0 or cfg.rate_weight < 0 or (cfg.rate_weight and not cfg.quant_step):
+        raise InputError("a rate weight needs a quantizer step (--quant-step), and neither may be negative")
+    if cfg.quant_step and cfg.finer:
+        raise InputError("rate-aware training and sub-sample supervision are not combined")
     if cfg.finer_filter not in ("box", "lanczos"):
         raise InputError(f"the finer crops' reduction must be box or lanczos, not {cfg.finer_filter!r}")
     device, rank, world = _join_process_group(pick_device(cfg.device))
@@ -384,7 +480,8 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
     last, best = out / "last", out / "best"
     net, opt, state = _start(cfg, device, world, last if resume else None)
     subsets = [checkerboard(cfg.patch, k).to(device) for k in range(min(cfg.half_inner, cfg.inner_steps))]
-    learner = MetaLearner(net, cfg.inner_steps, subsets)
+    rate = LatentRate(cfg.model.latent_dim, cfg.quant_step).to(device) if cfg.quant_step else None
+    learner = MetaLearner(net, cfg.inner_steps, subsets, rate, cfg.rate_weight)
     engine = nn.parallel.DistributedDataParallel(learner) if distributed else learner
 
     points = training_points(cfg.model, cfg.patch, coords)
@@ -399,12 +496,14 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
         val, fine_val = reduce_crops(val, fine_patch, cfg.finer, cfg.finer_filter)
         val_fine = (fine_coords, fine_val, cfg.finer_weight)
     coords = points.to(device)
-    metric = "pooled-with-finer" if cfg.finer else "pooled"
+    metric = "pooled-with-finer" if cfg.finer else "quantized-with-rate" if rate is not None else "pooled"
     if state["step"] and state.get("val_metric") != metric and best.with_suffix(".json").exists():
         # A run begun when validation measured something else (a mean of per-crop PSNRs, or the patch
         # alone under sub-sample supervision): its best is scored again on today's measure, so that
         # keeping the best and the divergence guard compare like with like.
-        state["best_val_psnr"] = validate(load_checkpoint(best, device)[0], coords, val, cfg.test_steps, val_fine)
+        # (A rate-aware run's best is dropped instead: its rate model has seen no latents yet.)
+        state["best_val_psnr"] = (-1.0 if rate is not None else
+                                  validate(load_checkpoint(best, device)[0], coords, val, cfg.test_steps, val_fine))
     state["val_metric"] = metric
     log = open(out / "log.jsonl", "a") if rank == 0 else None
 
@@ -459,7 +558,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
                 rec = {"step": step, "elapsed_s": round(state["elapsed_s"], 1),
                        "train_loss": torch.stack(recent).mean().item(),
                        "lr": opt.param_groups[0]["lr"], "device": device.type, "world": world}
-                diverged[0] = _validate(cfg, net, opt, state, coords, val, best, rec, fine=val_fine)
+                diverged[0] = _validate(cfg, net, opt, state, coords, val, best, rec, fine=val_fine, rate=rate)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
             if distributed:
@@ -471,7 +570,7 @@ def train(cfg: TrainConfig, signals: list[np.ndarray] | np.ndarray, val_signals:
         if rank == 0:
             state.update(step=step, elapsed_s=time.time() - t_start)
             rec = {"step": step, "final": True}
-            _validate(cfg, net, opt, state, coords, val, best, rec, final=True, fine=val_fine)
+            _validate(cfg, net, opt, state, coords, val, best, rec, final=True, fine=val_fine, rate=rate)
             save_checkpoint(last, net, opt, state)
             log.write(json.dumps({**rec, "elapsed_s": round(state["elapsed_s"], 1)}) + "\n")
         if distributed:
