@@ -107,9 +107,9 @@ class LatentRate(nn.Module):
             self.centre.lerp_(centre, 1 - self.momentum)
             self.scale.lerp_(scale, 1 - self.momentum)
 
-    def noisy(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Latents plus uniform noise of one step: quantization's error, differentiable."""
-        u = torch.rand(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    def noisy(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents plus uniform noise of one step (quantization's error, differentiable; the run's seed)."""
+        u = torch.rand(latents.shape, device=latents.device, dtype=latents.dtype)
         return latents + (u - 0.5) * self.step
 
     def rounded(self, latents: torch.Tensor) -> torch.Tensor:
