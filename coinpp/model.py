@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .patching import CellLayout
-from .spec import SirenConfig
+from .spec import MODULATIONS, SirenConfig
 
 
 class LatentModulatedSiren(nn.Module):
@@ -300,7 +300,7 @@ class GridModulatedSiren(LatentModulatedSiren):
 
 def build_network(cfg: SirenConfig) -> LatentModulatedSiren:
     """The base network a config describes: latents per patch, or on a grid (cfg.cell > 0)."""
-    if cfg.modulation not in ("shift", "scale-shift") or (cfg.cell and cfg.modulation != "shift"):
+    if cfg.modulation not in MODULATIONS or (cfg.cell and cfg.modulation != "shift"):
         raise ValueError(f"modulation {cfg.modulation!r}: shift, or scale-shift for patch networks")
     if cfg.cell:
         if cfg.in_dim != 2 or cfg.frequencies < 1:
