@@ -80,7 +80,7 @@ class Decoder:
             values = join([evaluate_latent_grid(codec.net, g, p.file.shape, at, self.device) for g in groups])
         else:
             values = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, at, self.device,
-                                         placement=placement) for g in groups])
+                                         placement=placement, supersample=codec.spec.supersample) for g in groups])
         np.clip(values, 0.0, 1.0, out=values)  # (in place: a large image's arrays are hundreds of MB each)
         own_grid = shape == tuple(p.file.shape) and placement is None
         if self.postfilter and isinstance(codec.postfilter, WaveformFilter) and (own_grid or resampled):
@@ -95,8 +95,8 @@ class Decoder:
             np.clip(values, 0.0, 1.0, out=values)
         elif self.postfilter and image_filter and placement is None and not codec.net.cfg.cell:
             # Another grid spanning the image: the filter's own-grid correction, resampled onto it.
-            own = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, p.file.shape, self.device)
-                        for g in groups])
+            own = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, p.file.shape, self.device,
+                                      supersample=codec.spec.supersample) for g in groups])
             np.clip(own, 0.0, 1.0, out=own)
             values += carried(self._filtered(codec, own) - own, shape)
             np.clip(values, 0.0, 1.0, out=values)

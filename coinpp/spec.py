@@ -34,11 +34,13 @@ from .quantize import Quantizer
 
 # Fields of config.json that change how a file decodes; they are part of the hash.
 DECODE_FIELDS = ("name", "modality", "model", "patch", "bits")
-OPTIONAL_DECODE_FIELDS = ("context", "transform", "normalisation")  # hashed only where present (older codecs lack them)
+# Hashed only where present (older codecs lack them).
+OPTIONAL_DECODE_FIELDS = ("context", "transform", "normalisation", "supersample")
 NORMALISATIONS = ("file", "field")  # Modality.normalise: the file's value range, or each field's (climate)
 
 
 MODULATIONS = ("shift", "scale-shift")
+MAX_SUPERSAMPLE = 4  # points per axis averaged into one decoded sample (4^3 = 64 evaluations per voxel)
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,9 @@ class CodecSpec:
     training: dict = field(default_factory=dict)
     weights: Path | None = None  # the network's file (weights_path)
     normalisation: str = "file"  # the values the network codes: over the file's range, or each field's
+    # Each decoded sample is the mean of the network at supersample^d points spread over the sample's
+    # cell (1: the network at the sample's centre); see synthesis.evaluate_grid.
+    supersample: int = 1
 
     @property
     def bits(self) -> int:
@@ -304,6 +309,10 @@ def parse_config(folder: Path, config: dict) -> CodecSpec:
     normalisation = config.get("normalisation", "file")
     if normalisation not in NORMALISATIONS or (normalisation != "file" and config["modality"] != "climate"):
         raise ValueError(f"normalisation {normalisation!r} is not one this modality has")
+    supersample = config.get("supersample", 1)
+    if type(supersample) is not int or not 1 <= supersample <= MAX_SUPERSAMPLE or \
+            (supersample > 1 and (model.cell or model.in_dim != len(patch) or config["modality"] == "climate")):
+        raise ValueError(f"supersample must be a whole number in 1..{MAX_SUPERSAMPLE}, for patch codecs")
     entropy = _entropy_model(config, t)
     if entropy.dims != d or entropy.levels != quantizer.levels:
         raise ValueError("entropy tables do not match the quantizer")
@@ -326,7 +335,7 @@ def parse_config(folder: Path, config: dict) -> CodecSpec:
             raise ValueError(f"preset {p.name!r}: rate-distortion rounding needs the neighbour context")
     return CodecSpec(name, folder, config["modality"], model, patch, quantizer, entropy, actual, presets, rate_model,
                      postfilter, transform, config.get("measured", {}), config.get("training", {}),
-                     weights_path(folder, config), normalisation)
+                     weights_path(folder, config), normalisation, supersample)
 
 
 def search_path() -> list[Path]:

@@ -62,27 +62,44 @@ def _axis_blend(size: int, out_size: int, patch: int, place: tuple[float, float]
 @torch.no_grad()
 def evaluate_grid(net: LatentModulatedSiren, latents: torch.Tensor, shape: tuple[int, ...],
                   patch: tuple[int, ...], out_shape: tuple[int, ...], device: str = "auto",
-                  chunk: int = EVAL_CHUNK, placement: Placement | None = None) -> np.ndarray:
+                  chunk: int = EVAL_CHUNK, placement: Placement | None = None, supersample: int = 1) -> np.ndarray:
     """Decode the signal of spatial `shape` onto a regular grid of `out_shape` samples (spanning the
     signal, or at `placement`). Off the signal's own grid, samples between two patches' outermost
     samples blend both patches' networks (`_axis_blend`), so patch borders leave no seam.
+
+    `supersample` k > 1: each output sample is the mean of the network at the centres of the k^d
+    equal sub-cells of its cell (the output grid k times finer per axis, blended as above, averaged
+    over k x ... x k blocks). A network meta-learned with sub-sample supervision (`coin train
+    --finer`) is trained between its samples as well as at them; averaging over the cell takes out part
+    of its error at any single point.
 
     Returns (*out_shape, C) float32 (not clipped).
     """
     dev = pick_device(device)
     net = net.to(dev)
     counts = [math.ceil(s / p) for s, p in zip(shape, patch, strict=True)]
-    places = placement or (None,) * len(shape)
-    axes = [_axis_blend(s, o, p, a) for s, o, p, a in zip(shape, out_shape, patch, places, strict=True)]
-    if tuple(out_shape) == tuple(shape) and placement is None:
+    k = supersample
+    fine_shape = tuple(k * o for o in out_shape)
+    places = [None if a is None else (a[0] + (1.0 / k - 1.0) * a[1] / 2, a[1] / k)  # the sub-cells' centres
+              for a in (placement or (None,) * len(shape))]
+    axes = [_axis_blend(s, o, p, a) for s, o, p, a in zip(shape, fine_shape, patch, places, strict=True)]
+    if fine_shape == tuple(shape) and placement is None:
         for ax in axes:  # the own grid: every sample is a patch's own (no blending, bit-exact as coded)
             ax[4][:] = 0.0
     shifts = net.latent_map(latents.to(dev))  # (P, L*W)
     n = math.prod(out_shape)
     out = np.empty((n, net.cfg.out_dim), dtype=np.float32)
+    offsets = np.stack(np.unravel_index(np.arange(k ** len(shape)), (k,) * len(shape)), axis=-1)
     for start in range(0, n, chunk):  # each chunk's samples found from the axes: memory bounded by the chunk
         idx = np.unravel_index(np.arange(start, min(start + chunk, n)), out_shape)
-        out[start : start + len(idx[0])] = _evaluate_blended(net, shifts, axes, idx, counts, dev)
+        if k == 1:
+            out[start : start + len(idx[0])] = _evaluate_blended(net, shifts, axes, idx, counts, dev)
+            continue
+        total = np.zeros((len(idx[0]), net.cfg.out_dim), dtype=np.float64)
+        for off in offsets:  # the same order on every machine: the sum is reproducible
+            total += _evaluate_blended(net, shifts, axes, tuple(k * i + o for i, o in zip(idx, off, strict=True)),
+                                       counts, dev)
+        out[start : start + len(idx[0])] = total / len(offsets)
     return out.reshape(*out_shape, net.cfg.out_dim)
 
 

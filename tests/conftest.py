@@ -21,7 +21,7 @@ from coinpp.training.tables import context_prior, frequency_table
 
 def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int = 0,
                     modality: str = "image", context: bool = False, grid: bool = False,
-                    normalisation: str | None = None) -> codecs.Codec:
+                    normalisation: str | None = None, supersample: int = 1) -> codecs.Codec:
     torch.manual_seed(seed)
     if modality == "audio":
         cfg = SirenConfig(in_dim=1, out_dim=1, width=16, depth=2, latent_dim=8, w0=30.0, coord_scale=5.0)
@@ -47,6 +47,8 @@ def make_tiny_codec(root: Path, name: str = "tiny-b4", bits: int = 4, seed: int 
               "presets": {"default": [{"phase": "sgd", "steps": 2}]}}
     if normalisation is not None:
         config["normalisation"] = normalisation
+    if supersample != 1:
+        config["supersample"] = supersample
     delta = None
     if modality == "climate":  # a series codec: fields coded as differences from the field before
         delta = frequency_table(residuals(q.quantize(latents), q.levels), 2 * q.levels - 1, prior=0.1)

@@ -77,6 +77,19 @@ def test_grid_evaluation_at_double_resolution_is_each_patchs_network_blended_at_
     assert np.array_equal(own, merge(net(patch_coordinates((4, 4)), z).numpy(), PatchGrid((8, 12), (4, 4))))
 
 
+def test_supersampled_evaluation_is_the_mean_over_each_samples_equal_parts():
+    net = _net()
+    z = torch.randn(6, 4) * 0.1  # an 8x12 signal in 4x4 patches
+    fine = evaluate_grid(net, z, (8, 12), (4, 4), (16, 24), "cpu")  # blended where it crosses a border
+    got = evaluate_grid(net, z, (8, 12), (4, 4), (8, 12), "cpu", chunk=7, supersample=2)
+    assert np.allclose(got, fine.reshape(8, 2, 12, 2, 3).mean(axis=(1, 3)), atol=1e-6)
+    assert not np.allclose(got, evaluate_grid(net, z, (8, 12), (4, 4), (8, 12), "cpu"), atol=1e-3)
+    # onto another grid (placed: first centre, step in input samples) each output sample's own parts
+    placed = evaluate_grid(net, z, (8, 12), (4, 4), (5, 7), "cpu", placement=((0.7, 1.5), (0.2, 1.6)), supersample=3)
+    parts = evaluate_grid(net, z, (8, 12), (4, 4), (15, 21), "cpu", placement=((0.2, 0.5), (0.2 - 1.6 / 3, 1.6 / 3)))
+    assert np.allclose(placed, parts.reshape(5, 3, 7, 3, 3).mean(axis=(1, 3)), atol=1e-6)
+
+
 def test_malloc_tuning_is_harmless():
     assert tune() in (True, False)
 

@@ -96,7 +96,16 @@ def model_text(config: dict) -> str:
             f"(w0 {arch.w0:g}) {'scaled and shifted' if arch.modulation == 'scale-shift' else 'shifted'} by a "
             f"{arch.latent_dim}-dimensional latent, {layout}. {quant}; entropy "
             f"coding with integer tables, {coding}."
-            + postfilter_text(config.get("postfilter")))
+            + supersample_text(config) + postfilter_text(config.get("postfilter")))
+
+
+def supersample_text(config: dict) -> str:
+    k = config.get("supersample", 1)
+    if k == 1:
+        return ""
+    unit = {"mri": "voxel", "image": "pixel"}.get(config["modality"], "sample")
+    return (f" Each decoded {unit} is the mean of the network at the centres of {k ** len(config['patch'])} equal "
+            f"parts of the {unit} ({k} per axis), on any grid.")
 
 
 def postfilter_text(entry: dict | None) -> str:
