@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
-from conftest import write_nifti
+from conftest import make_tiny_codec, write_nifti
 
 from coinpp import modalities
+from coinpp import spec as specs
+from coinpp.bitstream import decode_symbols, parse
 from coinpp.cli import cli
 from coinpp.decoder import decode_bytes
 from coinpp.encoder import encode_signal
 from coinpp.errors import InputError
+from coinpp.synthesis import evaluate_grid
 
 MRI = modalities.get("mri")
 
@@ -154,7 +162,6 @@ def test_identical_patches_are_fitted_once(tmp_path, tiny_mri_codec, monkeypatch
 
 
 def test_info_shows_voxel_size_and_codes(tmp_path, tiny_mri_codec):
-    import json
 
     src = tmp_path / "v.nii.gz"
     write_nifti(src)
@@ -164,28 +171,17 @@ def test_info_shows_voxel_size_and_codes(tmp_path, tiny_mri_codec):
 
 
 def test_a_supersampled_codec_decodes_each_voxel_as_the_network_averaged_over_it(tmp_path, tiny_mri_codec):
-    import json
-    import os
-    from pathlib import Path
-
-    import torch
-    from conftest import make_tiny_codec
-
-    from coinpp import codec as codecs
-    from coinpp import spec as specs
-    from coinpp.bitstream import decode_symbols, parse
-    from coinpp.synthesis import evaluate_grid
-
     c = make_tiny_codec(Path(os.environ["COIN_CODECS_PATH"]), "tiny-mri-mean-b5", bits=5, modality="mri",
                         supersample=2)
     assert c.spec.supersample == 2 and c.spec.hash != tiny_mri_codec.spec.hash  # the field is in the hash
     write_nifti(tmp_path / "v.nii.gz")
     s = MRI.read(tmp_path / "v.nii.gz")
-    p = parse(encode_signal(s, MRI, c).data)
+    data = encode_signal(s, MRI, c).data
+    p = parse(data)
     z = torch.from_numpy(c.quantizer.dequantize(decode_symbols(p)))
     fine = evaluate_grid(c.net, z, p.file.shape, p.file.patch, tuple(2 * n for n in p.file.shape), "cpu")
     expected = np.clip(fine.reshape(13, 2, 11, 2, 9, 2, 1).mean(axis=(1, 3, 5)), 0, 1)
-    decoded, _ = decode_bytes(encode_signal(s, MRI, c).data)
+    decoded, _ = decode_bytes(data)
     assert np.allclose(decoded.values, expected, atol=1e-5)
     # a residual layer is made against this decode, so the bound holds
     bounded, _ = decode_bytes(encode_signal(s, MRI, c, max_error=2.0).data)
@@ -197,4 +193,3 @@ def test_a_supersampled_codec_decodes_each_voxel_as_the_network_averaged_over_it
         cfg["hash"] = specs.codec_hash(c.folder, cfg).hex()
         with pytest.raises(ValueError, match="supersample"):
             specs.parse_config(c.folder, cfg)
-    codecs.clear_cache()
