@@ -15,6 +15,7 @@ from . import container, modalities
 from . import spec as specs
 from .entropy import Layout
 from .errors import CodecError, FormatError
+from .file_filter import file_filter_taps
 from .modalities import Modality
 from .residual import ResidualLayer
 from .spec import CodecSpec
@@ -63,7 +64,9 @@ def parse(data: bytes, allow_huge: bool = False) -> Parsed:
     coded = modality.coded_channels(f.channels, spec.model.out_dim)
     if coded % spec.model.out_dim or f.groups != coded // spec.model.out_dim:
         raise FormatError("corrupted header (channel groups disagree with the codec)")
-    return Parsed(f, spec, modality, meta)
+    parsed = Parsed(f, spec, modality, meta)
+    file_filter(parsed)  # a malformed or misplaced FILT section makes the file corrupt, whatever is asked of it
+    return parsed
 
 
 def decode_symbols(p: Parsed) -> np.ndarray:
@@ -74,6 +77,19 @@ def decode_symbols(p: Parsed) -> np.ndarray:
         return p.spec.entropy.decode(p.file.payload, layout(p.file.shape, p.file.patch, p.file.groups))
     except ValueError as e:  # a layout the codec's entropy model cannot walk
         raise FormatError(f"corrupted header ({e})") from None
+
+
+def file_filter(p: Parsed) -> np.ndarray | None:
+    """The waveform filter the encoder fitted to this file (audio; FILT), or None."""
+    data = p.file.extra.get(container.FILE_FILTER_TAG) if isinstance(p.file, container.CoinFile) else None
+    if data is None:
+        return None
+    if p.modality.name != "audio":
+        raise FormatError(f"corrupted file (a waveform filter section in {p.modality.name} data)")
+    try:
+        return file_filter_taps(data)
+    except ValueError as e:
+        raise FormatError(f"corrupted file ({e})") from None
 
 
 def residual_layer(p: Parsed) -> ResidualLayer | None:

@@ -33,6 +33,9 @@ MAX_NAME = 64
 FLAG_RESIDUAL = 0x01  # a RESI section follows the network's latents: bounded error on the file's own grid
 KNOWN_FLAGS = FLAG_RESIDUAL
 RESIDUAL_TAG = b"RESI"
+# Optional, no flag: the decoder's post-filter for this file (audio). A reader that does not know it skips
+# it and gives the network's output, which is the normative decode anyway.
+FILE_FILTER_TAG = b"FILT"
 
 KIND_BASE_NETWORK = 0  # latents for a shared, shipped base network (COIN++)
 KIND_OVERFIT_NETWORK = 1  # the weights of a network overfitted to this one file (COIN)

@@ -1,8 +1,8 @@
 """The decoder: .coin bytes -> Signal, at the file's own resolution or any other.
 
     container -> entropy (bitstream.py) -> dequantize -> evaluate at any coordinates (synthesis.py)
-              -> post-filter (images; on another grid its own-grid correction, resampled; audio at
-                 another rate: the own-rate decode, resampled)
+              -> post-filter (images; on another grid its own-grid correction, resampled; audio: the
+                 file's own waveform filter or the codec's, and at another rate that decode resampled)
               -> the modality's values
 """
 
@@ -15,7 +15,7 @@ import torch
 
 from . import codec as codecs
 from . import container
-from .bitstream import Parsed, decode_symbols, parse, residual_layer
+from .bitstream import Parsed, decode_symbols, file_filter, parse, residual_layer
 from .device import pick_device
 from .errors import FormatError, InputError, LimitError
 from .modalities import Placement, Resolution, Signal, Target
@@ -31,9 +31,9 @@ class Decoder:
     """Decodes parsed files. `postfilter` (images, codecs that have one): restore with the codec's
     post-filter averaged over `postfilter_views` views (None: the codec's choice); onto another grid
     spanning the image, add the filter's correction on the own grid, resampled (postfilter.carried).
-    Audio: with `postfilter`, the codec's waveform filter (if it has one) at the file's own rate, and
-    at another sample rate that decode resampled band-limited (resample.py). Without it the output
-    is the network's own (the normative decode)."""
+    Audio: with `postfilter`, the file's own waveform filter (FILT) or else the codec's (if it has one)
+    at the file's own rate, and at another sample rate that decode resampled band-limited
+    (resample.py). Without it the output is the network's own (the normative decode)."""
 
     def __init__(self, device: str = "auto", allow_huge: bool = False, postfilter: bool = True,
                  postfilter_views: int | None = None) -> None:
@@ -83,8 +83,12 @@ class Decoder:
                                          placement=placement, supersample=codec.spec.supersample) for g in groups])
         np.clip(values, 0.0, 1.0, out=values)  # (in place: a large image's arrays are hundreds of MB each)
         own_grid = shape == tuple(p.file.shape) and placement is None
-        if self.postfilter and isinstance(codec.postfilter, WaveformFilter) and (own_grid or resampled):
-            values = apply_waveform(codec.postfilter, values)  # each channel
+        # Audio: the filter the encoder fitted to this file where it carries one, else the codec's.
+        waveform = file_filter(p)
+        if waveform is None and isinstance(codec.postfilter, WaveformFilter):
+            waveform = codec.postfilter
+        if self.postfilter and waveform is not None and (own_grid or resampled):
+            values = apply_waveform(waveform, values)  # each channel
             np.clip(values, 0.0, 1.0, out=values)
         if resampled:
             values = resample(values, shape[0])

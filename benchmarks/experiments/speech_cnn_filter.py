@@ -27,10 +27,10 @@ from torch import nn
 
 from coinpp import codec as codecs
 from coinpp import modalities
-from coinpp.postfilter import WaveformFilter, apply_waveform
+from coinpp.postfilter import WaveformFilter, apply_waveform, fit_waveform
 from coinpp.spec import PostFilterSpec
 from coinpp.training.data import load_folder
-from coinpp.training.postfilter import fit_waveform, waveform_gain_db
+from coinpp.training.postfilter import waveform_gain_db
 
 PERIOD = 200
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from .. import ladders
 from .. import spec as specs
-from ..bitstream import parse, residual_layer
+from ..bitstream import file_filter, parse, residual_layer
 from ..errors import CodecError, FormatError
 from .common import HUGE, about, console, read_coin
 
@@ -49,6 +49,10 @@ def info(input: str, as_json: bool, allow_huge: bool) -> None:
         raise about(input, e) from None
     if layer is not None:
         rec |= {"residual_layer": f"{layer.describe()} on the file's own grid", "residual_bytes": len(layer.field)}
+    taps = file_filter(p)  # checked by parse
+    if taps is not None:
+        rec["postfilter"] = (f"yes ({len(taps)}-tap linear filter fitted to this file, instead of the codec's; "
+                             "--no-postfilter skips it)")
     rec |= {"bytes": len(data), "payload_bytes": len(f.payload), "modality_fields_bytes": len(f.modality_meta),
             **p.modality.summary(p.meta), **{k: round(v, 6) for k, v in rate.items()}}
     if as_json:

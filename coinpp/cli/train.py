@@ -21,7 +21,7 @@ from ..device import hardware_description, pick_device
 from ..encoder import Encoder
 from ..errors import InputError
 from ..modalities import Signal
-from ..postfilter import usable_views
+from ..postfilter import fit_waveform, usable_views
 from ..spec import PostFilterSpec, SirenConfig
 from ..training.data import load_fields
 from ..training.data import load_folder as load_training_folder
@@ -30,7 +30,6 @@ from ..training.meta import TrainConfig
 from ..training.meta import train as run_training
 from ..training.postfilter import (
     decoded_crops,
-    fit_waveform,
     install,
     load_pairs,
     mse_before_after,

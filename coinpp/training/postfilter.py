@@ -93,25 +93,6 @@ def save_waveform(taps: np.ndarray, folder: Path) -> dict:
     return {"kind": "fir", "taps": len(taps), "sha256": file_sha256(path)}
 
 
-def _lags(x: np.ndarray, taps: int) -> np.ndarray:
-    """(N,) -> (N, taps): each sample's neighbourhood, the ends mirrored (as apply_waveform does)."""
-    h = taps // 2
-    xp = np.pad(x, h, mode="reflect") if len(x) > h else np.pad(x, h, mode="edge")
-    return np.lib.stride_tricks.sliding_window_view(xp, taps)
-
-
-def fit_waveform(pairs: list[tuple[np.ndarray, np.ndarray]], taps: int, ridge: float = 1e-6) -> np.ndarray:
-    """Least-squares filter taps mapping decoded waveforms to the originals: pairs of (decoded, original)
-    (N,) arrays in [-1, 1]; a small ridge keeps the solve well posed on near-silent data."""
-    gram = np.zeros((taps, taps))
-    cross = np.zeros(taps)
-    for dec, ref in pairs:
-        a = _lags(dec.astype(np.float64), taps)
-        gram += a.T @ a
-        cross += a.T @ ref.astype(np.float64)
-    return np.linalg.solve(gram + ridge * np.trace(gram) / taps * np.eye(taps), cross)
-
-
 def waveform_gain_db(taps: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
     """Mean over the pairs of the PSNR change the filter makes (as `coin bench` averages files)."""
     f = WaveformFilter(PostFilterSpec(kind="fir", taps=len(taps)), taps)
