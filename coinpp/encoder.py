@@ -146,7 +146,12 @@ class Encoder:
 
     def finish(self, latents: torch.Tensor, signal: Signal) -> Encoded:
         """The phases after the fit."""
-        packed = self.pack(self.through_filter(self.refine(latents, signal), signal), signal)
+        return self.after_refine(self.refine(latents, signal), signal)
+
+    def after_refine(self, latents: torch.Tensor, signal: Signal) -> Encoded:
+        """The phases after the Adam phase: the steps through the post-filter, the entropy coder, the
+        file's own waveform filter and the residual layer."""
+        packed = self.pack(self.through_filter(latents, signal), signal)
         return self.bound(self.with_file_filter(packed, signal), signal)
 
     def with_file_filter(self, encoded: Encoded, signal: Signal) -> Encoded:
@@ -325,7 +330,7 @@ def encode_each(signal: Signal, encoders: list[Encoder], shared: SharedWork | No
             t0 = time.perf_counter()
             refined[fk, rk] = (e.refine(fitted[fk][0], signal), time.perf_counter() - t0)
         t0 = time.perf_counter()
-        enc = e.bound(e.pack(e.through_filter(refined[fk, rk][0], signal), signal), signal)
+        enc = e.after_refine(refined[fk, rk][0], signal)
         yield Timed(e, enc, fitted[fk][1] + refined[fk, rk][1] + time.perf_counter() - t0)
 
 

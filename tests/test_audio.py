@@ -294,3 +294,15 @@ def test_info_names_the_files_own_filter(tiny_audio_codec, tmp_path):
     r = run("info", path, "--json")
     assert r.exit_code == 0, r.output
     assert "9-tap linear filter fitted to this file" in json.loads(r.output)["postfilter"]
+
+
+def test_every_encoding_path_stores_the_files_filter(tiny_audio_codec, tmp_path):
+    from coinpp.encoder import Encoder, encode_each
+
+    weak = np.zeros(9)
+    weak[4] = 0.8
+    codec = _with_codec_filter(tiny_audio_codec, weak)
+    sig = AUDIO.read(write(tmp_path / "c.wav", clip(0.3)))
+    enc = Encoder(codec, AUDIO, device="cpu")
+    (shared,) = list(encode_each(sig, [enc]))
+    assert shared.encoded.data == enc.encode(sig).data != _without_file_filter(shared.encoded.data)

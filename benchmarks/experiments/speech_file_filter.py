@@ -6,6 +6,10 @@ Each test clip is encoded once by the reference encoder (which stores the file's
 leaves a smaller squared error than the codec's) and decoded twice: as written, and with the FILT
 section taken out (the bytes a file without it has; the codec's filter then applies). Printed per
 codec: mean kbps and PSNR both ways, how many files carry a filter, and per file the two PSNRs.
+
+Measured on the ladder before its l64 network was retrained (`speech-ctx-6x128-l64-b4/b5/b6`,
+`speech-ctx2-6x128-l128-b5/b6/b7`): every file kept its filter; +0.45, +0.24, +0.18, +0.43, +0.42 and
++0.45 dB for about 0.1 kbps (RECORD section 22).
 """
 
 from __future__ import annotations

@@ -112,8 +112,9 @@ def postfilter_text(entry: dict | None) -> str:
     if not entry:
         return ""
     if entry.get("kind") == "fir":
-        return (f" A post-filter (a {entry['taps']}-tap linear filter fitted to the codec's decodes) restores the "
-                "waveform at the file's own rate; `coin decode --no-postfilter` skips it.")
+        return (f" A post-filter (a {entry['taps']}-tap linear filter fitted to the codec's decodes, or one the "
+                "encoder fitted to the file and stored in it) restores the waveform at the file's own rate; "
+                "`coin decode --no-postfilter` skips it.")
     return (" A post-filter (a small CNN) restores images decoded onto their own grid (onto a finer grid, they get "
             "its own-grid correction, resampled); `coin decode --no-postfilter` skips it.")
 
@@ -131,7 +132,9 @@ def training_text(config: dict) -> str:
     t = config.get("training", {})
     lines = [] if not t else [
              f"- {t.get('steps', '?')} outer steps of meta-learning (best at step {t.get('best_step', '?')}), "
-             f"batch {t.get('batch', '?')}, {t.get('inner_steps', '?')} inner steps, Adam at "
+             f"batch {t.get('batch', '?')}, {t.get('inner_steps', '?')} inner steps"
+             + (f" (the first {t['half_inner']} on alternate halves of each patch)" if t.get("half_inner") else "")
+             + ", Adam at "
              f"{t.get('outer_lr', '?')} with cosine decay over the last 30 %, seed {t.get('seed', 0)}",
              f"- {t.get('wall_time_s', 0) / 60:.0f} minutes on {t.get('hardware', 'unknown hardware')}",
              f"- validation PSNR ({VALIDATION.get(t.get('val_metric'), 'unquantized')}) "
