@@ -158,8 +158,9 @@ class Encoder:
         """Audio whose codec has a waveform post-filter: a filter of as many taps fitted to this file,
         by least squares from the network's decode to the signal, stored (FILT; the decoder applies
         it instead of the codec's) when its squared error on the file is smaller than the codec's
-        filter's. A speaker, a room and a level of its own: on the 15 test clips the codec's filter
-        gained 0.50 dB at the default rung, a filter per clip 0.68 dB (in-sample, taps unquantized)."""
+        filter's. Each clip has a speaker, a room and a level of its own: on the 15 test clips
+        `speech-ctx-6x128-l64-b6`'s filter gained 0.50 dB, a filter per clip 0.68 dB (67 bytes a file;
+        benchmarks/experiments/RECORD.md, section 22)."""
         c, m = self.codec, self.modality
         if not self.file_filter or m.name != "audio" or not isinstance(c.postfilter, WaveformFilter):
             return encoded

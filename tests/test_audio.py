@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,16 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from coinpp import modalities
+from coinpp import codec as codecs
+from coinpp import container, modalities
+from coinpp.bitstream import file_filter, parse
 from coinpp.cli import cli
 from coinpp.decoder import decode_bytes
-from coinpp.encoder import encode_signal
-from coinpp.errors import InputError
+from coinpp.encoder import Encoder, encode_each, encode_signal
+from coinpp.errors import FormatError, InputError
+from coinpp.file_filter import file_filter_bytes
+from coinpp.postfilter import apply_waveform
+from coinpp.training.postfilter import install
 
 AUDIO = modalities.get("audio")
 SPEECH_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" / "test"
@@ -210,8 +216,6 @@ def test_waveform_post_filter_entries_are_checked():
 
 def _with_codec_filter(codec, taps: np.ndarray):
     """The codec with a waveform filter installed (as `coin postfilter` would), loaded again."""
-    from coinpp import codec as codecs
-    from coinpp.training.postfilter import install
 
     install(codec.folder, taps, {"clips": 1, "val_clips": 1, "val_psnr_gain_db": 0.0, "data": "test",
                                  "seed": 0, "wall_time_s": 0.0, "hardware": "test", "command": "test"})
@@ -220,7 +224,6 @@ def _with_codec_filter(codec, taps: np.ndarray):
 
 
 def _without_file_filter(data: bytes) -> bytes:
-    from coinpp import container
 
     f = container.read_bytes(data)
     f.extra = {k: v for k, v in f.extra.items() if k != container.FILE_FILTER_TAG}
@@ -228,10 +231,6 @@ def _without_file_filter(data: bytes) -> bytes:
 
 
 def test_encoder_stores_a_filter_fitted_to_the_file_and_the_decoder_applies_it(tiny_audio_codec, tmp_path):
-    from coinpp.bitstream import file_filter, parse
-    from coinpp.encoder import Encoder
-    from coinpp.postfilter import apply_waveform
-
     weak = np.zeros(9)
     weak[4] = 0.8  # a codec filter that only turns the level down: a filter fitted to the file does better
     codec = _with_codec_filter(tiny_audio_codec, weak)
@@ -251,17 +250,12 @@ def test_encoder_stores_a_filter_fitted_to_the_file_and_the_decoder_applies_it(t
 
 
 def test_no_file_filter_where_the_codec_has_none(tiny_audio_codec, tmp_path):
-    from coinpp.bitstream import file_filter, parse
-
     sig = AUDIO.read(write(tmp_path / "c.wav", clip(0.3)))
     assert file_filter(parse(encode_signal(sig, AUDIO, tiny_audio_codec, device="cpu").data)) is None
 
 
 @pytest.mark.parametrize("body", [b"", bytes([8]) + bytes(16), bytes([9]) + bytes(17), bytes([65]) + bytes(130)])
 def test_a_malformed_file_filter_makes_the_file_corrupt(tiny_audio_codec, tmp_path, body):
-    from coinpp import container
-    from coinpp.errors import FormatError
-
     sig = AUDIO.read(write(tmp_path / "c.wav", clip(0.1)))
     f = container.read_bytes(encode_signal(sig, AUDIO, tiny_audio_codec, device="cpu").data)
     f.extra = {**f.extra, container.FILE_FILTER_TAG: body}
@@ -270,10 +264,6 @@ def test_a_malformed_file_filter_makes_the_file_corrupt(tiny_audio_codec, tmp_pa
 
 
 def test_a_file_filter_in_an_image_file_makes_it_corrupt(tiny_codec, rgb_png):
-    from coinpp import container
-    from coinpp.errors import FormatError
-    from coinpp.file_filter import file_filter_bytes
-
     image = modalities.get("image")
     f = container.read_bytes(encode_signal(image.read(rgb_png), image, tiny_codec, device="cpu").data)
     f.extra = {**f.extra, container.FILE_FILTER_TAG: file_filter_bytes(np.ones(3) / 3)}
@@ -282,9 +272,7 @@ def test_a_file_filter_in_an_image_file_makes_it_corrupt(tiny_codec, rgb_png):
 
 
 def test_info_names_the_files_own_filter(tiny_audio_codec, tmp_path):
-    import json
 
-    from coinpp.encoder import Encoder
 
     weak = np.zeros(9)
     weak[4] = 0.8
@@ -297,8 +285,6 @@ def test_info_names_the_files_own_filter(tiny_audio_codec, tmp_path):
 
 
 def test_every_encoding_path_stores_the_files_filter(tiny_audio_codec, tmp_path):
-    from coinpp.encoder import Encoder, encode_each
-
     weak = np.zeros(9)
     weak[4] = 0.8
     codec = _with_codec_filter(tiny_audio_codec, weak)
