@@ -53,3 +53,9 @@ def current_umask() -> int:
 
 def atomic_write_bytes(path: Path, data: bytes, force: bool = False) -> None:
     atomic_write(path, lambda p: p.write_bytes(data), force)
+
+
+def replace_with(path: Path, write: Callable[[Path], None]) -> None:
+    """atomic_write that replaces an existing file: for files a command owns and rewrites (codec folders,
+    checkpoints). safetensors' writers make 0600 files; through here they honour the umask too."""
+    atomic_write(path, write, force=True)

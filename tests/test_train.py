@@ -118,13 +118,21 @@ def _write_folder(tmp_path: Path, n=5) -> Path:
 
 def test_cli_train_and_export(tmp_path):
     d = _write_folder(tmp_path)
-    r = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run"), "--width", "16", "--depth", "2",
-                                 "--latent", "4", "--patch", "8", "--steps", "6", "--val-every", "3",
-                                 "--encode-steps", "2", "--export", "img-t", "--bits", "4",
-                                 "--codecs-dir", str(tmp_path / "codecs"), "--device", "cpu"])
+    old = os.umask(0o022)
+    try:
+        r = CliRunner().invoke(cli, ["train", str(d), "--out", str(tmp_path / "run"), "--width", "16", "--depth",
+                                     "2", "--latent", "4", "--patch", "8", "--steps", "6", "--val-every", "3",
+                                     "--encode-steps", "2", "--export", "img-t", "--bits", "4",
+                                     "--codecs-dir", str(tmp_path / "codecs"), "--device", "cpu"])
+    finally:
+        os.umask(old)
     assert r.exit_code == 0, r.output
     assert "best validation PSNR" in r.output
-    assert codecs.load_folder(tmp_path / "codecs" / "img-t-b4").bits == 4
+    folder = tmp_path / "codecs" / "img-t-b4"
+    assert codecs.load_folder(folder).bits == 4
+    # safetensors' writer makes 0600 files; the codec and the checkpoints honour the umask like every output
+    written = [*folder.glob("*.safetensors"), *(tmp_path / "run").glob("*.safetensors")]
+    assert len(written) >= 4 and {f.stat().st_mode & 0o777 for f in written} == {0o644}
 
 
 def test_cli_export_with_neighbour_context_and_refinement(tmp_path, monkeypatch):

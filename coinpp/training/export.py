@@ -20,6 +20,7 @@ from safetensors.torch import save_file as save_torch
 from ..codec import Codec, clear_cache, load, load_folder
 from ..entropy import NeighbourContext, encode_context, residuals
 from ..errors import InputError
+from ..files import replace_with
 from ..fit import RatePenalty, fit_grid, fit_latents
 from ..model import LatentModulatedSiren
 from ..patching import CellLayout, patch_coordinates, split
@@ -42,7 +43,7 @@ def write_folder(folder: Path, config: dict, net: LatentModulatedSiren, quantize
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_torch(state, str(folder / "weights.safetensors"))
+    replace_with(folder / "weights.safetensors", lambda p: save_torch(state, str(p)))
     tables = {"low": quantizer.low.astype(np.float32), "step": quantizer.step.astype(np.float32),
               "table": table.astype(np.int32)}
     if quantizer.basis is not None:  # a decorrelating transform before quantization
@@ -52,7 +53,7 @@ def write_folder(folder: Path, config: dict, net: LatentModulatedSiren, quantize
         tables["delta_table"] = delta_table.astype(np.int32)
     if context_prior is not None:
         tables["context_prior"] = context_prior.astype(np.int32)
-    save_np(tables, str(folder / "tables.safetensors"))
+    replace_with(folder / "tables.safetensors", lambda p: save_np(tables, str(p)))
     config = dict(config, bits=quantizer.bits)
     if quantizer.basis is not None:
         config["transform"] = "principal-components"

@@ -29,6 +29,7 @@ from torch import nn
 from .. import codec as codecs
 from ..device import hardware_description, pick_device
 from ..errors import InputError
+from ..files import replace_with
 from ..model import LatentModulatedSiren, SirenConfig, build_network
 from ..patching import CellLayout, checkerboard, patch_coordinates
 from .data import sampler_for
@@ -305,12 +306,8 @@ def save_checkpoint(path: Path, net: LatentModulatedSiren, opt: torch.optim.Adam
     params = list(net.parameters())
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in _optimizer_tensors(opt, params).items()})
-    tmp = path.with_suffix(".safetensors.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path.with_suffix(".safetensors"))
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path.with_suffix(".json"))
+    replace_with(path.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
+    replace_with(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(state, indent=1)))
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[LatentModulatedSiren, dict, dict]:

@@ -20,6 +20,7 @@ from .. import codec as codecs
 from .. import modalities
 from ..decoder import decode_bytes
 from ..encoder import Encoder, encode_each
+from ..files import replace_with
 from ..modalities import Signal
 from ..postfilter import (
     FILE,
@@ -76,20 +77,15 @@ def save(net: PostFilter, folder: Path) -> dict:
     """Write the weights into a codec folder; returns the config entry that names them (and the
     number of views decoding averages, when more than one)."""
     path = Path(folder) / FILE
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    tmp.chmod(0o644)  # safetensors writes 0600; a shipped codec file is readable by all
-    tmp.replace(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    replace_with(path, lambda p: save_file(state, str(p)))
     return {**net.cfg.to_dict(), **({"views": net.views} if net.views > 1 else {}), "sha256": file_sha256(path)}
 
 
 def save_waveform(taps: np.ndarray, folder: Path) -> dict:
     """Write an audio codec's waveform filter into its folder; returns the config entry."""
     path = Path(folder) / FILE
-    tmp = path.with_name(path.name + ".tmp")
-    save_numpy({"taps": np.ascontiguousarray(taps, dtype=np.float64)}, str(tmp))
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    replace_with(path, lambda p: save_numpy({"taps": np.ascontiguousarray(taps, dtype=np.float64)}, str(p)))
     return {"kind": "fir", "taps": len(taps), "sha256": file_sha256(path)}
 
 
