@@ -2,7 +2,8 @@
 
     container -> entropy (bitstream.py) -> dequantize -> evaluate at any coordinates (synthesis.py)
               -> post-filter (images; on another grid its own-grid correction, resampled; audio: the
-                 file's own waveform filter or the codec's, and at another rate that decode resampled)
+                 file's own waveform filter or the codec's, and at another rate that decode resampled;
+                 volumes: the codec's volume filter, and on a finer grid that decode interpolated)
               -> the modality's values
 """
 
@@ -20,9 +21,9 @@ from .device import pick_device
 from .errors import FormatError, InputError, LimitError
 from .modalities import Placement, Resolution, Signal, Target
 from .overfit import decode_file
-from .postfilter import PostFilter, WaveformFilter, apply_waveform, carried
+from .postfilter import PostFilter, VolumeFilter, WaveformFilter, apply_volume, apply_waveform, carried
 from .postfilter import apply as apply_postfilter
-from .resample import resample
+from .resample import linear, resample
 from .residual import apply_layer
 from .synthesis import evaluate_fields, evaluate_grid, evaluate_latent_grid
 
@@ -33,7 +34,9 @@ class Decoder:
     spanning the image, add the filter's correction on the own grid, resampled (postfilter.carried).
     Audio: with `postfilter`, the file's own waveform filter (FILT) or else the codec's (if it has one)
     at the file's own rate, and at another sample rate that decode resampled band-limited
-    (resample.py). Without it the output is the network's own (the normative decode)."""
+    (resample.py). Volumes (MRI): with `postfilter`, the codec's volume filter on the own grid, and onto
+    a grid at least as fine on every axis that decode interpolated trilinearly (resample.linear).
+    Without it the output is the network's own (the normative decode)."""
 
     def __init__(self, device: str = "auto", allow_huge: bool = False, postfilter: bool = True,
                  postfilter_views: int | None = None) -> None:
@@ -72,17 +75,20 @@ class Decoder:
         if codec.net.cfg.cell and placement is not None:
             raise InputError(f"codec {codec.name!r} (a latent grid) decodes onto grids spanning the image only")
         # Audio at another sample rate: the network at the file's own rate, resampled band-limited (between
-        # its samples the speech network produces noise; resample.py).
-        resampled = self.postfilter and p.modality.name == "audio" and placement is None and \
-            shape != tuple(p.file.shape) and not codec.net.cfg.cell
+        # its samples the speech network produces noise); a volume on a finer grid: the network on its own
+        # grid, interpolated (the MRI networks interpolate worse than trilinear; resample.py).
+        own_grid = shape == tuple(p.file.shape) and placement is None
+        resampled = self.postfilter and not own_grid and not codec.net.cfg.cell and (
+            (p.modality.name == "audio" and placement is None)
+            or (p.modality.name == "mri" and finer(p.file.shape, shape, placement)))
         at = tuple(p.file.shape) if resampled else shape
         if codec.net.cfg.cell:
             values = join([evaluate_latent_grid(codec.net, g, p.file.shape, at, self.device) for g in groups])
         else:
             values = join([evaluate_grid(codec.net, g, p.file.shape, p.file.patch, at, self.device,
-                                         placement=placement, supersample=codec.spec.supersample) for g in groups])
+                                         placement=None if resampled else placement,
+                                         supersample=codec.spec.supersample) for g in groups])
         np.clip(values, 0.0, 1.0, out=values)  # (in place: a large image's arrays are hundreds of MB each)
-        own_grid = shape == tuple(p.file.shape) and placement is None
         # Audio: the filter the encoder fitted to this file where it carries one, else the codec's.
         waveform = file_filter(p)
         if waveform is None and isinstance(codec.postfilter, WaveformFilter):
@@ -90,8 +96,11 @@ class Decoder:
         if self.postfilter and waveform is not None and (own_grid or resampled):
             values = apply_waveform(waveform, values)  # each channel
             np.clip(values, 0.0, 1.0, out=values)
+        if self.postfilter and isinstance(codec.postfilter, VolumeFilter) and (own_grid or resampled):
+            values = apply_volume(codec.postfilter, values)
+            np.clip(values, 0.0, 1.0, out=values)
         if resampled:
-            values = resample(values, shape[0])
+            values = resample(values, shape[0]) if p.modality.name == "audio" else linear(values, shape, placement)
             np.clip(values, 0.0, 1.0, out=values)
         image_filter = isinstance(codec.postfilter, PostFilter)
         if self.postfilter and image_filter and own_grid:
@@ -151,6 +160,14 @@ def decode_bytes(data: bytes, resolution: Resolution | None = None, device: str 
 def own_grid(p: Parsed, target: Target) -> bool:
     """Whether `target` is the file's own grid (the one its residual layer is for)."""
     return target.shape in (None, tuple(p.file.shape)) and target.placement is None and target.meta is None
+
+
+def finer(shape: tuple[int, ...], out_shape: tuple[int, ...], placement: Placement | None) -> bool:
+    """Whether a grid of `out_shape` samples (spanning the signal, or at `placement`) samples every axis
+    at least as finely as the signal's own `shape`."""
+    if placement is None:
+        return all(o >= n for n, o in zip(shape, out_shape, strict=True))
+    return all(step <= 1.0 for _, step in placement)
 
 
 def join(parts: list[np.ndarray]) -> np.ndarray:

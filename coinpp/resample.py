@@ -1,15 +1,21 @@
-"""Band-limited resampling of decoded audio (windowed sinc), for decodes at another sample rate.
+"""Resampling of decodes onto another grid: band-limited for audio (windowed sinc), linear for volumes.
 
 Between its samples the speech network produces noise: a clip coded at 8 kHz and evaluated at 16 kHz
 scores 25 dB against the real 16 kHz clip, where band-limited resampling of its 8 kHz decode scores
 39 dB (benchmarks/results/upscale/). So the decoder evaluates an audio file's network at the file's
 own rate and resamples that (`coin decode --no-postfilter` gives the network's own output at the asked
 rate). Output only: nothing here touches what is parsed.
+
+Volumes likewise: the MRI networks are worse interpolators than trilinear interpolation everywhere
+between their voxel centres (benchmarks/experiments/RECORD.md, section 22), so a finer voxel grid is
+the own-grid decode interpolated (`linear`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .patching import sample_centres
 
 HALF_TAPS = 32  # input samples each side of an output sample (at the lower of the two rates)
 KAISER_BETA = 8.6  # stop band about 90 dB down
@@ -48,3 +54,26 @@ def _kaiser(u: np.ndarray) -> np.ndarray:
     inside = np.abs(u) < 1
     arg = KAISER_BETA * np.sqrt(np.clip(1 - u**2, 0, None))
     return np.where(inside, np.i0(arg) / np.i0(KAISER_BETA), 0.0)
+
+
+def linear(values: np.ndarray, out_shape: tuple[int, ...],
+           placement: tuple[tuple[float, float], ...] | None = None) -> np.ndarray:
+    """(*shape, C) samples -> (*out_shape, C) float32 by linear interpolation along each axis in turn
+    (trilinear for a volume). Output sample centres span the same extent as the input's (pixel
+    centres, as patching.sample_centres places them) or, per axis, sit at `placement` (first centre,
+    step) in input samples; past the outer input centres the edge sample holds."""
+    out = values.astype(np.float32, copy=False)
+    for axis, m in enumerate(out_shape):
+        n = out.shape[axis]
+        if m == n and placement is None:
+            continue
+        centre = sample_centres(n, m) if placement is None else placement[axis][0] + np.arange(m) * placement[axis][1]
+        x = np.clip(centre - 0.5, 0.0, n - 1.0)  # in input sample indices
+        i0 = np.minimum(np.floor(x).astype(np.int64), max(n - 2, 0))
+        t = (x - i0).astype(np.float32)
+        i1 = np.minimum(i0 + 1, n - 1)
+        shape = [1] * out.ndim
+        shape[axis] = m
+        t = t.reshape(shape)
+        out = np.take(out, i0, axis=axis) * (1 - t) + np.take(out, i1, axis=axis) * t
+    return np.ascontiguousarray(out, dtype=np.float32)

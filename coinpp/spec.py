@@ -96,12 +96,14 @@ class PostFilterSpec:
     period: tuple[int, int] = (32, 32)  # the codec's patch: where the seams repeat
     views: int = 1  # flipped/transposed views decoding averages
     sha256: str = ""
-    kind: str = "cnn"  # "cnn": images (the fields above); "fir": audio, a linear filter of `taps` taps
+    # "cnn": images (the fields above); "fir": audio, a linear filter of `taps` taps; "volume": MRI, a
+    # linear filter of taps x taps x taps voxels
+    kind: str = "cnn"
     taps: int = 0
 
     def to_dict(self) -> dict:
-        if self.kind == "fir":
-            return {"kind": "fir", "taps": self.taps}
+        if self.kind in ("fir", "volume"):
+            return {"kind": self.kind, "taps": self.taps}
         return {"channels": self.channels, "layers": self.layers, "period": list(self.period)}
 
     @classmethod
@@ -111,6 +113,11 @@ class PostFilterSpec:
             if not isinstance(taps, int) or not 1 <= taps <= 1023 or taps % 2 == 0:
                 raise ValueError("a waveform post-filter needs an odd number of taps in 1..1023")
             return cls(sha256=str(d.get("sha256", "")), kind="fir", taps=taps)
+        if d.get("kind") == "volume":
+            taps = d.get("taps")
+            if not isinstance(taps, int) or not 1 <= taps <= 9 or taps % 2 == 0:
+                raise ValueError("a volume post-filter needs an odd side of 1..9 voxels")
+            return cls(sha256=str(d.get("sha256", "")), kind="volume", taps=taps)
         if d.get("kind", "cnn") != "cnn":
             raise ValueError(f"unknown post-filter kind {d.get('kind')!r}")
         channels, layers, period = int(d["channels"]), int(d["layers"]), tuple(int(p) for p in d["period"])
@@ -325,6 +332,8 @@ def parse_config(folder: Path, config: dict) -> CodecSpec:
         raise ValueError("a convolutional post-filter is for RGB image codecs")
     if postfilter is not None and postfilter.kind == "fir" and config["modality"] != "audio":
         raise ValueError("a waveform post-filter is for audio codecs")
+    if postfilter is not None and postfilter.kind == "volume" and config["modality"] != "mri":
+        raise ValueError("a volume post-filter is for MRI codecs")
     rate_model = _rate_model(config, d)
     for p in presets.values():
         if (p.adam and p.adam.rate_lambda or p.filter and p.filter.rate_lambda) and rate_model is None:

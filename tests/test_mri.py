@@ -193,3 +193,112 @@ def test_a_supersampled_codec_decodes_each_voxel_as_the_network_averaged_over_it
         cfg["hash"] = specs.codec_hash(c.folder, cfg).hex()
         with pytest.raises(ValueError, match="supersample"):
             specs.parse_config(c.folder, cfg)
+
+
+def test_a_finer_voxel_grid_is_the_own_grid_decode_interpolated(tmp_path, tiny_mri_codec):
+    """Onto a grid at least as fine on every axis the decoder interpolates its own-grid decode
+    trilinearly (the MRI networks interpolate worse); --no-postfilter gives the network's own
+    finer output, and a coarser grid is the network's too."""
+    from coinpp.modalities import Resolution
+    from coinpp.resample import linear
+
+    write_nifti(tmp_path / "v.nii.gz", shape=(16, 12, 8))
+    data = encode_signal(MRI.read(tmp_path / "v.nii.gz"), MRI, tiny_mri_codec).data
+    own, p = decode_bytes(data)
+    for r in (Resolution(scale=2.0), Resolution(voxel_size=(0.7, 0.7, 1.5))):
+        fine, _ = decode_bytes(data, r)
+        target = MRI.target(p.meta, p.file.shape, r)
+        assert np.allclose(fine.values, np.clip(linear(own.values, target.shape, target.placement), 0, 1), atol=1e-6)
+        network, _ = decode_bytes(data, r, postfilter=False)
+        assert network.values.shape == fine.values.shape and not np.allclose(network.values, fine.values, atol=1e-3)
+    coarse, _ = decode_bytes(data, Resolution(scale=0.5))
+    assert np.array_equal(coarse.values, decode_bytes(data, Resolution(scale=0.5), postfilter=False)[0].values)
+
+
+def test_volume_post_filter_is_fitted_installed_and_applied_outside_the_hash(tmp_path, tiny_mri_codec):
+    from coinpp import codec as codecs
+    from coinpp.modalities import Resolution
+    from coinpp.postfilter import apply_volume
+    from coinpp.resample import linear
+
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in (18, 16, 12)], indexing="ij")
+        blob = np.exp(-((grid[0] - 0.2 * i) ** 2 + 2 * grid[1] ** 2 + grid[2] ** 2) * (2 + i))
+        write_nifti(folder / f"v{i}.nii.gz", values=(blob * 900 + rng.normal(0, 20, blob.shape)).astype(np.int16))
+    old = encode_signal(MRI.read(folder / "v0.nii.gz"), MRI, tiny_mri_codec).data
+    plain, p = decode_bytes(old)
+    r = CliRunner().invoke(cli, ["postfilter", tiny_mri_codec.name, "--data", str(folder), "--side", "3",
+                                 "--val-files", "1"])
+    assert r.exit_code == 0, r.output
+    assert "installed" in r.output
+    codecs.clear_cache()
+    c = codecs.load(tiny_mri_codec.name)
+    assert c.hash == tiny_mri_codec.hash and c.spec.postfilter.kind == "volume" and c.postfilter.taps.shape == (3, 3, 3)
+    entry = json.loads((c.folder / "config.json").read_text())["postfilter"]
+    assert entry["training"]["val_psnr_gain_db"] > 0 and entry["training"]["volumes"] == 3
+    assert "3x3x3 neighbourhood" in (c.folder / "MODEL_CARD.md").read_text()
+    filtered, _ = decode_bytes(old)  # a file written before decodes, now filtered
+    normative, _ = decode_bytes(old, postfilter=False)
+    assert np.array_equal(normative.values, plain.values)
+    assert not np.allclose(filtered.values, plain.values, atol=1e-4)
+    assert np.allclose(filtered.values, np.clip(apply_volume(c.postfilter, plain.values), 0, 1), atol=1e-6)
+    fine, _ = decode_bytes(old, Resolution(scale=2.0))  # filtered, then interpolated
+    shape = tuple(2 * n for n in p.file.shape)
+    assert np.allclose(fine.values, np.clip(linear(filtered.values, shape), 0, 1), atol=1e-6)
+    (tmp_path / "v.coin").write_bytes(old)
+    info = CliRunner().invoke(cli, ["info", str(tmp_path / "v.coin")])
+    assert info.exit_code == 0 and "3x3x3 linear filter" in info.output
+    again = CliRunner().invoke(cli, ["postfilter", tiny_mri_codec.name, "--data", str(folder), "--val-files", "1"])
+    assert again.exit_code != 0 and "--force" in again.output
+    bad = CliRunner().invoke(cli, ["postfilter", tiny_mri_codec.name, "--data", str(folder), "--side", "4", "--force"])
+    assert bad.exit_code != 0 and "--side must be odd" in bad.output
+
+
+def test_a_volume_filter_fitted_to_filtered_volumes_recovers_the_filter():
+    from coinpp.postfilter import VolumeFilter, apply_volume, fit_volume
+    from coinpp.spec import PostFilterSpec
+
+    rng = np.random.default_rng(1)
+    kernel = rng.normal(0, 0.1, (3, 3, 3))
+    kernel[1, 1, 1] = 0.6
+    f = VolumeFilter(PostFilterSpec(kind="volume", taps=3), kernel, 0.05)
+    pairs = []
+    for shape in ((20, 11, 9), (7, 13, 10)):  # slabs of VOLUME_SLAB rows and a remainder
+        x = rng.random((*shape, 1))
+        pairs.append((x[..., 0], apply_volume(f, x)[..., 0]))
+    taps, offset = fit_volume(pairs, 3, ridge=0.0)
+    assert np.allclose(taps, kernel, atol=1e-5) and offset == pytest.approx(0.05, abs=1e-5)
+
+
+def test_volume_post_filter_entries_are_checked(tiny_codec):
+    from coinpp.spec import PostFilterSpec
+
+    assert PostFilterSpec.from_dict({"kind": "volume", "taps": 3}).to_dict() == {"kind": "volume", "taps": 3}
+    for bad in ({"kind": "volume", "taps": 4}, {"kind": "volume"}, {"kind": "volume", "taps": 11}):
+        with pytest.raises(ValueError):
+            PostFilterSpec.from_dict(bad)
+    config = json.loads((tiny_codec.folder / "config.json").read_text())
+    config["postfilter"] = {"kind": "volume", "taps": 3, "sha256": ""}
+    with pytest.raises(ValueError, match="volume post-filter is for MRI"):
+        specs.parse_config(tiny_codec.folder, config)
+
+
+def test_linear_resampling_is_scipys_trilinear_on_the_same_centres():
+    import scipy.ndimage as ndi
+
+    from coinpp.resample import linear
+
+    v = np.random.default_rng(2).random((9, 10, 7, 1)).astype(np.float32)
+    for shape in ((18, 20, 14), (13, 17, 5)):
+        zoomed = ndi.zoom(v[..., 0], [t / n for t, n in zip(shape, v.shape, strict=False)], order=1, mode="nearest",
+                          grid_mode=True)
+        assert np.allclose(linear(v, shape)[..., 0], zoomed, atol=1e-6)
+    placement = ((0.2, 0.6), (1.0, 0.75), (-0.3, 0.5))  # first centre and step, in input voxels
+    shape = (15, 12, 16)
+    coords = np.meshgrid(*[a + np.arange(n) * s - 0.5 for (a, s), n in zip(placement, shape, strict=True)],
+                         indexing="ij")
+    expected = ndi.map_coordinates(v[..., 0].astype(np.float64), coords, order=1, mode="nearest")
+    assert np.allclose(linear(v, shape, placement)[..., 0], expected, atol=1e-6)

@@ -43,9 +43,9 @@ from .folders import run_batch, shard_and_jobs
 @click.option("--lon", "lon_spec", help="Climate: longitudes FIRST:LAST:N (e.g. -10:2:241).")
 @click.option("--ext", help="Output format for folders and stdout, e.g. png (default: the original's).")
 @click.option("--no-postfilter", "no_postfilter", is_flag=True,
-              help="Write the network's own output (the normative decode): images without the codec's "
-                   "post-filter; audio at another --sample-rate evaluated there instead of resampled from its "
-                   "own rate.")
+              help="Write the network's own output (the normative decode): images, audio and volumes without "
+                   "the codec's post-filter; audio at another --sample-rate, and volumes on a finer grid, "
+                   "evaluated there instead of resampled from the own grid.")
 @click.option("--postfilter-views", "postfilter_views", type=click.IntRange(1, 8), default=None,
               help="Images: average the post-filter over this many flipped/transposed views (1-8) instead of "
                    "the codec's choice: fewer decode faster, more gain a little.")

@@ -142,6 +142,9 @@ def describe_point(r: dict) -> str:
 def postfilter_note(pf: specs.PostFilterSpec | None) -> str:
     if pf is None:
         return "no"
+    if pf.kind == "volume":
+        return (f"yes ({pf.taps}x{pf.taps}x{pf.taps} linear filter on the volume's own grid, which a finer grid "
+                "interpolates; --no-postfilter skips it)")
     if pf.kind == "fir":
         return f"yes ({pf.taps}-tap linear filter on the waveform at the file's own rate; --no-postfilter skips it)"
     return (f"yes ({pf.layers}-layer CNN, averaged over {pf.views} view{'s' if pf.views > 1 else ''}; "

@@ -132,6 +132,20 @@ class MRIModality(Modality):
             placement.append((n / 2 - (m - 1) * step / 2, step))
         return tuple(out), tuple(placement)
 
+    def coarser(self, signal: Signal, f: int) -> Signal:
+        """The volume with voxels f times larger per axis, each the mean of the f^3 it replaces (each axis
+        cut to a multiple of f first); the intensity range and so the network's scale stay the source's."""
+        even = tuple(max(f, n - n % f) for n in signal.spatial)
+
+        def blocks(v: np.ndarray) -> np.ndarray:
+            v = np.pad(v, [(0, max(0, e - n)) for e, n in zip(even, v.shape, strict=False)] + [(0, 0)], mode="edge")
+            v = v[: even[0], : even[1], : even[2]]
+            return v.reshape(even[0] // f, f, even[1] // f, f, even[2] // f, f, -1).mean(axis=(1, 3, 5))
+
+        out = tuple(e // f for e in even)
+        return Signal(blocks(signal.values).astype(np.float32), self.resampled(signal.meta, even, out),
+                      None if signal.exact is None else blocks(signal.exact))
+
     def resampled(self, meta: dict, shape: tuple[int, ...], out_shape: tuple[int, ...],
                   placement: Placement | None = None) -> dict:
         """The header of the volume sampled on `out_shape` (at `placement`, default spanning the same

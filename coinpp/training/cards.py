@@ -115,6 +115,11 @@ def postfilter_text(entry: dict | None) -> str:
         return (f" A post-filter (a {entry['taps']}-tap linear filter fitted to the codec's decodes, or one the "
                 "encoder fitted to the file and stored in it) restores the waveform at the file's own rate; "
                 "`coin decode --no-postfilter` skips it.")
+    if entry.get("kind") == "volume":
+        side = entry["taps"]
+        return (f" A post-filter (a linear filter over each voxel's {side}x{side}x{side} neighbourhood, fitted to the "
+                "codec's decodes) restores the volume on its own grid; onto a finer grid that decode is "
+                "interpolated trilinearly. `coin decode --no-postfilter` skips both.")
     return (" A post-filter (a small CNN) restores images decoded onto their own grid (onto a finer grid, they get "
             "its own-grid correction, resampled); `coin decode --no-postfilter` skips it.")
 
@@ -158,6 +163,14 @@ def training_text(config: dict) -> str:
                      f"{pf.get('clips')} training clips to the originals, {pf.get('wall_time_s', 0) / 60:.0f} minutes "
                      f"on {pf.get('hardware', 'unknown hardware')}; {pf.get('val_psnr_gain_db', 0):+.3f} dB on "
                      f"{pf.get('val_clips')} held-out clips" + (f"; `{pf['command']}`" if pf.get("command") else ""))
+    elif pf and config["postfilter"].get("kind") == "volume":
+        side = config["postfilter"]["taps"]
+        lines.append(f"- post-filter: {side}x{side}x{side} taps and a constant by least squares from the decodes of "
+                     f"{pf.get('volumes')} training volumes at half resolution to the volumes, "
+                     f"{pf.get('wall_time_s', 0) / 60:.0f} minutes on {pf.get('hardware', 'unknown hardware')}; "
+                     f"{pf.get('val_psnr_gain_db', 0):+.3f} dB on {pf.get('val_volumes')} held-out volume"
+                     + ("s" if pf.get("val_volumes") != 1 else "")
+                     + (f"; `{pf['command']}`" if pf.get("command") else ""))
     elif pf:
         views = config["postfilter"].get("views", 1)
         lines.append(f"- post-filter: {config['postfilter']['layers']} convolutions (3x3, "

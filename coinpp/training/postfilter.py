@@ -26,8 +26,10 @@ from ..postfilter import (
     FILE,
     VIEWS,
     PostFilter,
+    VolumeFilter,
     WaveformFilter,
     apply,
+    apply_volume,
     apply_waveform,
     file_sha256,
     usable_views,
@@ -87,6 +89,24 @@ def save_waveform(taps: np.ndarray, folder: Path) -> dict:
     path = Path(folder) / FILE
     replace_with(path, lambda p: save_numpy({"taps": np.ascontiguousarray(taps, dtype=np.float64)}, str(p)))
     return {"kind": "fir", "taps": len(taps), "sha256": file_sha256(path)}
+
+
+def save_volume(taps: np.ndarray, offset: float, folder: Path) -> dict:
+    """Write an MRI codec's volume filter into its folder; returns the config entry."""
+    path = Path(folder) / FILE
+    arrays = {"taps": np.ascontiguousarray(taps, dtype=np.float64), "offset": np.array(offset, dtype=np.float64)}
+    replace_with(path, lambda p: save_numpy(arrays, str(p)))
+    return {"kind": "volume", "taps": int(taps.shape[0]), "sha256": file_sha256(path)}
+
+
+def volume_gain_db(taps: np.ndarray, offset: float, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean over the (decoded, original) volume pairs of the PSNR change the filter makes."""
+    f = VolumeFilter(PostFilterSpec(kind="volume", taps=int(taps.shape[0])), taps, offset)
+    gains = []
+    for dec, ref in pairs:
+        out = np.clip(apply_volume(f, dec[..., None])[..., 0].astype(np.float64), 0.0, 1.0)
+        gains.append(10 * math.log10(np.mean((dec - ref) ** 2) / max(np.mean((out - ref) ** 2), 1e-20)))
+    return float(np.mean(gains))
 
 
 def waveform_gain_db(taps: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -271,14 +291,20 @@ def load_pairs(path: Path, key: dict) -> dict[str, list[tuple[np.ndarray, np.nda
     return out
 
 
-def install(folder: Path, net: PostFilter | np.ndarray, training: dict) -> None:
-    """Put a post-filter (an image codec's network, or an audio codec's waveform taps) into a codec
+def install(folder: Path, net: PostFilter | np.ndarray | tuple[np.ndarray, float], training: dict) -> None:
+    """Put a post-filter (an image codec's network, an audio codec's waveform taps, or an MRI codec's
+    volume taps and offset) into a codec
     folder: its weights and an entry in config.json (written atomically), and the model card written
     again from the config. The codec's hash does not cover it, so files already written stay valid."""
     folder = Path(folder)
     cfg_path = folder / "config.json"
     config = json.loads(cfg_path.read_text())
-    entry = save(net, folder) if isinstance(net, PostFilter) else save_waveform(net, folder)
+    if isinstance(net, PostFilter):
+        entry = save(net, folder)
+    elif isinstance(net, tuple):
+        entry = save_volume(*net, folder)
+    else:
+        entry = save_waveform(net, folder)
     config["postfilter"] = {**entry, "training": training}
     tmp = cfg_path.with_name(cfg_path.name + ".tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n")
