@@ -224,7 +224,8 @@ DEFAULT_PATCH = {"image": 32, "audio": 200, "mri": 8}
 @click.command()
 @click.argument("codec_list")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Training images (never the test set); the same files are held out as in `coin train`.")
+              help="Training files of the codecs' modality (never the test set); the same files are held out as in "
+                   "`coin train`.")
 @click.option("--crops", default=8, show_default=True, help="Random crops per training image.")
 @click.option("--size", default=128, show_default=True, help="Crop side in pixels (a multiple of the patch).")
 @click.option("--channels", default=32, show_default=True)
