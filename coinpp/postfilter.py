@@ -1,4 +1,5 @@
-"""Decoder-side post-filter: a small convolutional network that restores the decoded image.
+"""Decoder-side post-filters: a small convolutional network that restores a decoded image, and linear
+filters for audio waveforms (`WaveformFilter`) and MRI volumes (`VolumeFilter`).
 
 The base network's output on the native grid has two kinds of error a few convolutions can undo:
 seams at patch borders (on three Kodak images decoded with `image-klt-6x128-l64-b5`, the two pixels
@@ -10,8 +11,8 @@ It is not part of the bitstream: the symbols, the latents and the network's outp
 so the codec's hash and every file written before it stay valid, and `coin decode --no-postfilter`
 gives the normative output. The filter is trained on the file's own grid; an image decoded onto
 another grid spanning it gets the filter's correction from the own grid, resampled (`carried`).
-Weights live beside the codec (`postfilter.safetensors`) and are checked against the SHA-256 in its
-config.
+Weights or taps live beside the codec (`postfilter.safetensors`) and are checked against the SHA-256 in
+its config.
 """
 
 from __future__ import annotations
