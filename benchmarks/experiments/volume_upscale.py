@@ -4,6 +4,7 @@ decode, and what does a filter on the own grid buy?
     python benchmarks/experiments/volume_upscale.py code [--codec mri-mean-5x128-l16-b4]
     python benchmarks/experiments/volume_upscale.py linear [--side 3]
     python benchmarks/experiments/volume_upscale.py cnn [--minutes 40]
+    python benchmarks/experiments/volume_upscale.py code-full | fit-scale
 
 `code`: every MRI volume of the data folder halved (2x2x2 block means, as `coin bench mri --upscale 2`
 does) and coded with the codec; kept per volume in --cache: the truth, the halved volume, its ordinary
@@ -20,6 +21,10 @@ of the uncoded halved volume (what halving alone loses).
 `cnn`: a 3-D CNN (16 channels, 3x3x3 convolutions, residual) trained on crops of the same pairs, with an
 own-grid head and a 2x head (8 phases onto trilinear of N), Adam 1e-3 with a cosine decay over
 --minutes, batch 8 crops of 20^3 decoded voxels; the test volumes scored every 500 steps.
+
+`code-full`: every volume coded at its own resolution (the decode without a post-filter kept); `fit-scale`:
+the own-grid filter fitted on the training volumes' decodes at half resolution (what `coin postfilter`
+does) and at their own, each scored on the test volumes at their own resolution.
 """
 
 from __future__ import annotations
@@ -69,8 +74,41 @@ def code(args: argparse.Namespace) -> None:
         print(f"{name}: {s} coded and decoded in {time.time() - t0:.0f} s", flush=True)
 
 
-def load(args: argparse.Namespace, name: str) -> dict:
-    z = np.load(args.cache / f"{args.codec}-{name}.npz")
+def code_full(args: argparse.Namespace) -> None:
+    """Every volume coded at its own resolution: the truth and the decode without a post-filter."""
+    m = modalities.get("mri")
+    codec = codecs.load(args.codec)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    for name in TEST + TRAIN:
+        signal = m.read(args.data / f"{name}.nii.gz")
+        t0 = time.time()
+        p = parse(Encoder(codec, m, device="cpu").encode(signal).data)
+        n = m.units(Decoder("cpu", postfilter=False).decode(p))[..., 0]
+        np.savez(args.cache / f"full-{codec.name}-{name}.npz", truth=signal.exact[..., 0], N=n,
+                 span=float(signal.meta["high"] - signal.meta["low"]))
+        print(f"{name}: {n.shape} coded and decoded in {time.time() - t0:.0f} s", flush=True)
+
+
+def fit_scale(args: argparse.Namespace) -> None:
+    """The own-grid filter fitted on the training volumes' decodes at half resolution (as `coin postfilter`
+    fits it) or at their own, scored on the test volumes at their own resolution."""
+    fits = {}
+    for prefix, target in (("", "low"), ("full-", "truth")):
+        pairs = [(d["N"] / d["span"], d[target] / d["span"]) for d in (load(args, n, prefix) for n in TRAIN)]
+        fits[prefix or "half-"] = fit_volume(pairs, args.side)
+    for name in TEST:
+        d = load(args, name, "full-")
+        s = float(d["span"])
+        line = f"{name} at its own resolution: N {psnr(d['N'], d['truth'], s):.2f}"
+        for label, (taps, offset) in fits.items():
+            f = VolumeFilter(PostFilterSpec(kind="volume", taps=args.side), taps, offset)
+            g = np.clip(apply_volume(f, (d["N"] / s)[..., None])[..., 0], 0, 1) * s
+            line += f", filter fitted {label.rstrip('-')} {psnr(g, d['truth'], s):.2f}"
+        print(line, flush=True)
+
+
+def load(args: argparse.Namespace, name: str, prefix: str = "") -> dict:
+    z = np.load(args.cache / f"{prefix}{args.codec}-{name}.npz")
     return {k: z[k] for k in z.files}
 
 
@@ -202,7 +240,7 @@ def cnn(args: argparse.Namespace) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["code", "linear", "cnn"])
+    ap.add_argument("what", choices=["code", "linear", "cnn", "code-full", "fit-scale"])
     ap.add_argument("--codec", default="mri-mean-5x128-l16-b4")
     ap.add_argument("--data", type=Path, default=Path("../shared/data/mri"))
     ap.add_argument("--cache", type=Path, default=Path("runs/volume-upscale"))
@@ -213,7 +251,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    {"code": code, "linear": linear_filters, "cnn": cnn}[args.what](args)
+    modes = {"code": code, "linear": linear_filters, "cnn": cnn, "code-full": code_full, "fit-scale": fit_scale}
+    modes[args.what](args)
     return 0
 
 
