@@ -397,8 +397,9 @@ def volume_filters(loaded: list[codecs.Codec], data: str, side: int, val_files: 
                    force: bool) -> None:
     """`coin postfilter` for MRI codecs: per codec, a least-squares side^3 filter (and a constant) from
     its decodes of the training volumes to the volumes, checked on the held-out ones and installed when
-    it gains there. The volumes are coded at half resolution (2x2x2 block means): eight times faster to
-    code, and the network's error inside a patch is of the same kind."""
+    it gains there. The volumes are coded at half resolution (2x2x2 block means), eight times faster to
+    code; fitted at their own resolution the filter gains about 0.1 dB more (benchmarks/experiments/RECORD.md,
+    section 24)."""
     if not (1 <= side <= 9 and side % 2 and val_files >= 1):
         raise InputError("--side must be odd in 1..9, --val-files >= 1")
     for c in loaded:
